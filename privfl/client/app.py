@@ -1,0 +1,72 @@
+"""The client app: turns Messages into NumPy-style client calls, behind a chain of mods."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from privfl.client.numpy_client import NumPyClient
+from privfl.core.context import Context
+from privfl.core.message import Message, MessageKind, arrays_from_list
+from privfl.core.mods import Mod, compose
+from privfl.errors import MessageError
+
+NUM_EXAMPLES = "num_examples"
+"""Metric key under which a reply reports how many examples the client used."""
+LOSS = "loss"
+"""Metric key under which an evaluate reply reports the loss."""
+
+ClientFn = Callable[[int], NumPyClient]
+
+
+def _numeric_metrics(metrics: dict, who: str) -> dict[str, int | float]:
+    out: dict[str, int | float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise MessageError(f"{who}: metric {key!r} must be a number, got {type(value).__name__}") from None
+        out[str(key)] = value
+    return out
+
+
+class ClientApp:
+    """Runs a NumPy-style client for each message, wrapped in ``mods`` (first is outermost).
+
+    Args:
+        client_fn: builds the client for a node id; called once per message, so a
+            client keeps state across rounds through its own storage or the Context.
+        mods: client mods, e.g. clipping, local DP, SecAgg+ or CKKS mods.
+    """
+
+    def __init__(self, client_fn: ClientFn, mods: Sequence[Mod] = ()) -> None:
+        self.client_fn = client_fn
+        self.mods = tuple(mods)
+        self._handler = compose(self._handle, self.mods)
+
+    def __call__(self, message: Message, context: Context) -> Message:
+        if message.metadata.dst_node != context.node_id:
+            raise MessageError(
+                f"message for node {message.metadata.dst_node} delivered to node {context.node_id}"
+            )
+        return self._handler(message, context)
+
+    def _handle(self, message: Message, context: Context) -> Message:
+        client = self.client_fn(context.node_id)
+        config = dict(message.config)
+        config.setdefault("server_round", message.metadata.server_round)
+        kind = message.metadata.kind
+        if kind is MessageKind.TRAIN:
+            params, num_examples, metrics = client.fit(list(message.arrays.values()), config)
+            names = list(message.arrays) if len(params) == len(message.arrays) else None
+            arrays = dict(zip(names, params)) if names else arrays_from_list(params)
+            out = _numeric_metrics(metrics, "fit")
+            out[NUM_EXAMPLES] = int(num_examples)
+            return message.reply(arrays=arrays, metrics=out)
+        if kind is MessageKind.EVALUATE:
+            loss, num_examples, metrics = client.evaluate(list(message.arrays.values()), config)
+            out = _numeric_metrics(metrics, "evaluate")
+            out[LOSS] = float(loss)
+            out[NUM_EXAMPLES] = int(num_examples)
+            return message.reply(metrics=out)
+        return message.reply(arrays=arrays_from_list(client.get_parameters(config)))

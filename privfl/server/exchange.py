@@ -1,0 +1,140 @@
+"""Sans-IO server exchanges: how server-side protocols talk to clients without doing I/O.
+
+A server-side protocol for one round is a generator (an :data:`Exchange`). It
+*yields* a list of messages to send (one per client) and is *sent back* an
+iterator over the replies that arrived, in any order; a client that dropped out
+simply has no reply. It repeats this for as many stages as it needs, then
+*returns* its result. The bundled loop, a test, or the Flower adapter moves the
+messages; the protocol never touches sockets, threads, clocks or global state.
+
+Replies are an iterator, not a list, so a protocol can fold each reply into a
+running sum as it arrives and never hold all client vectors at once. A protocol
+must finish reading the iterator before it yields again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+from privfl.core.message import ArrayDict, Config, Message, MessageKind, Metadata, Metrics, SERVER_NODE_ID
+from privfl.errors import ConfigError
+
+T = TypeVar("T")
+Replies = Iterator[Message]
+Exchange = Generator[list[Message], Replies, T]
+
+
+@dataclass(frozen=True)
+class SamplingInfo:
+    """How this round's clients were drawn, as privacy accounting needs it.
+
+    Attributes:
+        population: number of clients that could have been drawn (N).
+        rate: per-client inclusion probability q (Poisson) or fraction m/N (fixed size).
+        poisson: True for independent Poisson sampling, False for a fixed-size sample
+            drawn without replacement.
+    """
+
+    population: int
+    rate: float
+    poisson: bool
+
+    def __post_init__(self) -> None:
+        if self.population <= 0:
+            raise ConfigError(f"population must be positive, got {self.population}")
+        if not 0.0 < self.rate <= 1.0:
+            raise ConfigError(f"sampling rate must be in (0, 1], got {self.rate}")
+
+    @property
+    def expected_clients(self) -> float:
+        """Expected number of sampled clients, q * N."""
+        return self.rate * self.population
+
+
+@dataclass(frozen=True)
+class RoundSpec:
+    """What a server-side protocol needs to run one round.
+
+    Attributes:
+        run_id: the run's id, copied into every message.
+        server_round: round number (1-based).
+        nodes: ids of the clients selected for this round.
+        parameters: the global model sent to clients.
+        config: config entries sent to clients with the task.
+        sampling: how ``nodes`` were drawn.
+        kind: train or evaluate.
+    """
+
+    run_id: int
+    server_round: int
+    nodes: tuple[int, ...]
+    parameters: ArrayDict
+    config: Config
+    sampling: SamplingInfo
+    kind: MessageKind = MessageKind.TRAIN
+
+    def message_to(
+        self,
+        node: int,
+        *,
+        stage: str = "",
+        arrays: ArrayDict | None = None,
+        config: Config | None = None,
+    ) -> Message:
+        """A message from the server to ``node`` for this round (default content: the task)."""
+        return Message(
+            metadata=Metadata(self.run_id, self.server_round, SERVER_NODE_ID, node, self.kind, stage),
+            arrays=dict(self.parameters) if arrays is None else dict(arrays),
+            config=dict(self.config) if config is None else dict(config),
+        )
+
+
+@dataclass
+class ClientResult:
+    """What the server may know about one client's contribution (never its raw update)."""
+
+    node_id: int
+    num_examples: int
+    metrics: Metrics
+
+
+@dataclass
+class Aggregate:
+    """The result of one aggregation exchange.
+
+    Attributes:
+        update_sum: per array, the sum over contributing clients of
+            ``weight_i * (local_i - global)`` (float64).
+        weight_sum: the denominator that turns ``update_sum`` into the mean update
+            (sum of weights, or the expected client count under DP).
+        num_clients: how many clients contributed.
+        results: per-client metadata the server may see.
+        dropped: clients that were sent the task but did not contribute.
+        metrics: protocol metrics (e.g. DP noise scale, SecAgg+ dropouts).
+    """
+
+    update_sum: ArrayDict
+    weight_sum: float
+    num_clients: int
+    results: list[ClientResult] = field(default_factory=list)
+    dropped: tuple[int, ...] = ()
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Aggregator(Protocol):
+    """A server-side protocol that turns a round's client updates into an :class:`Aggregate`."""
+
+    def aggregate(self, spec: RoundSpec) -> Exchange[Aggregate]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def zeros_like(arrays: ArrayDict) -> ArrayDict:
+    """Float64 accumulators shaped like ``arrays``."""
+    return {name: np.zeros(np.shape(a), dtype=np.float64) for name, a in arrays.items()}

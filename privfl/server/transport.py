@@ -1,0 +1,201 @@
+"""Moving messages between the server and simulated clients, and driving exchanges.
+
+Every message crosses the wire codec in both directions, so what a client sees
+is exactly what a remote client would decode, and bytes are counted per round.
+Clients run in this process, or in worker processes where each client is pinned
+to one worker so its :class:`~privfl.core.context.Context` persists across rounds.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from multiprocessing import connection as mp_connection
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from privfl.core.context import Context
+from privfl.core.message import Message
+from privfl.core.mods import App
+from privfl.core.wire import DEFAULT_LIMITS, WireLimits, decode, encode
+from privfl.errors import PrivflError
+from privfl.server.exchange import Exchange
+from privfl.server.failures import FailureInjector, FailurePlan
+
+T = TypeVar("T")
+
+
+@dataclass
+class TrafficCounter:
+    """Encoded bytes sent to (down) and received from (up) clients, and message counts."""
+
+    bytes_down: int = 0
+    bytes_up: int = 0
+    messages_down: int = 0
+    messages_up: int = 0
+
+    def reset(self) -> None:
+        self.bytes_down = self.bytes_up = self.messages_down = self.messages_up = 0
+
+
+class ClientError(PrivflError):
+    """A simulated client raised while handling a message (its traceback is in the text)."""
+
+
+class InProcessClients:
+    """Simulated clients in this process.
+
+    Args:
+        app: the client app (a :class:`~privfl.client.app.ClientApp` or any ``App``).
+        failures: failure plan applied to every delivered message.
+        limits: wire limits used when decoding on either side.
+        on_client_error: "raise" to propagate client exceptions, "drop" to treat the
+            client as dropped out (as a real deployment would see it).
+    """
+
+    def __init__(
+        self,
+        app: App,
+        failures: FailurePlan | None = None,
+        limits: WireLimits = DEFAULT_LIMITS,
+        on_client_error: str = "raise",
+    ) -> None:
+        self.app = app
+        self.limits = limits
+        self.failures = FailureInjector(failures)
+        self.traffic = TrafficCounter()
+        self.on_client_error = on_client_error
+        self.contexts: dict[int, Context] = {}
+
+    def context(self, node_id: int) -> Context:
+        """The persistent context of ``node_id``."""
+        return self.contexts.setdefault(node_id, Context(node_id=node_id))
+
+    def _handle_bytes(self, node_id: int, data: bytes) -> bytes:
+        message = decode(data, self.limits)
+        return encode(self.app(message, self.context(node_id)))
+
+    def deliver(self, outbox: Sequence[Message]) -> Iterator[Message]:
+        """Send ``outbox`` and yield replies lazily, as each client finishes."""
+        for message in outbox:
+            if self.failures.drops(message):
+                continue
+            data = encode(message)
+            self.traffic.bytes_down += len(data)
+            self.traffic.messages_down += 1
+            reply = self._call(message.metadata.dst_node, data)
+            if reply is None:
+                continue
+            self.traffic.bytes_up += len(reply)
+            self.traffic.messages_up += 1
+            yield decode(reply, self.limits)
+
+    def _call(self, node_id: int, data: bytes) -> bytes | None:
+        try:
+            return self._handle_bytes(node_id, data)
+        except Exception as exc:
+            if self.on_client_error == "drop":
+                return None
+            raise ClientError(f"client {node_id} failed: {exc!r}") from exc
+
+    def close(self) -> None:
+        """Release resources (nothing to release in-process)."""
+
+
+def _worker_main(app: App, limits: WireLimits, conn: Any) -> None:
+    contexts: dict[int, Context] = {}
+    while True:
+        job = conn.recv()
+        if job is None:
+            return
+        node_id, data = job
+        try:
+            message = decode(data, limits)
+            ctx = contexts.setdefault(node_id, Context(node_id=node_id))
+            conn.send((True, encode(app(message, ctx))))
+        except Exception:
+            conn.send((False, traceback.format_exc()))
+
+
+class ProcessPoolClients(InProcessClients):
+    """Simulated clients spread over ``workers`` processes (client ``i`` lives in worker ``i % workers``).
+
+    Only encoded bytes cross process boundaries. The app must be picklable (a
+    module-level ``client_fn``) when the start method is not ``fork``.
+    """
+
+    def __init__(self, app: App, workers: int, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        ctx = mp.get_context(method)
+        self._conns = []
+        self._procs = []
+        for _ in range(workers):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker_main, args=(app, self.limits, child), daemon=True)
+            proc.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(proc)
+
+    def deliver(self, outbox: Sequence[Message]) -> Iterator[Message]:
+        # One job in flight per worker: a worker blocked on sending a large reply
+        # can then never wait on a parent blocked on sending it the next job.
+        queues: list[list[tuple[int, bytes]]] = [[] for _ in self._conns]
+        for message in outbox:
+            if self.failures.drops(message):
+                continue
+            data = encode(message)
+            self.traffic.bytes_down += len(data)
+            self.traffic.messages_down += 1
+            node = message.metadata.dst_node
+            queues[node % len(self._conns)].append((node, data))
+        busy: dict[Any, tuple[int, int]] = {}
+
+        def submit(w: int) -> None:
+            if queues[w]:
+                node, data = queues[w].pop(0)
+                self._conns[w].send((node, data))
+                busy[self._conns[w]] = (w, node)
+
+        for w in range(len(self._conns)):
+            submit(w)
+        while busy:
+            for conn in mp_connection.wait(list(busy)):
+                w, node = busy.pop(conn)
+                ok, payload = conn.recv()
+                submit(w)
+                if not ok:
+                    if self.on_client_error == "drop":
+                        continue
+                    raise ClientError(f"client {node} failed in worker {w}:\n{payload}")
+                self.traffic.bytes_up += len(payload)
+                self.traffic.messages_up += 1
+                yield decode(payload, self.limits)
+
+    def close(self) -> None:
+        for conn in self._conns:
+            try:
+                conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        for proc in self._procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+
+
+def drive(exchange: Exchange[T], deliver: Callable[[Sequence[Message]], Iterable[Message]]) -> T:
+    """Run a sans-IO exchange to completion, moving its messages with ``deliver``.
+
+    Replies the exchange did not read before yielding again are discarded.
+    """
+    try:
+        outbox = next(exchange)
+        while True:
+            outbox = exchange.send(iter(deliver(outbox)))
+    except StopIteration as stop:
+        return stop.value
