@@ -144,7 +144,6 @@ def _decode(data: bytes | bytearray | memoryview, limits: WireLimits) -> Message
         strict_map_key=True,
         use_list=True,
         ext_hook=_refuse_ext,
-        max_buffer_size=limits.max_message_bytes,
         max_str_len=limits.max_message_bytes,
         max_bin_len=limits.max_message_bytes,
         max_array_len=max(limits.max_arrays, limits.max_list_items, 8),
