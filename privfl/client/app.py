@@ -25,7 +25,9 @@ def _numeric_metrics(metrics: dict, who: str) -> dict[str, int | float]:
             try:
                 value = float(value)
             except (TypeError, ValueError):
-                raise MessageError(f"{who}: metric {key!r} must be a number, got {type(value).__name__}") from None
+                raise MessageError(
+                    f"{who}: metric {key!r} must be a number, got {type(value).__name__}"
+                ) from None
         out[str(key)] = value
     return out
 

@@ -89,7 +89,9 @@ def encode(message: Message) -> bytes:
         arrays.append([name, wire_dtype.str, list(a.shape), a.tobytes()])
     metrics: dict[str, Any] = {}
     for key, value in message.metrics.items():
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.integer, np.floating)
+        ):
             raise MessageError(f"metric {key!r} must be int or float, got {type(value).__name__}")
         metrics[key] = value.item() if isinstance(value, np.generic) else value
     config: dict[str, Any] = {}

@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from privfl.core.message import ArrayDict, Config, Message, MessageKind, Metadata, Metrics, SERVER_NODE_ID
+from privfl.core.message import SERVER_NODE_ID, ArrayDict, Config, Message, MessageKind, Metadata, Metrics
 from privfl.errors import ConfigError
 
 T = TypeVar("T")

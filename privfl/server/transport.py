@@ -9,10 +9,10 @@ to one worker so its :class:`~privfl.core.context.Context` persists across round
 from __future__ import annotations
 
 import multiprocessing as mp
-from multiprocessing import connection as mp_connection
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from multiprocessing import connection as mp_connection
 from typing import Any, TypeVar
 
 from privfl.core.context import Context

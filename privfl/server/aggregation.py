@@ -1,0 +1,93 @@
+"""Plain (non-secure) aggregation: clients send updated parameters, the server sums updates.
+
+Other aggregators (SecAgg+, CKKS, DP wrappers) produce the same :class:`Aggregate`,
+so a strategy does not care how the sum was obtained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from privfl.client.app import NUM_EXAMPLES
+from privfl.core.message import ArrayDict, Message, check_same_layout
+from privfl.errors import ConfigError, MessageError
+from privfl.server.exchange import Aggregate, ClientResult, Exchange, RoundSpec, zeros_like
+
+UpdateTransform = Callable[[ArrayDict], ArrayDict]
+"""Applied by the server to each client's update (local minus global) before summing."""
+
+WEIGHTINGS = ("examples", "uniform")
+
+
+@dataclass(frozen=True)
+class PlainAggregator:
+    """Sum client updates in the clear, weighted by example count or uniformly.
+
+    Args:
+        weighting: ``"examples"`` (FedAvg, McMahan et al. 2017) or ``"uniform"``.
+        transform: optional per-update transform applied before weighting (e.g.
+            server-side clipping for central DP).
+    """
+
+    weighting: str = "examples"
+    transform: UpdateTransform | None = None
+
+    def __post_init__(self) -> None:
+        if self.weighting not in WEIGHTINGS:
+            raise ConfigError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+
+    def aggregate(self, spec: RoundSpec) -> Exchange[Aggregate]:
+        replies = yield [spec.message_to(node) for node in spec.nodes]
+        total = zeros_like(spec.parameters)
+        weight_sum = 0.0
+        results: list[ClientResult] = []
+        for reply in replies:
+            node, num_examples = validate_fit_reply(reply, spec, {r.node_id for r in results})
+            update = {name: reply.arrays[name] - spec.parameters[name] for name in spec.parameters}
+            if self.transform is not None:
+                update = self.transform(update)
+            weight = float(num_examples) if self.weighting == "examples" else 1.0
+            for name, value in update.items():
+                total[name] += weight * value
+            weight_sum += weight
+            results.append(ClientResult(node, num_examples, dict(reply.metrics)))
+        contributed = {r.node_id for r in results}
+        return Aggregate(
+            update_sum=total,
+            weight_sum=weight_sum,
+            num_clients=len(results),
+            results=results,
+            dropped=tuple(n for n in spec.nodes if n not in contributed),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        del state
+
+
+def validate_fit_reply(reply: Message, spec: RoundSpec, seen: set[int]) -> tuple[int, int]:
+    """Check a plain fit reply against the round; return (node id, number of examples)."""
+    md = reply.metadata
+    node = md.src_node
+    if node not in spec.nodes:
+        raise MessageError(f"reply from node {node}, which was not selected this round")
+    if node in seen:
+        raise MessageError(f"duplicate reply from node {node}")
+    if md.server_round != spec.server_round or md.run_id != spec.run_id:
+        raise MessageError(
+            f"reply for run {md.run_id} round {md.server_round}, expected run {spec.run_id} round {spec.server_round}"
+        )
+    check_same_layout(spec.parameters, reply.arrays, f"reply from node {node}")
+    for name, arr in reply.arrays.items():
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise MessageError(f"reply from node {node}: array {name!r} has non-finite values")
+    num_examples = reply.metrics.get(NUM_EXAMPLES, 0)
+    if not isinstance(num_examples, int) or num_examples < 0:
+        raise MessageError(f"reply from node {node}: {NUM_EXAMPLES} must be a non-negative int")
+    return node, num_examples

@@ -1,0 +1,111 @@
+"""Atomic, pickle-free checkpoints of a run's state.
+
+A checkpoint is one ``.npz`` file: numpy arrays stored natively and a JSON tree
+(stored as a UTF-8 ``uint8`` array) that refers to them. It is written to a
+temporary file in the same directory, flushed to disk, then renamed over the old
+one, so a crash at any point leaves either the previous or the new checkpoint,
+never a torn one. Loading never unpickles (``allow_pickle=False``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from privfl.errors import CheckpointError
+
+_TREE = "__tree__"
+FORMAT = "privfl-checkpoint/1"
+
+
+def _flatten(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
+    if isinstance(obj, np.ndarray):
+        key = f"a{len(arrays)}"
+        arrays[key] = obj
+        return {"__array__": key}
+    if isinstance(obj, (bytes, bytearray)):
+        return {"__bytes__": base64.b64encode(bytes(obj)).decode("ascii")}
+    if isinstance(obj, dict):
+        if not all(isinstance(k, str) for k in obj):
+            raise CheckpointError("checkpoint dict keys must be strings")
+        return {k: _flatten(v, arrays) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_flatten(v, arrays) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise CheckpointError(f"cannot checkpoint a value of type {type(obj).__name__}")
+
+
+def _unflatten(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {"__array__"}:
+            try:
+                return arrays[obj["__array__"]]
+            except KeyError:
+                raise CheckpointError(f"checkpoint refers to missing array {obj['__array__']!r}") from None
+        if set(obj) == {"__bytes__"}:
+            return base64.b64decode(obj["__bytes__"])
+        return {k: _unflatten(v, arrays) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unflatten(v, arrays) for v in obj]
+    return obj
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    """Atomically write ``state`` (nested dicts/lists of JSON values, bytes and arrays) to ``path``."""
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {}
+    tree = {"format": FORMAT, "state": _flatten(state, arrays)}
+    blob = np.frombuffer(json.dumps(tree).encode("utf-8"), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **{_TREE: blob}, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, tampered with or of another format.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise CheckpointError(f"checkpoint {path} is unreadable: {exc}") from None
+    blob = arrays.pop(_TREE, None)
+    if blob is None or blob.dtype != np.uint8:
+        raise CheckpointError(f"checkpoint {path} has no state tree")
+    try:
+        tree = json.loads(blob.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {path} has a corrupt state tree: {exc}") from None
+    if not isinstance(tree, dict) or tree.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} is not in format {FORMAT}")
+    return _unflatten(tree["state"], arrays)

@@ -1,0 +1,1 @@
+"""Ready-made federated tasks used by the demos, examples, benchmarks and audits."""
