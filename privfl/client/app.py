@@ -25,9 +25,7 @@ def _numeric_metrics(metrics: dict, who: str) -> dict[str, int | float]:
             try:
                 value = float(value)
             except (TypeError, ValueError):
-                raise MessageError(
-                    f"{who}: metric {key!r} must be a number, got {type(value).__name__}"
-                ) from None
+                raise MessageError(f"{who}: metric {key!r} must be a number, got {type(value).__name__}") from None
         out[str(key)] = value
     return out
 
@@ -48,9 +46,7 @@ class ClientApp:
 
     def __call__(self, message: Message, context: Context) -> Message:
         if message.metadata.dst_node != context.node_id:
-            raise MessageError(
-                f"message for node {message.metadata.dst_node} delivered to node {context.node_id}"
-            )
+            raise MessageError(f"message for node {message.metadata.dst_node} delivered to node {context.node_id}")
         return self._handler(message, context)
 
     def _handle(self, message: Message, context: Context) -> Message:
@@ -61,7 +57,7 @@ class ClientApp:
         if kind is MessageKind.TRAIN:
             params, num_examples, metrics = client.fit(list(message.arrays.values()), config)
             names = list(message.arrays) if len(params) == len(message.arrays) else None
-            arrays = dict(zip(names, params)) if names else arrays_from_list(params)
+            arrays = dict(zip(names, params, strict=False)) if names else arrays_from_list(params)
             out = _numeric_metrics(metrics, "fit")
             out[NUM_EXAMPLES] = int(num_examples)
             return message.reply(arrays=arrays, metrics=out)

@@ -23,9 +23,7 @@ from privfl.errors import MessageError, WireError
 
 WIRE_VERSION = 1
 
-_ALLOWED_DTYPES = frozenset(
-    ["|b1", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "<f2", "<f4", "<f8"]
-)
+_ALLOWED_DTYPES = frozenset(["|b1", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "<f2", "<f4", "<f8"])
 
 
 @dataclass(frozen=True)
@@ -89,9 +87,7 @@ def encode(message: Message) -> bytes:
         arrays.append([name, wire_dtype.str, list(a.shape), a.tobytes()])
     metrics: dict[str, Any] = {}
     for key, value in message.metrics.items():
-        if isinstance(value, (bool, np.bool_)) or not isinstance(
-            value, (int, float, np.integer, np.floating)
-        ):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise MessageError(f"metric {key!r} must be int or float, got {type(value).__name__}")
         metrics[key] = value.item() if isinstance(value, np.generic) else value
     config: dict[str, Any] = {}

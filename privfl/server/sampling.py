@@ -37,7 +37,7 @@ class PoissonSampler:
 
     def sample(self, population: tuple[int, ...], rng: np.random.Generator) -> tuple[int, ...]:
         mask = rng.random(len(population)) < self.rate
-        return tuple(n for n, keep in zip(population, mask) if keep)
+        return tuple(n for n, keep in zip(population, mask, strict=False) if keep)
 
     def info(self, population: int) -> SamplingInfo:
         return SamplingInfo(population=population, rate=self.rate, poisson=True)

@@ -125,9 +125,7 @@ def run_simulation(
         start_round, seed, parameters, history = _restore(state, strategy, clients, num_clients, run_id)
 
     stopped = ""
-    bar = tqdm(
-        total=num_rounds, initial=start_round, desc="rounds", unit="round", disable=not progress, leave=False
-    )
+    bar = tqdm(total=num_rounds, initial=start_round, desc="rounds", unit="round", disable=not progress, leave=False)
     try:
         for rnd in range(start_round + 1, num_rounds + 1):
             record, new_parameters, stopped = _run_round(
@@ -259,7 +257,7 @@ def _restore(
                 f"checkpoint is for run {state['run_id']} with {state['num_clients']} clients, "
                 f"not run {run_id} with {num_clients}"
             )
-        parameters = dict(zip(state["parameter_names"], state["parameters"]))
+        parameters = dict(zip(state["parameter_names"], state["parameters"], strict=False))
         strategy.load_state_dict(state["strategy"])
         for node, saved in state["clients"].items():
             clients.context(int(node)).restore_state(saved)

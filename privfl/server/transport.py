@@ -8,6 +8,7 @@ to one worker so its :class:`~privfl.core.context.Context` persists across round
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -178,10 +179,8 @@ class ProcessPoolClients(InProcessClients):
 
     def close(self) -> None:
         for conn in self._conns:
-            try:
+            with contextlib.suppress(BrokenPipeError, OSError):
                 conn.send(None)
-            except (BrokenPipeError, OSError):
-                pass
         for proc in self._procs:
             proc.join(timeout=5)
             if proc.is_alive():

@@ -47,9 +47,7 @@ def load_digits_data(seed: int = 0) -> DigitsData:
     return DigitsData(x[:cut], y[:cut], x[cut:], y[cut:])
 
 
-def dirichlet_partition(
-    labels: np.ndarray, num_clients: int, alpha: float, seed: int = 0
-) -> list[np.ndarray]:
+def dirichlet_partition(labels: np.ndarray, num_clients: int, alpha: float, seed: int = 0) -> list[np.ndarray]:
     """Indices per client: each class is split over clients with Dirichlet(alpha) proportions.
 
     Every client gets at least one example (resampled until it does).
@@ -84,9 +82,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def loss_and_accuracy(
-    weight: np.ndarray, bias: np.ndarray, x: np.ndarray, y: np.ndarray
-) -> tuple[float, float]:
+def loss_and_accuracy(weight: np.ndarray, bias: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Mean cross-entropy loss and accuracy of the model on (x, y)."""
     p = _softmax(x @ weight + bias)
     loss = float(-np.mean(np.log(p[np.arange(len(y)), y] + 1e-12)))
