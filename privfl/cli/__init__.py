@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(f"privfl.cli.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name != f"privfl.cli.{name}":
+            if not f"privfl.cli.{name}".startswith(exc.name or "\0"):
                 raise
             continue
         module.register(sub)
@@ -43,7 +43,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,6 @@
+"""Client side: the NumPy-style client API and the client app that runs mods around it."""
+
+from privfl.client.app import LOSS, NUM_EXAMPLES, ClientApp, ClientFn
+from privfl.client.numpy_client import NDArrays, NumPyClient
+
+__all__ = ["LOSS", "NUM_EXAMPLES", "ClientApp", "ClientFn", "NDArrays", "NumPyClient"]

@@ -1,0 +1,33 @@
+"""Server side: strategies, aggregators, sampling, failures, checkpoints and the bundled loop."""
+
+from privfl.server.aggregation import PlainAggregator
+from privfl.server.exchange import Aggregate, Aggregator, Exchange, RoundSpec, SamplingInfo
+from privfl.server.failures import FailurePlan
+from privfl.server.history import History, RoundRecord
+from privfl.server.sampling import FixedFractionSampler, PoissonSampler, Sampler
+from privfl.server.simulation import SimulationResult, run_simulation
+from privfl.server.strategy import FedAvg, FitOutcome, Strategy
+from privfl.server.transport import InProcessClients, ProcessPoolClients, drive
+
+__all__ = [
+    "Aggregate",
+    "Aggregator",
+    "Exchange",
+    "FailurePlan",
+    "FedAvg",
+    "FitOutcome",
+    "FixedFractionSampler",
+    "History",
+    "InProcessClients",
+    "PlainAggregator",
+    "PoissonSampler",
+    "ProcessPoolClients",
+    "RoundRecord",
+    "RoundSpec",
+    "Sampler",
+    "SamplingInfo",
+    "SimulationResult",
+    "Strategy",
+    "drive",
+    "run_simulation",
+]
