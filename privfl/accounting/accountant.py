@@ -1,0 +1,173 @@
+"""Privacy accountants: interpreters that turn composed events into (epsilon, delta).
+
+One interface for every backend (``compose``, ``get_epsilon``, ``get_delta``,
+``supports``), after dp_accounting's ``PrivacyAccountant``. :class:`RdpAccountant`
+needs only numpy/scipy; the PLD backend (:mod:`privfl.accounting.pld`) needs
+Google's dp_accounting. Epsilon and delta are in nats / probability.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from privfl.accounting.conversion import delta_from_rdp, epsilon_from_rdp
+from privfl.accounting.events import (
+    ComposedEvent,
+    DpEvent,
+    FixedSizeSampledEvent,
+    GaussianEvent,
+    PoissonSampledEvent,
+)
+from privfl.accounting.rdp import DEFAULT_ORDERS, rdp_poisson_subsampled_gaussian, validate_orders
+from privfl.errors import AccountingError, ConfigError
+
+ACCOUNTANTS = ("rdp", "pld")
+
+FIXED_SIZE_REFUSAL = (
+    "fixed-size sampling without replacement (exactly m of N per round) is not supported: its "
+    "neighbouring relation is replace-one, where a clipped sum has sensitivity 2C rather than C, so "
+    "accounting it as a Poisson-sampled Gaussian would under-report epsilon; sample each unit "
+    "independently with probability q (Poisson sampling) instead"
+)
+
+
+class OrderGridWarning(UserWarning):
+    """The best RDP order is at the edge of the order grid, so epsilon may be loose."""
+
+
+def unsupported_reason(event: object) -> str | None:
+    """Why ``event`` cannot be accounted, or None if it can (same rules for every backend)."""
+    if isinstance(event, GaussianEvent):
+        return None
+    if isinstance(event, PoissonSampledEvent):
+        if isinstance(event.event, GaussianEvent):
+            return None
+        return f"only a Gaussian event can be Poisson-sampled, got {type(event.event).__name__}"
+    if isinstance(event, ComposedEvent):
+        return unsupported_reason(event.event)
+    if isinstance(event, FixedSizeSampledEvent):
+        return FIXED_SIZE_REFUSAL
+    return f"{event!r} is not a supported DpEvent"
+
+
+class PrivacyAccountant(ABC):
+    """Composes events and reports (epsilon, delta). ``compose`` changes nothing on error."""
+
+    name: ClassVar[str]
+
+    def supports(self, event: DpEvent) -> bool:
+        """Whether :meth:`compose` accepts ``event``."""
+        return unsupported_reason(event) is None
+
+    def compose(self, event: DpEvent, count: int = 1) -> PrivacyAccountant:
+        """Add ``count`` runs of ``event``; returns self. Raises AccountingError if unsupported."""
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+            raise ConfigError(f"count must be an integer >= 1, got {count!r}")
+        reason = unsupported_reason(event)
+        if reason is not None:
+            raise AccountingError(f"{self.name} accountant cannot account {event!r}: {reason}")
+        self._compose(event, int(count))
+        return self
+
+    @abstractmethod
+    def _compose(self, event: DpEvent, count: int) -> None: ...
+
+    @abstractmethod
+    def get_epsilon(self, delta: float) -> float:
+        """Smallest epsilon such that everything composed so far is (epsilon, delta)-DP."""
+
+    @abstractmethod
+    def get_delta(self, epsilon: float) -> float:
+        """Smallest delta such that everything composed so far is (epsilon, delta)-DP."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _step_rdp(q: float, noise_multiplier: float, orders: tuple[float, ...]) -> NDArray[np.float64]:
+    rdp = rdp_poisson_subsampled_gaussian(q=q, noise_multiplier=noise_multiplier, orders=orders)
+    rdp.setflags(write=False)
+    return rdp
+
+
+class RdpAccountant(PrivacyAccountant):
+    """Rényi-DP accountant over a grid of orders (Mironov 2017; Mironov, Talwar & Zhang 2019).
+
+    Composition adds RDP curves (Mironov 2017, Prop. 1), so heterogeneous rounds (different
+    q and z) compose exactly; conversion uses Balle et al. 2020, Thm 21. Per-(q, z) curves
+    are cached, so composing many identical events is cheap.
+    """
+
+    name = "rdp"
+
+    def __init__(self, orders: ArrayLike | None = None) -> None:
+        self._orders = validate_orders(DEFAULT_ORDERS if orders is None else orders)
+        self._orders.setflags(write=False)
+        self._key = tuple(self._orders.tolist())
+        self._rdp = np.zeros_like(self._orders)
+
+    @property
+    def orders(self) -> NDArray[np.float64]:
+        """The RDP orders (read-only)."""
+        return self._orders
+
+    @property
+    def rdp(self) -> NDArray[np.float64]:
+        """The composed RDP curve in nats, one value per order (a copy)."""
+        return self._rdp.copy()
+
+    def event_rdp(self, event: DpEvent) -> NDArray[np.float64]:
+        """RDP curve of one run of a supported ``event`` on this accountant's grid."""
+        if isinstance(event, ComposedEvent):
+            return event.count * self.event_rdp(event.event)
+        if isinstance(event, PoissonSampledEvent):
+            inner = event.event
+            assert isinstance(inner, GaussianEvent)  # guaranteed by unsupported_reason
+            return _step_rdp(event.sampling_rate, inner.noise_multiplier, self._key)
+        assert isinstance(event, GaussianEvent)
+        return _step_rdp(1.0, event.noise_multiplier, self._key)
+
+    def _compose(self, event: DpEvent, count: int) -> None:
+        self._rdp = self._rdp + count * self.event_rdp(event)
+
+    def _warn_if_edge(self, order: float) -> None:
+        if order in (self._orders[0], self._orders[-1]):
+            warnings.warn(
+                f"the best RDP order {order:g} is at the edge of the grid "
+                f"[{self._orders[0]:g}, {self._orders[-1]:g}]; epsilon may be loose, extend the orders",
+                OrderGridWarning,
+                stacklevel=3,
+            )
+
+    def get_epsilon_and_order(self, delta: float) -> tuple[float, float]:
+        """(epsilon, best order) at ``delta``; epsilon is 0 before anything is composed."""
+        if not self._rdp.any():
+            epsilon_from_rdp(orders=self._orders, rdp=self._rdp, delta=delta)  # validates delta
+            return 0.0, float(self._orders[-1])
+        epsilon, order = epsilon_from_rdp(orders=self._orders, rdp=self._rdp, delta=delta)
+        self._warn_if_edge(order)
+        return epsilon, order
+
+    def get_epsilon(self, delta: float) -> float:
+        return self.get_epsilon_and_order(delta)[0]
+
+    def get_delta(self, epsilon: float) -> float:
+        delta, order = delta_from_rdp(orders=self._orders, rdp=self._rdp, epsilon=epsilon)
+        if self._rdp.any():
+            self._warn_if_edge(order)
+        return delta
+
+
+def make_accountant(name: str) -> PrivacyAccountant:
+    """A fresh accountant by name: ``"rdp"`` (built in) or ``"pld"`` (needs dp_accounting)."""
+    if name == "rdp":
+        return RdpAccountant()
+    if name == "pld":
+        from privfl.accounting.pld import PldAccountant
+
+        return PldAccountant()
+    raise ConfigError(f"accountant must be one of {ACCOUNTANTS}, got {name!r}")

@@ -1,0 +1,276 @@
+"""The privacy ledger: every noisy release of a run, as events, with an optional budget.
+
+The ledger is the record from which epsilon is computed (by composing its entries in an
+accountant), saved with the run's checkpoint and reloaded on resume. A loop calls
+:meth:`PrivacyLedger.check` before drawing any noise for a round and
+:meth:`PrivacyLedger.record` after each release.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from privfl.accounting.accountant import ACCOUNTANTS, PrivacyAccountant, make_accountant, unsupported_reason
+from privfl.accounting.conversion import check_delta, check_epsilon
+from privfl.accounting.events import DpEvent, event_from_dict
+from privfl.errors import AccountingError, BudgetExceededError, CheckpointError, ConfigError, PrivflError
+
+SCOPES = ("client", "record")
+LOCALITIES = ("central", "local")
+_FORMAT = "privfl.ledger"
+_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PrivacyBudget:
+    """A total (epsilon, delta) a run may spend: epsilon > 0 (nats), delta in (0, 1)."""
+
+    epsilon: float
+    delta: float
+
+    def __post_init__(self) -> None:
+        for name in ("epsilon", "delta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"budget {name} must be a number, got {value!r}")
+        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
+        object.__setattr__(self, "delta", check_delta(self.delta))
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One noisy release: its event, the round, and who/what it protects.
+
+    ``scope`` is ``"client"`` (client-level DP) or ``"record"`` (sample-level DP);
+    ``locality`` is ``"central"`` (noise added once by the server) or ``"local"`` (by a client).
+    """
+
+    event: DpEvent
+    server_round: int
+    scope: str
+    locality: str
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.event, DpEvent):
+            raise ConfigError(f"event must be a DpEvent, got {self.event!r}")
+        if isinstance(self.server_round, bool) or not isinstance(self.server_round, int) or self.server_round < 0:
+            raise ConfigError(f"server_round must be an integer >= 0, got {self.server_round!r}")
+        if self.scope not in SCOPES:
+            raise ConfigError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.locality not in LOCALITIES:
+            raise ConfigError(f"locality must be one of {LOCALITIES}, got {self.locality!r}")
+        if not isinstance(self.note, str):
+            raise ConfigError(f"note must be a string, got {self.note!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event": self.event.to_dict(),
+            "server_round": self.server_round,
+            "scope": self.scope,
+            "locality": self.locality,
+            "note": self.note,
+        }
+
+
+class PrivacyLedger:
+    """Entries of one run, the accountant that interprets them, and an optional budget.
+
+    All entries protect the same unit (``scope``): composing client-level and record-level
+    releases into one epsilon would mean neither, so a ledger refuses to mix them.
+    Identical events are grouped before composition and the composed accountant is
+    cached, so epsilon of 10^4 identical entries costs one composition.
+    """
+
+    def __init__(self, budget: PrivacyBudget | None = None, accountant: str = "rdp") -> None:
+        if budget is not None and not isinstance(budget, PrivacyBudget):
+            raise ConfigError(f"budget must be a PrivacyBudget or None, got {budget!r}")
+        if accountant not in ACCOUNTANTS:
+            raise ConfigError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
+        self.budget = budget
+        self.accountant = accountant
+        self._entries: list[LedgerEntry] = []
+        self._counts: Counter[DpEvent] = Counter()
+        self._composed: PrivacyAccountant | None = None
+        self._epsilons: dict[float, float] = {}
+
+    @property
+    def entries(self) -> tuple[LedgerEntry, ...]:
+        """Every recorded release, in order."""
+        return tuple(self._entries)
+
+    def _spent(self) -> PrivacyAccountant:
+        if self._composed is None:
+            acc = make_accountant(self.accountant)
+            for event, count in self._counts.items():
+                acc.compose(event, count)
+            self._composed = acc
+        return self._composed
+
+    def _delta(self, delta: float | None) -> float:
+        if delta is not None:
+            return check_delta(delta)
+        if self.budget is None:
+            raise ConfigError("delta is required when the ledger has no budget")
+        return self.budget.delta
+
+    def epsilon(self, delta: float | None = None) -> float:
+        """Epsilon spent so far at ``delta`` (default: the budget's delta)."""
+        delta = self._delta(delta)
+        if delta not in self._epsilons:
+            self._epsilons[delta] = self._spent().get_epsilon(delta)
+        return self._epsilons[delta]
+
+    def check(self, *events: DpEvent) -> None:
+        """Raise BudgetExceededError if releasing ``events`` now would exceed the budget.
+
+        Changes nothing. A no-op without a budget (but unsupported events still raise
+        AccountingError, so a run cannot start releases it could never account).
+        """
+        for event in events:
+            self._check_supported(event)
+        if self.budget is None or not events:
+            return
+        spent = self.epsilon()
+        after_acc = copy.deepcopy(self._spent())
+        for event in events:
+            after_acc.compose(event)
+        after = after_acc.get_epsilon(self.budget.delta)
+        if after > self.budget.epsilon:
+            raise BudgetExceededError(
+                f"privacy budget exceeded: spent epsilon={spent:.6g}, the next release would bring it "
+                f"to {after:.6g}, above the budget epsilon={self.budget.epsilon:g} at "
+                f"delta={self.budget.delta:g}; refusing before any noise is drawn"
+            )
+
+    def _check_supported(self, event: DpEvent) -> None:
+        reason = unsupported_reason(event)
+        if reason is not None:
+            raise AccountingError(f"the ledger cannot account {event!r}: {reason}")
+
+    def record(
+        self, event: DpEvent, *, server_round: int, scope: str = "client", locality: str = "central", note: str = ""
+    ) -> LedgerEntry:
+        """Append one release (which has already happened, so no budget check) and return its entry."""
+        entry = LedgerEntry(event, server_round, scope, locality, note)
+        self._check_supported(event)
+        if self._entries and entry.scope != self._entries[0].scope:
+            raise ConfigError(
+                f"this ledger holds {self._entries[0].scope}-level entries; a {entry.scope}-level "
+                "release protects a different unit and needs its own ledger"
+            )
+        self._entries.append(entry)
+        self._counts[event] += 1
+        if self._composed is not None:
+            self._composed.compose(event)
+        self._epsilons.clear()
+        return entry
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state: format, version, budget, accountant name and entries."""
+        budget = None if self.budget is None else {"epsilon": self.budget.epsilon, "delta": self.budget.delta}
+        return {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "budget": budget,
+            "accountant": self.accountant,
+            "entries": [entry.to_dict() for entry in self._entries],
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: Any) -> PrivacyLedger:
+        """Rebuild a ledger from :meth:`state_dict`; raises CheckpointError if it is invalid."""
+        try:
+            if not isinstance(state, dict) or state.get("format") != _FORMAT:
+                raise ConfigError(f"not a privfl ledger (format must be {_FORMAT!r})")
+            if state.get("version") != _VERSION:
+                raise ConfigError(f"unsupported ledger version {state.get('version')!r}")
+            extra = set(state) - {"format", "version", "budget", "accountant", "entries"}
+            if extra:
+                raise ConfigError(f"unexpected keys {sorted(extra)}")
+            raw_budget = state["budget"]
+            if raw_budget is not None and (not isinstance(raw_budget, dict) or set(raw_budget) != {"epsilon", "delta"}):
+                raise ConfigError(f"budget must be null or {{epsilon, delta}}, got {raw_budget!r}")
+            budget = None if raw_budget is None else PrivacyBudget(**raw_budget)
+            ledger = cls(budget, state["accountant"])
+            if not isinstance(state["entries"], list):
+                raise ConfigError("entries must be a list")
+            for raw in state["entries"]:
+                if not isinstance(raw, dict) or set(raw) != {"event", "server_round", "scope", "locality", "note"}:
+                    raise ConfigError(f"malformed ledger entry {raw!r}")
+                ledger.record(
+                    event_from_dict(raw["event"]),
+                    server_round=raw["server_round"],
+                    scope=raw["scope"],
+                    locality=raw["locality"],
+                    note=raw["note"],
+                )
+        except (PrivflError, KeyError, TypeError, RecursionError) as exc:
+            raise CheckpointError(f"invalid privacy ledger state: {exc}") from exc
+        return ledger
+
+    def load_state_dict(self, state: Any) -> None:
+        """Replace this ledger's budget, accountant and entries with ``state`` (validated first)."""
+        other = self.from_state_dict(state)
+        self.__dict__.update(other.__dict__)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the ledger as JSON atomically (temp file, fsync, os.replace), with a SHA-256
+        digest of its content that :meth:`load` checks to detect corruption and edits."""
+        path = Path(path)
+        state = self.state_dict()
+        payload = {"sha256": _digest(state), "ledger": state}
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(payload, fh, allow_nan=False, indent=1)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PrivacyLedger:
+        """Read a ledger written by :meth:`save`; raises CheckpointError if missing, corrupt or edited."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+            payload = json.loads(text, parse_constant=_reject_constant)
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise CheckpointError(f"cannot read privacy ledger {str(path)!r}: {exc}") from exc
+        if not isinstance(payload, dict) or set(payload) != {"sha256", "ledger"}:
+            raise CheckpointError(f"{str(path)!r} is not a privfl ledger file")
+        if payload["sha256"] != _digest(payload["ledger"]):
+            raise CheckpointError(f"privacy ledger {str(path)!r} failed its integrity check (corrupt or edited)")
+        return cls.from_state_dict(payload["ledger"])
+
+
+def _digest(state: Any) -> str:
+    canonical = json.dumps(state, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"non-finite number {name} in ledger file")
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable; not every platform can open a directory."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
