@@ -1,0 +1,159 @@
+"""Client-side DP mods: fixed clipping (for server-side or distributed noise) and local DP.
+
+Both act on training messages only and pass every other message through. The update
+is ``reply parameters - received parameters``; the reply carries ``received + update'``
+where ``update'`` is the clipped (and, for local DP, noised) update.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from privfl.accounting import GaussianEvent, PrivacyBudget, PrivacyLedger
+from privfl.core.context import Context
+from privfl.core.message import ArrayDict, Message, MessageKind, check_same_layout
+from privfl.core.mods import App
+from privfl.dp.calibration import MECHANISMS, check_epsilon_delta, gaussian_sigma
+from privfl.dp.clipping import add_update_toward, check_clip_norm, clip_l2
+from privfl.dp.noise import add_gaussian_noise
+from privfl.errors import ConfigError, MessageError
+
+LOCAL_LEDGER_KEY = "privfl.dp.local_ledger"
+"""Context key of the client's local-DP :class:`~privfl.accounting.PrivacyLedger` (checkpointed with the client)."""
+
+PRE_CLIP_NORM = "dp_pre_clip_norm"
+"""Reply metric: L2 norm of the update before clipping (only when the mod is asked to report it)."""
+
+
+def _train_update(message: Message, reply: Message, who: str) -> ArrayDict:
+    """The update ``reply - message`` in float64, after checking the reply's layout and values."""
+    check_same_layout(message.arrays, reply.arrays, who)
+    update: ArrayDict = {}
+    for name, base in message.arrays.items():
+        delta = reply.arrays[name].astype(np.float64) - base
+        if not np.all(np.isfinite(delta)):
+            raise MessageError(f"{who}: training produced non-finite values in array {name!r}")
+        update[name] = delta
+    return update
+
+
+def _check_train_input(message: Message, who: str) -> None:
+    for name, arr in message.arrays.items():
+        if arr.dtype.kind != "f":
+            raise MessageError(f"{who}: received array {name!r} has dtype {arr.dtype}; DP mods need float parameters")
+
+
+@dataclass(frozen=True)
+class FixedClippingMod:
+    """Clip the client's update to L2 norm ``clip_norm`` (McMahan et al., ICLR 2018, DP-FedAvg).
+
+    For client-level central DP where the server (:class:`~privfl.dp.central.CentralDp`)
+    or the clients themselves add the noise, e.g. under SecAgg+, where the server cannot
+    clip. Coordinates are rounded toward the received parameters when the reply is cast
+    back to their dtype, so the update the server reconstructs has norm <= ``clip_norm``.
+
+    Args:
+        clip_norm: L2 bound C on the update (> 0).
+        report_norm: add the pre-clip norm to the reply metrics (it is not private: off by default).
+    """
+
+    clip_norm: float
+    report_norm: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "clip_norm", check_clip_norm(self.clip_norm))
+
+    def __call__(self, message: Message, context: Context, call_next: App) -> Message:
+        if message.metadata.kind is not MessageKind.TRAIN:
+            return call_next(message, context)
+        _check_train_input(message, "fixed clipping")
+        reply = call_next(message, context)
+        clipped, norm = clip_l2(_train_update(message, reply, "fixed clipping"), self.clip_norm)
+        metrics = dict(reply.metrics)
+        if self.report_norm:
+            metrics[PRE_CLIP_NORM] = norm
+        return reply.replace(arrays=add_update_toward(message.arrays, clipped), metrics=metrics)
+
+
+@dataclass(frozen=True)
+class LocalDpMod:
+    """Local DP: clip the update to ``clip_norm`` and add Gaussian noise calibrated to (epsilon, delta) per release.
+
+    Each training reply is one (epsilon, delta)-DP release of the client's update, private
+    against everyone, the server included. In the local model the neighbouring inputs are
+    any two datasets of this client, whose clipped updates can be any two points of the
+    radius-C ball: the L2 sensitivity is the diameter 2C, not C. The noise std is
+    calibrated to 2C by the analytic Gaussian mechanism (Balle & Wang 2018) or the classic
+    formula. Each release is recorded in a client-side
+    :class:`~privfl.accounting.PrivacyLedger` kept in the client's Context under
+    :data:`LOCAL_LEDGER_KEY`, so it is checkpointed and restored on resume; the ledger
+    composes the releases over rounds (RDP of ``GaussianEvent(sigma / 2C)``).
+
+    Args:
+        clip_norm: L2 bound C on the update (> 0).
+        epsilon: per-release epsilon (> 0).
+        delta: per-release delta, in (0, 1).
+        mechanism: "analytic" (default) or "classic" (epsilon < 1 only).
+        budget: optional total budget of the client; a release that would exceed it is
+            refused (BudgetExceededError) before the client trains or sends anything.
+        rng: explicitly injected generator for tests only; the default is the CSPRNG of
+            :mod:`privfl.dp.noise`.
+    """
+
+    clip_norm: float
+    epsilon: float
+    delta: float
+    mechanism: str = "analytic"
+    budget: PrivacyBudget | None = None
+    rng: np.random.Generator | None = field(default=None, repr=False, compare=False)
+    noise_std: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "clip_norm", check_clip_norm(self.clip_norm))
+        check_epsilon_delta(self.epsilon, self.delta)
+        if self.mechanism not in MECHANISMS:
+            raise ConfigError(f"mechanism must be one of {MECHANISMS}, got {self.mechanism!r}")
+        if self.budget is not None and not isinstance(self.budget, PrivacyBudget):
+            raise ConfigError(f"budget must be a PrivacyBudget or None, got {self.budget!r}")
+        sigma = gaussian_sigma(self.epsilon, self.delta, self.sensitivity, mechanism=self.mechanism)
+        object.__setattr__(self, "noise_std", sigma)
+
+    @property
+    def sensitivity(self) -> float:
+        """L2 sensitivity of one release: 2C, the diameter of the clipping ball (replace-one)."""
+        return 2.0 * self.clip_norm
+
+    @property
+    def event(self) -> GaussianEvent:
+        """The event of one release: a Gaussian with noise multiplier sigma / (2C)."""
+        return GaussianEvent(self.noise_std / self.sensitivity)
+
+    def ledger(self, context: Context) -> PrivacyLedger:
+        """This client's local-DP ledger (created on first use, restored from a checkpoint on resume)."""
+        return context.get_or_create(LOCAL_LEDGER_KEY, lambda: PrivacyLedger(budget=self.budget))
+
+    def __call__(self, message: Message, context: Context, call_next: App) -> Message:
+        if message.metadata.kind is not MessageKind.TRAIN:
+            return call_next(message, context)
+        _check_train_input(message, "local DP")
+        ledger = self.ledger(context)
+        ledger.check(self.event)
+        reply = call_next(message, context)
+        clipped, _ = clip_l2(_train_update(message, reply, "local DP"), self.clip_norm)
+        noisy = add_gaussian_noise(clipped, self.noise_std, rng=self.rng)
+        ledger.record(
+            self.event,
+            server_round=message.metadata.server_round,
+            scope="client",
+            locality="local",
+            note=f"{self.mechanism} Gaussian, per release epsilon={self.epsilon:g} delta={self.delta:g}",
+        )
+        metrics = dict(reply.metrics)
+        metrics["local_dp_noise_std"] = self.noise_std
+        epsilon = ledger.epsilon(self.delta)
+        if math.isfinite(epsilon):
+            metrics["local_dp_epsilon"] = epsilon
+        return reply.replace(arrays=add_update_toward(message.arrays, noisy), metrics=metrics)
