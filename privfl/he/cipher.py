@@ -113,10 +113,10 @@ class _SeededEncryptor:
         self._encoder = sealapi.CKKSEncoder(self._context)
         self._scale = p.scale
         self._plain = sealapi.Plaintext()
-        # The bindings read and write SEAL objects through files only; keep them in a private directory.
-        self._dir = tempfile.TemporaryDirectory(
-            prefix="privfl-he-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None
-        )
+        # The bindings read and write SEAL objects through files only: use a private (0700) directory,
+        # RAM-backed where available so the secret key is never written to disk.
+        ram = "/dev/shm"  # noqa: S108 - only the parent of a private mkdtemp directory
+        self._dir = tempfile.TemporaryDirectory(prefix="privfl-he-", dir=ram if os.path.isdir(ram) else None)
         self._path = os.path.join(self._dir.name, "obj")
         fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:

@@ -95,7 +95,7 @@ class CkksClientMod:
         if largest >= bound:
             raise ConfigError(
                 f"weighted update reaches {largest:g}, above the per-client bound {bound:g} "
-                f"(headroom {cipher.params.headroom:g} / {num_clients} clients); use a parameter set "
-                "with a smaller scale_bits"
+                f"(headroom {cipher.params.headroom:g} / {num_clients} clients); choose CKKS parameters "
+                "whose scale_bits is smaller"
             )
         return ciphertext_arrays(cipher.key_id, cipher.encrypt(weighted))
