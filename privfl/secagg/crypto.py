@@ -1,0 +1,114 @@
+"""Key agreement, key derivation and authenticated encryption for SecAgg+.
+
+Each client holds two X25519 key pairs per round (Bonawitz et al. CCS'17, Round 0
+"AdvertiseKeys"): one to agree on the AES-GCM keys that protect secret shares in
+transit, one to agree on the seeds of pairwise masks. Shared secrets go through
+HKDF-SHA256 (RFC 5869) with an ``info`` string that names the purpose, the run, the
+round and both node ids, so no derived key is ever reused across purposes, rounds
+or pairs. Every decryption failure raises the same :class:`DecryptionError`.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+
+from privfl.errors import DecryptionError, MessageError
+
+KEY_BYTES = 32
+"""Size of X25519 keys, derived keys and seeds (bytes)."""
+NONCE_BYTES = 12
+"""AES-GCM nonce size (bytes); nonces are random, from os.urandom."""
+TAG_BYTES = 16
+"""AES-GCM tag size (bytes)."""
+
+PURPOSE_SHARES = b"share-encryption"
+PURPOSE_MASK = b"pairwise-mask"
+_LABEL = b"privfl/secagg+/v1/"
+
+
+def public_bytes(public: X25519PublicKey) -> bytes:
+    """The 32-byte raw encoding of an X25519 public key."""
+    return public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """An X25519 key pair generated from the OS CSPRNG."""
+
+    private: X25519PrivateKey = field(repr=False)
+
+    @classmethod
+    def generate(cls) -> KeyPair:
+        return cls(X25519PrivateKey.generate())
+
+    @property
+    def public(self) -> bytes:
+        """The public key, raw (32 bytes)."""
+        return public_bytes(self.private.public_key())
+
+
+def load_public(data: bytes) -> X25519PublicKey:
+    """Parse a raw 32-byte X25519 public key received from another party."""
+    if not isinstance(data, bytes) or len(data) != KEY_BYTES:
+        raise MessageError(f"an X25519 public key must be {KEY_BYTES} bytes")
+    return X25519PublicKey.from_public_bytes(data)
+
+
+def load_private(data: bytes) -> X25519PrivateKey:
+    """Parse a raw 32-byte X25519 private key (e.g. one reconstructed from shares)."""
+    if len(data) != KEY_BYTES:
+        raise MessageError(f"an X25519 private key must be {KEY_BYTES} bytes")
+    return X25519PrivateKey.from_private_bytes(data)
+
+
+def agree(
+    private: X25519PrivateKey, peer_public: bytes, *, purpose: bytes, run_id: int, server_round: int, a: int, b: int
+) -> bytes:
+    """A 32-byte key shared by nodes ``a`` and ``b`` for one purpose in one round.
+
+    X25519 (RFC 7748) then HKDF-SHA256 with info = label || purpose || run || round ||
+    min(a, b) || max(a, b): symmetric in the pair, distinct for every other context.
+    An all-zero X25519 output (a small-order peer key) is rejected by ``cryptography``.
+    """
+    try:
+        shared = private.exchange(load_public(peer_public))
+    except ValueError:
+        raise MessageError("X25519 key agreement failed: invalid peer public key") from None
+    lo, hi = sorted((a, b))
+    info = _LABEL + purpose + struct.pack(">QQQQ", run_id, server_round, lo, hi)
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(shared)
+
+
+def associated_data(run_id: int, server_round: int, sender: int, receiver: int) -> bytes:
+    """AES-GCM associated data binding a share bundle to its run, round, sender and receiver."""
+    return _LABEL + struct.pack(">QQQQ", run_id, server_round, sender, receiver)
+
+
+def seal(key: bytes, plaintext: bytes, ad: bytes) -> bytes:
+    """AES-256-GCM encryption: random nonce || ciphertext || tag."""
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, ad)
+
+
+def unseal(key: bytes, blob: bytes, ad: bytes) -> bytes:
+    """Inverse of :func:`seal`. Any failure (length, tag, wrong key or ad) raises one :class:`DecryptionError`."""
+    if len(blob) < NONCE_BYTES + TAG_BYTES:
+        raise DecryptionError("decryption failed")
+    try:
+        return AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], ad)
+    except InvalidTag:
+        raise DecryptionError("decryption failed") from None
+
+
+def private_bytes(private: X25519PrivateKey) -> bytes:
+    """The 32-byte raw encoding of an X25519 private key (the secret SecAgg+ shares for dropout recovery)."""
+    return private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())

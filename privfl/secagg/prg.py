@@ -1,0 +1,88 @@
+"""Cryptographic pseudo-random generation: masks and rounding noise from 32-byte seeds.
+
+A seed keys AES-256 in counter mode (NIST SP 800-38A) with an all-zero initial
+counter block; the keystream, viewed as little-endian unsigned words, is uniform
+modulo 2^32 (or 2^64), hence modulo any 2^m with m <= word bits after masking the
+high bits. Each seed is used for exactly one stream (seeds are fresh per round
+and per pair), so the fixed counter block never repeats under one key.
+This is the PRG of Bonawitz et al. CCS'17, section 4 ("PRG(b_u)", "PRG(s_uv)").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from privfl.errors import ConfigError
+
+SEED_BYTES = 32
+"""Size of a PRG seed (bytes): an AES-256 key."""
+_BLOCK = 16
+_ZERO_COUNTER = bytes(_BLOCK)
+
+
+def word_dtype(modulus_bits: int) -> np.dtype:
+    """The unsigned dtype that holds values mod 2^modulus_bits: uint32 up to 32 bits, else uint64."""
+    if not 1 <= modulus_bits <= 64:
+        raise ConfigError(f"modulus bits must be in [1, 64], got {modulus_bits}")
+    return np.dtype(np.uint32 if modulus_bits <= 32 else np.uint64)
+
+
+def low_bits_mask(modulus_bits: int) -> np.unsignedinteger:
+    """2^m - 1 in the word dtype: ``x & mask`` reduces a word mod 2^m."""
+    dtype = word_dtype(modulus_bits)
+    return dtype.type((1 << modulus_bits) - 1)
+
+
+def _encryptor(seed: bytes) -> Any:
+    if not isinstance(seed, bytes) or len(seed) != SEED_BYTES:
+        raise ConfigError(f"a PRG seed must be {SEED_BYTES} bytes")
+    return Cipher(algorithms.AES(seed), modes.CTR(_ZERO_COUNTER)).encryptor()
+
+
+def keystream(seed: bytes, num_bytes: int) -> bytes:
+    """The first ``num_bytes`` bytes of the AES-256-CTR keystream under ``seed``."""
+    return _encryptor(seed).update(bytes(num_bytes))
+
+
+def uniform_unit(seed: bytes, count: int) -> np.ndarray:
+    """``count`` float64 values k / 2^32 (k uniform in [0, 2^32)), i.e. uniform on [0, 1) to 2^-32."""
+    words = np.frombuffer(keystream(seed, 4 * count), dtype="<u4")
+    return words * (1.0 / 2**32)
+
+
+class MaskExpander:
+    """Expands seeds into vectors of ``count`` uniform words and folds them into an accumulator.
+
+    One AES-CTR call per seed writes into a buffer reused across seeds, and numpy adds
+    or subtracts it in place with unsigned wraparound (arithmetic mod 2^32 or 2^64,
+    which reduces correctly mod 2^m for any m <= word bits).
+
+    Args:
+        count: words per mask (the masked vector's length).
+        dtype: ``uint32`` or ``uint64`` (see :func:`word_dtype`).
+    """
+
+    def __init__(self, count: int, dtype: np.dtype) -> None:
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.dtype(np.uint32), np.dtype(np.uint64)) or count < 0:
+            raise ConfigError(f"masks need a uint32/uint64 dtype and count >= 0, got {dtype}, {count}")
+        self.count = count
+        self._zeros = bytes(count * self.dtype.itemsize)
+        self._buffer = bytearray(len(self._zeros) + _BLOCK)  # update_into needs one spare block
+
+    def expand(self, seed: bytes) -> np.ndarray:
+        """The mask of ``seed`` (a view of the shared buffer, valid until the next call)."""
+        _encryptor(seed).update_into(self._zeros, self._buffer)
+        return np.frombuffer(self._buffer, dtype=self.dtype.newbyteorder("<"), count=self.count)
+
+    def add(self, acc: np.ndarray, seed: bytes, sign: int = 1) -> None:
+        """``acc += sign * PRG(seed)`` in place, mod 2^(word bits); ``sign`` is +1 or -1."""
+        if sign == 1:
+            np.add(acc, self.expand(seed), out=acc)
+        elif sign == -1:
+            np.subtract(acc, self.expand(seed), out=acc)
+        else:
+            raise ConfigError(f"mask sign must be +1 or -1, got {sign}")

@@ -1,0 +1,108 @@
+"""Clipping and unbiased stochastic quantisation of real vectors to integers, and back.
+
+A value x is clipped to [-c, c] and mapped to q = (x + c) * L / (2c) in [0, L] with
+L = 2^b - 1 levels; it is rounded down or up at random with P(up) = q - floor(q), so
+E[round(q)] = q (stochastic rounding, as in Bonawitz et al. CCS'17 section 2 and the
+SecAgg+ quantisation of Bell et al. CCS'20). The rounding coins come from an AES-CTR
+keystream under a fresh os.urandom seed, never from numpy's generators.
+
+Sums of n quantised vectors lie in [0, n * L] and are exact modulo 2^m as long as
+n * L < 2^m; :func:`required_modulus_bits` gives the smallest such m and
+:func:`check_no_wrap` turns a too-small modulus into a :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from privfl.errors import ConfigError
+from privfl.secagg.prg import SEED_BYTES, uniform_unit
+
+MAX_BITS = 32
+"""Largest supported quantisation resolution (bits); 2^32 levels stay exact in float64."""
+
+
+def required_modulus_bits(count: int, max_value: int) -> int:
+    """Smallest m with count * max_value < 2^m: the sum of ``count`` values in [0, max_value] cannot wrap."""
+    if count < 0 or max_value < 0:
+        raise ConfigError(f"count and max_value must be non-negative, got {count}, {max_value}")
+    return max(1, (count * max_value).bit_length())
+
+
+def check_no_wrap(modulus_bits: int, count: int, max_value: int) -> None:
+    """Raise :class:`ConfigError` if a sum of ``count`` values in [0, max_value] can reach 2^modulus_bits."""
+    need = required_modulus_bits(count, max_value)
+    if modulus_bits < need:
+        raise ConfigError(
+            f"a modulus of 2^{modulus_bits} lets the sum of {count} values up to {max_value} wrap; "
+            f"need at least {need} bits"
+        )
+
+
+@dataclass(frozen=True)
+class Quantizer:
+    """Stochastic b-bit quantiser on [-clip, clip].
+
+    Attributes:
+        clip: clipping bound c (> 0, same unit as the values); coordinates outside
+            [-c, c] are clipped first.
+        bits: resolution b in [1, 32]; values map to integers in [0, 2^b - 1].
+    """
+
+    clip: float
+    bits: int
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.clip, (int, float)) and math.isfinite(self.clip) and self.clip > 0):
+            raise ConfigError(f"clip must be a positive finite number, got {self.clip!r}")
+        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 1 <= self.bits <= MAX_BITS:
+            raise ConfigError(f"bits must be an int in [1, {MAX_BITS}], got {self.bits!r}")
+
+    @property
+    def levels(self) -> int:
+        """The largest quantised value L = 2^b - 1."""
+        return (1 << self.bits) - 1
+
+    @property
+    def step(self) -> float:
+        """Distance between adjacent levels, 2c / L; the rounding error of one value is below it."""
+        return 2.0 * self.clip / self.levels
+
+    def quantize(
+        self, values: np.ndarray, dtype: np.dtype, *, scale: float = 1.0, seed: bytes | None = None
+    ) -> np.ndarray:
+        """Clip ``values`` to [-c, c], multiply by ``scale`` in [0, 1], round stochastically to [0, L].
+
+        ``seed`` (32 bytes) keys the rounding coins; it defaults to a fresh os.urandom
+        seed and is a parameter only so tests can reproduce a draw.
+        """
+        if not 0.0 <= scale <= 1.0:
+            raise ConfigError(f"scale must be in [0, 1], got {scale}")
+        q = np.array(values, dtype=np.float64)  # a copy, updated in place below
+        if not np.all(np.isfinite(q)):
+            raise ConfigError("values to quantise must be finite")
+        seed = os.urandom(SEED_BYTES) if seed is None else seed
+        np.maximum(q, -self.clip, out=q)
+        np.minimum(q, self.clip, out=q)
+        q *= scale
+        q += self.clip
+        q *= self.levels / (2.0 * self.clip)
+        np.minimum(q, self.levels, out=q)  # guard against rounding just above L
+        floor = np.floor(q)
+        q -= floor
+        # P(u < frac) = ceil(frac * 2^32) / 2^32 for u uniform on {k / 2^32}: unbiased up to 2^-32.
+        up = uniform_unit(seed, q.size).reshape(q.shape) < q
+        out = floor.astype(dtype)
+        out += up
+        return out
+
+    def dequantize_sum(self, total: np.ndarray, count: int) -> np.ndarray:
+        """Estimate of the sum of ``count`` clipped inputs from the exact sum of their quantised values.
+
+        sum_i x_i ~= total * step - count * c; the error of each coordinate is below ``count * step``.
+        """
+        return np.asarray(total, dtype=np.float64) * self.step - count * self.clip

@@ -1,0 +1,294 @@
+"""The SecAgg+ server: a sans-IO exchange and the :class:`Aggregator` built on it.
+
+Bonawitz et al. CCS'17 (Figure 4) with the sparse neighbour graph of Bell et al.
+CCS'20. The server only routes keys and ciphertexts, sums masked vectors as they
+arrive (memory O(d + n k): one running sum, the public keys, the encrypted shares
+in transit), then reconstructs the self-mask seeds of survivors and the mask keys
+of neighbours that dropped after sharing keys, and removes those masks.
+
+Dropouts are tolerated at every stage. After the setup and share-keys stages,
+clients with fewer than t live neighbours are excluded (they have masked nothing
+yet, so excluding them is free), repeatedly until every remaining client has t.
+Whenever what remains cannot be unmasked, the round ends with :class:`ProtocolAbort`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from privfl.core.message import SERVER_NODE_ID, Message
+from privfl.errors import ConfigError, MessageError, ProtocolAbort, ProtocolError
+from privfl.secagg import protocol as p
+from privfl.secagg.config import RoundParams, SecAggConfig
+from privfl.secagg.crypto import KEY_BYTES, PURPOSE_MASK, agree, load_private, public_bytes
+from privfl.secagg.graph import neighbour_graph
+from privfl.secagg.prg import MaskExpander, low_bits_mask
+from privfl.secagg.shamir import SHARE_BYTES, combine, decode_element
+from privfl.server.exchange import Aggregate, ClientResult, Exchange, RoundSpec
+
+
+@dataclass
+class SecAggRoundResult:
+    """What the server learns from one SecAgg+ round.
+
+    Attributes:
+        params: the round's resolved parameters.
+        total: sum mod 2^m over ``survivors`` of their quantised vectors; the last
+            coordinate is the sum of their weights.
+        survivors: clients whose masked input is in ``total``.
+        dropped: stage to the clients that did not answer that stage's request.
+        excluded: stage to the clients excluded after it for lack of t live neighbours.
+    """
+
+    params: RoundParams
+    total: np.ndarray
+    survivors: tuple[int, ...]
+    dropped: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    excluded: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+def _prune(alive: Iterable[int], graph: Mapping[int, tuple[int, ...]], threshold: int) -> set[int]:
+    """The largest subset in which every client has at least ``threshold`` neighbours."""
+    live = set(alive)
+    while True:
+        weak = {u for u in live if sum(v in live for v in graph[u]) < threshold}
+        if not weak:
+            return live
+        live -= weak
+
+
+def _collect(replies: Iterator[Message], spec: RoundSpec, stage: str, expected: set[int]) -> Iterator[Message]:
+    """Replies in arrival order, each checked to be this stage's, from an expected client, once."""
+    seen: set[int] = set()
+    for reply in replies:
+        node = reply.metadata.src_node
+        if node not in expected:
+            raise ProtocolError(f"{stage}: reply from node {node}, which was not asked")
+        if node in seen:
+            raise ProtocolError(f"{stage}: duplicate reply from node {node}")
+        p.check_metadata(
+            reply, stage=stage, run_id=spec.run_id, server_round=spec.server_round, src=node, dst=SERVER_NODE_ID
+        )
+        seen.add(node)
+        yield reply
+
+
+def _live_neighbours(graph: Mapping[int, tuple[int, ...]], node: int, live: set[int]) -> tuple[int, ...]:
+    return tuple(v for v in graph[node] if v in live)
+
+
+def secagg_exchange(spec: RoundSpec, config: SecAggConfig) -> Exchange[SecAggRoundResult]:
+    """Run one SecAgg+ round over ``spec.nodes``; return the exact sum of the survivors' vectors.
+
+    Raises:
+        ProtocolAbort: too few clients remain at some stage to finish safely.
+        ProtocolError, MessageError: a reply out of order or malformed.
+        ConfigError: the configuration is unsafe for this number of clients.
+    """
+    nodes = tuple(spec.nodes)
+    if len(set(nodes)) != len(nodes):
+        raise ConfigError("round nodes must be distinct")
+    if len(nodes) < 2:
+        raise ProtocolAbort(f"secure aggregation needs at least 2 clients, {len(nodes)} selected")
+    if any(name.startswith(p.PREFIX) for name in spec.parameters):
+        raise ConfigError(f"parameter names must not start with {p.PREFIX!r}")
+    params = config.round_params(len(nodes))
+    t = params.threshold
+    graph = neighbour_graph(nodes, params.num_neighbours)
+    result = SecAggRoundResult(params=params, total=np.zeros(0, dtype=params.dtype), survivors=())
+
+    def abort_if_empty(live: set[int], stage: str) -> None:
+        if not live:
+            raise ProtocolAbort(f"round {spec.server_round}: no client has {t} live neighbours after {stage}")
+
+    # Setup / AdvertiseKeys.
+    replies = yield [
+        spec.message_to(u, stage=p.STAGE_SETUP, arrays={p.NODES: p.node_array(graph[u])}, config=params.to_config())
+        for u in nodes
+    ]
+    keys: dict[int, tuple[bytes, bytes]] = {}
+    for reply in _collect(replies, spec, p.STAGE_SETUP, set(nodes)):
+        p.check_names(reply, [], [p.PK_ENC, p.PK_MASK])
+        keys[reply.metadata.src_node] = (p.read_key(reply, p.PK_ENC), p.read_key(reply, p.PK_MASK))
+    live1 = _prune(keys, graph, t)
+    result.dropped[p.STAGE_SETUP] = tuple(u for u in nodes if u not in keys)
+    result.excluded[p.STAGE_SETUP] = tuple(u for u in nodes if u in keys and u not in live1)
+    abort_if_empty(live1, p.STAGE_SETUP)
+
+    # ShareKeys: each client receives its live neighbours' public keys.
+    outbox = []
+    for u in sorted(live1):
+        nbrs = _live_neighbours(graph, u, live1)
+        arrays = {
+            p.NODES: p.node_array(nbrs),
+            p.PK_ENC: p.byte_rows([keys[v][0] for v in nbrs], KEY_BYTES),
+            p.PK_MASK: p.byte_rows([keys[v][1] for v in nbrs], KEY_BYTES),
+        }
+        outbox.append(spec.message_to(u, stage=p.STAGE_SHARE_KEYS, arrays=arrays, config={}))
+    replies = yield outbox
+    mailbox: dict[int, dict[int, bytes]] = defaultdict(dict)  # receiver -> sender -> ciphertext
+    shared: set[int] = set()
+    for reply in _collect(replies, spec, p.STAGE_SHARE_KEYS, live1):
+        u = reply.metadata.src_node
+        p.check_names(reply, [p.NODES, p.CIPHERTEXTS])
+        nbrs = _live_neighbours(graph, u, live1)
+        dests = p.read_nodes(reply.arrays, p.NODES, nbrs)
+        if len(dests) != len(nbrs):
+            raise MessageError(f"node {u} sent shares to {len(dests)} of its {len(nbrs)} live neighbours")
+        blobs = p.read_rows(reply.arrays, p.CIPHERTEXTS, len(dests), p.CIPHERTEXT_BYTES)
+        for v, blob in zip(dests, blobs, strict=True):
+            mailbox[v][u] = blob
+        shared.add(u)
+    live2 = _prune(shared, graph, t)
+    result.dropped[p.STAGE_SHARE_KEYS] = tuple(sorted(live1 - shared))
+    result.excluded[p.STAGE_SHARE_KEYS] = tuple(sorted(shared - live2))
+    abort_if_empty(live2, p.STAGE_SHARE_KEYS)
+
+    # MaskedInputCollection: forward the shares, sum masked vectors as they arrive.
+    outbox = []
+    for v in sorted(live2):
+        sources = _live_neighbours(graph, v, live2)
+        arrays = {
+            **spec.parameters,
+            p.NODES: p.node_array(sources),
+            p.CIPHERTEXTS: p.byte_rows([mailbox[v][u] for u in sources], p.CIPHERTEXT_BYTES),
+        }
+        outbox.append(spec.message_to(v, stage=p.STAGE_MASKED_INPUT, arrays=arrays))
+    del mailbox
+    replies = yield outbox
+    length = sum(int(np.size(a)) for a in spec.parameters.values()) + 1
+    total = np.zeros(length, dtype=params.dtype)
+    mask = low_bits_mask(params.modulus_bits)
+    masked: set[int] = set()
+    for reply in _collect(replies, spec, p.STAGE_MASKED_INPUT, live2):
+        p.check_names(reply, [p.MASKED])
+        vector = reply.arrays[p.MASKED]
+        if vector.dtype != params.dtype or vector.shape != (length,):
+            raise MessageError(
+                f"node {reply.metadata.src_node}: masked vector must be {params.dtype} of shape ({length},), "
+                f"got {vector.dtype} {vector.shape}"
+            )
+        if params.modulus_bits % (8 * params.dtype.itemsize) and vector.size and vector.max() > mask:
+            raise MessageError(f"node {reply.metadata.src_node}: masked values must be below 2^{params.modulus_bits}")
+        np.add(total, vector, out=total)
+        masked.add(reply.metadata.src_node)
+    result.dropped[p.STAGE_MASKED_INPUT] = tuple(sorted(live2 - masked))
+    short = [u for u in masked if len(_live_neighbours(graph, u, masked)) < t]
+    if not masked or short:
+        raise ProtocolAbort(
+            f"round {spec.server_round}: {len(masked)} masked inputs, {len(short)} of them with fewer than "
+            f"{t} surviving neighbours; their self masks cannot be removed"
+        )
+
+    # Unmasking: survivors' self-mask shares and dropouts' mask-key shares.
+    outbox = []
+    for u in sorted(masked):
+        arrays = {
+            p.SURVIVORS: p.node_array(_live_neighbours(graph, u, masked)),
+            p.DROPPED: p.node_array(_live_neighbours(graph, u, live2 - masked)),
+        }
+        outbox.append(spec.message_to(u, stage=p.STAGE_UNMASK, arrays=arrays, config={}))
+    replies = yield outbox
+    self_mask_shares: dict[int, dict[int, int]] = defaultdict(dict)
+    mask_key_shares: dict[int, dict[int, int]] = defaultdict(dict)
+    answered = []
+    for reply in _collect(replies, spec, p.STAGE_UNMASK, masked):
+        u = reply.metadata.src_node
+        p.check_names(reply, [p.SURVIVORS, p.SELF_MASK_SHARES, p.DROPPED, p.MASK_KEY_SHARES])
+        for key, shares_key, live, store in (
+            (p.SURVIVORS, p.SELF_MASK_SHARES, masked, self_mask_shares),
+            (p.DROPPED, p.MASK_KEY_SHARES, live2 - masked, mask_key_shares),
+        ):
+            asked = _live_neighbours(graph, u, live)
+            got = p.read_nodes(reply.arrays, key, asked)
+            if len(got) != len(asked):
+                raise MessageError(f"node {u}: {key} must list the {len(asked)} nodes asked about")
+            for w, share in zip(got, p.read_rows(reply.arrays, shares_key, len(got), SHARE_BYTES), strict=True):
+                store[w][u] = decode_element(share)
+        answered.append(u)
+    result.dropped[p.STAGE_UNMASK] = tuple(sorted(masked - set(answered)))
+
+    expander = MaskExpander(length, params.dtype)
+    for w in sorted(masked):
+        expander.add(total, _reconstruct(self_mask_shares[w], t, w, "self-mask seed"), -1)
+    for v in sorted(live2 - masked):
+        partners = _live_neighbours(graph, v, masked)
+        if not partners:
+            continue
+        private = load_private(_reconstruct(mask_key_shares[v], t, v, "mask key"))
+        if public_bytes(private.public_key()) != keys[v][1]:
+            raise ProtocolAbort(f"shares of node {v}'s mask key do not match its advertised public key")
+        for u in partners:
+            seed = agree(
+                private, keys[u][1], purpose=PURPOSE_MASK, run_id=spec.run_id, server_round=spec.server_round, a=u, b=v
+            )
+            # u added +PRG(s_uv) if u < v, else -PRG(s_uv): remove it with the opposite sign.
+            expander.add(total, seed, -1 if u < v else 1)
+    total &= mask
+    result.total = total
+    result.survivors = tuple(sorted(masked))
+    return result
+
+
+def _reconstruct(shares: dict[int, int], threshold: int, node: int, what: str) -> bytes:
+    if len(shares) < threshold:
+        raise ProtocolAbort(f"only {len(shares)} shares of node {node}'s {what}, threshold {threshold}")
+    return combine(shares, threshold)
+
+
+@dataclass
+class SecAggPlusAggregator:
+    """An :class:`~privfl.server.exchange.Aggregator` that sums client updates with SecAgg+.
+
+    ``FedAvg(aggregator=SecAggPlusAggregator(SecAggConfig()))`` trains with the server
+    seeing only masked vectors and the sum. Clients need :func:`privfl.secagg.client.secagg_mod`.
+
+    The update sum is sum_i w_i * clip(u_i) estimated from the quantised sum (within
+    ``n * max_weight * 2 * clip / (2^bits - 1)`` per coordinate, unbiased); the weight
+    sum is exact. Per-client results carry no metrics and ``num_examples`` 0: the
+    server does not learn them.
+    """
+
+    config: SecAggConfig = field(default_factory=SecAggConfig)
+
+    def aggregate(self, spec: RoundSpec) -> Exchange[Aggregate]:
+        result = yield from secagg_exchange(spec, self.config)
+        params = result.params
+        d = result.total.size - 1
+        scaled = params.quantizer.dequantize_sum(result.total[:d], len(result.survivors))
+        flat = scaled * float(params.max_weight)
+        update_sum, offset = {}, 0
+        for name, value in spec.parameters.items():
+            size = int(np.size(value))
+            update_sum[name] = flat[offset : offset + size].reshape(np.shape(value))
+            offset += size
+        weight_sum = float(result.total[d])
+        metrics = {
+            "num_examples": weight_sum if params.weighted else 0.0,
+            "secagg.num_neighbours": float(params.num_neighbours),
+            "secagg.threshold": float(params.threshold),
+            "secagg.modulus_bits": float(params.modulus_bits),
+        }
+        for stage, lost in result.dropped.items():
+            metrics[f"{stage}.dropped"] = float(len(lost))
+        for stage, lost in result.excluded.items():
+            metrics[f"{stage}.excluded"] = float(len(lost))
+        return Aggregate(
+            update_sum=update_sum,
+            weight_sum=weight_sum,
+            num_clients=len(result.survivors),
+            results=[ClientResult(u, 0, {}) for u in result.survivors],
+            dropped=tuple(u for u in spec.nodes if u not in set(result.survivors)),
+            metrics=metrics,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        del state
