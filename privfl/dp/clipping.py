@@ -31,7 +31,8 @@ def l2_norm(update: Mapping[str, np.ndarray]) -> float:
         ConfigError: an array holds NaN or infinity.
     """
     flat = [np.asarray(a, dtype=np.float64).ravel() for a in update.values()]
-    norm = math.sqrt(sum(float(np.dot(a, a)) for a in flat))
+    with np.errstate(over="ignore"):
+        norm = math.sqrt(sum(float(np.dot(a, a)) for a in flat))
     if math.isfinite(norm):
         return norm
     peak = max((float(np.max(np.abs(a))) for a in flat if a.size), default=0.0)
