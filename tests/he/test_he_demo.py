@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from privfl.cli import main
+
+
+@pytest.mark.parametrize("preset", ["fl-8192", "fl-8192-seeded"])
+def test_demo_reports_sizes_timings_and_a_small_error(capsys, preset):
+    assert main(["demo", "he", "--clients", "3", "--dim", "5000", "--preset", preset]) == 0
+    out = capsys.readouterr().out
+    assert "client    3/3" in out and "server aggregation" in out and "decryption" in out
+    ratio = float(re.search(r"ciphertexts .*\((\d+\.\d+)x\)", out).group(1))
+    assert ratio > 1.0
+    error = float(re.search(r"plaintext FedAvg\| = (\S+)", out).group(1))
+    assert error < 1e-8
+
+
+def test_demo_refuses_a_bad_dimension(capsys):
+    assert main(["demo", "he", "--clients", "2", "--dim", "0"]) == 2
+    assert "--dim" in capsys.readouterr().err
