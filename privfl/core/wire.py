@@ -74,6 +74,12 @@ def _check_scalar(value: Any, where: str) -> None:
     raise MessageError(f"{where}: values must be bool, int, float, str or bytes, got {type(value).__name__}")
 
 
+def _check_key(key: Any, where: str) -> None:
+    # The decoder only accepts string keys, so refuse others here rather than emit undecodable bytes.
+    if not isinstance(key, str):
+        raise MessageError(f"{where} names must be str, got {type(key).__name__}")
+
+
 def encode(message: Message) -> bytes:
     """Serialise ``message`` to bytes. Raises :class:`MessageError` for content that cannot travel."""
     md = message.metadata
@@ -83,15 +89,19 @@ def encode(message: Message) -> bytes:
             raise MessageError(f"array names must be str, got {type(name).__name__}")
         a = np.asarray(arr)
         wire_dtype = _wire_dtype(a.dtype)
-        a = np.ascontiguousarray(a, dtype=wire_dtype)
-        arrays.append([name, wire_dtype.str, list(a.shape), a.tobytes()])
+        # astype + tobytes(order="C") rather than ascontiguousarray, which turns 0-d arrays into 1-d.
+        arrays.append([name, wire_dtype.str, list(a.shape), a.astype(wire_dtype, copy=False).tobytes(order="C")])
     metrics: dict[str, Any] = {}
     for key, value in message.metrics.items():
+        _check_key(key, "metric")
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise MessageError(f"metric {key!r} must be int or float, got {type(value).__name__}")
-        metrics[key] = value.item() if isinstance(value, np.generic) else value
+        value = value.item() if isinstance(value, np.generic) else value
+        _check_scalar(value, f"metric {key!r}")
+        metrics[key] = value
     config: dict[str, Any] = {}
     for key, value in message.config.items():
+        _check_key(key, "config")
         value = value.item() if isinstance(value, np.generic) else value
         if isinstance(value, (list, tuple)):
             items = [v.item() if isinstance(v, np.generic) else v for v in value]
@@ -149,7 +159,7 @@ def _decode(data: bytes | bytearray | memoryview, limits: WireLimits) -> Message
     )
     if not isinstance(obj, dict) or set(obj) != {"v", "meta", "arrays", "metrics", "config"}:
         raise WireError("message must be a map with keys v, meta, arrays, metrics, config")
-    if obj["v"] != WIRE_VERSION or isinstance(obj["v"], bool):
+    if type(obj["v"]) is not int or obj["v"] != WIRE_VERSION:  # not 1.0, not True
         raise WireError(f"unsupported wire version {obj['v']!r}; this build reads version {WIRE_VERSION}")
     meta = obj["meta"]
     if not isinstance(meta, list) or len(meta) != 6:

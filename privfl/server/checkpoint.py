@@ -13,7 +13,6 @@ import base64
 import json
 import os
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,14 @@ from privfl.errors import CheckpointError
 
 _TREE = "__tree__"
 FORMAT = "privfl-checkpoint/1"
+_MARKERS = ({"__array__"}, {"__bytes__"})
 
 
 def _flatten(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
     if isinstance(obj, np.ndarray):
+        if obj.dtype.hasobject:
+            # np.savez would pickle it, and load (allow_pickle=False) would then refuse the file.
+            raise CheckpointError("cannot checkpoint an object array (it would need pickle)")
         key = f"a{len(arrays)}"
         arrays[key] = obj
         return {"__array__": key}
@@ -35,6 +38,8 @@ def _flatten(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
     if isinstance(obj, dict):
         if not all(isinstance(k, str) for k in obj):
             raise CheckpointError("checkpoint dict keys must be strings")
+        if set(obj) in _MARKERS:
+            raise CheckpointError(f"a checkpoint dict may not have the single reserved key {next(iter(obj))!r}")
         return {k: _flatten(v, arrays) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_flatten(v, arrays) for v in obj]
@@ -95,10 +100,15 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise CheckpointError(f"checkpoint {path} is not an .npz archive")
+        with loaded as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise CheckpointError(f"checkpoint {path} is unreadable: {exc}") from None
+    except CheckpointError:
+        raise
+    except Exception as exc:  # zipfile/numpy raise many types on a damaged file (incl. NotImplementedError)
+        raise CheckpointError(f"checkpoint {path} is unreadable: {type(exc).__name__}: {exc}") from None
     blob = arrays.pop(_TREE, None)
     if blob is None or blob.dtype != np.uint8:
         raise CheckpointError(f"checkpoint {path} has no state tree")
@@ -106,6 +116,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         tree = json.loads(blob.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"checkpoint {path} has a corrupt state tree: {exc}") from None
-    if not isinstance(tree, dict) or tree.get("format") != FORMAT:
+    if not isinstance(tree, dict) or tree.get("format") != FORMAT or "state" not in tree:
         raise CheckpointError(f"checkpoint {path} is not in format {FORMAT}")
-    return _unflatten(tree["state"], arrays)
+    try:
+        return _unflatten(tree["state"], arrays)
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError) as exc:  # tampered markers, e.g. bad base64 or a non-string array key
+        raise CheckpointError(f"checkpoint {path} has a corrupt state tree: {exc!r}") from None
