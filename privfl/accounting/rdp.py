@@ -89,27 +89,37 @@ def rdp_poisson_subsampled_gaussian(*, q: float, noise_multiplier: float, orders
         return rdp_gaussian(noise_multiplier=z, orders=alphas)
     is_int = alphas == np.round(alphas)
     log_am1 = np.empty_like(alphas)
-    for i in np.flatnonzero(is_int):
-        log_am1[i] = _log_a_minus_one_int(q, z, int(alphas[i]))
+    if is_int.any():
+        log_am1[is_int] = _log_a_minus_one_int(q, z, alphas[is_int].astype(np.int64))
     if not is_int.all():
         log_am1[~is_int] = _log_a_minus_one_frac(q, z, alphas[~is_int])
     # log A = log(1 + (A - 1)), exact for tiny A - 1 (small q).
     return np.logaddexp(0.0, log_am1) / (alphas - 1.0)  # MTZ19 Sec. 3.3: eps = log(A) / (alpha - 1)
 
 
-def _log_a_minus_one_int(q: float, z: float, alpha: int) -> float:
-    """log(A_alpha - 1) for integer alpha >= 2, by the binomial expansion (MTZ19 Sec. 3.3).
+def _log_a_minus_one_int(q: float, z: float, alphas: NDArray[np.int64]) -> NDArray[np.float64]:
+    """log(A_alpha - 1) for integer alphas >= 2, by the binomial expansion (MTZ19 Sec. 3.3).
 
     A_alpha = sum_k w_k exp(c_k), w_k = C(alpha, k) (1-q)^(alpha-k) q^k (a binomial pmf),
-    c_k = (k^2 - k) / (2 z^2).
+    c_k = (k^2 - k) / (2 z^2). All orders are evaluated in one flat array of (alpha, k) pairs.
     """
-    k = np.arange(alpha + 1, dtype=np.float64)
-    log_binom = special.gammaln(alpha + 1.0) - special.gammaln(k + 1.0) - special.gammaln(alpha - k + 1.0)
-    log_w = log_binom + k * math.log(q) + (alpha - k) * math.log1p(-q)  # Binomial(alpha, q) pmf
+    sizes = alphas - 1  # terms k = 2 ... alpha
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    alpha = np.repeat(alphas, sizes).astype(np.float64)
+    k = (np.arange(sizes.sum()) - np.repeat(starts, sizes) + 2).astype(np.float64)
+    log_w = (
+        special.gammaln(alpha + 1.0)
+        - special.gammaln(k + 1.0)
+        - special.gammaln(alpha - k + 1.0)
+        + k * math.log(q)
+        + (alpha - k) * math.log1p(-q)
+    )
+    c = (k * k - k) / (2.0 * z * z)  # MTZ19 Sec. 3.3, exponent of the integer-alpha sum
     # A - 1 = sum_{k>=2} w_k (exp(c_k) - 1) since sum_k w_k = 1 and c_0 = c_1 = 0: all terms
     # are positive, so A - 1 is exact even when it is far below machine epsilon.
-    c = (k[2:] * k[2:] - k[2:]) / (2.0 * z * z)  # MTZ19 Sec. 3.3, exponent of the integer-alpha sum
-    return float(special.logsumexp(log_w[2:] + c + np.log(-np.expm1(-c))))
+    log_terms = log_w + c + np.log(-np.expm1(-c))
+    peak = np.maximum.reduceat(log_terms, starts)
+    return peak + np.log(np.add.reduceat(np.exp(log_terms - np.repeat(peak, sizes)), starts))
 
 
 _SERIES_TERMS = 14  # binomial series of g(x) for |x| < _SERIES_MAX; remainder < 1e-20 relative
