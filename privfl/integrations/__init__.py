@@ -1,0 +1,1 @@
+"""Optional integrations of privfl with other frameworks (each behind its own extra)."""
