@@ -44,7 +44,7 @@ def _flatten(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_flatten(v, arrays) for v in obj]
     if isinstance(obj, np.generic):
-        return obj.item()
+        return _flatten(obj.item(), arrays)  # e.g. complex or datetime items are refused below
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     raise CheckpointError(f"cannot checkpoint a value of type {type(obj).__name__}")

@@ -133,6 +133,8 @@ def test_interrupted_save_cleans_up(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         {"x": np.array([None, 1])},
         {"x": {"__array__": "a0"}},
         {"x": {"__bytes__": "AAAA"}},
+        {"x": np.complex128(1 + 1j)},
+        {"x": [np.datetime64("2020-01-01")]},
     ],
     ids=[
         "int-key",
@@ -144,6 +146,8 @@ def test_interrupted_save_cleans_up(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         "none-array",
         "array-marker",
         "bytes-marker",
+        "np-complex",
+        "np-datetime",
     ],
 )
 def test_save_refuses_values_it_cannot_store_faithfully(tmp_path: Path, state: dict) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from contextlib import contextmanager
 from typing import Any
@@ -331,3 +332,40 @@ def test_process_pool_abandoned_replies_do_not_leak_into_the_next_delivery() -> 
         pool.close()
     assert [r.metadata.server_round for r in replies] == [2, 2, 2, 2]
     assert sorted(r.metadata.src_node for r in replies) == [1, 2, 3, 4]
+
+
+def crashing_app(message: Message, context: Context) -> Message:
+    """Node 3's process dies outright (as a segfaulting or OOM-killed client would)."""
+    if context.node_id == 3:
+        os._exit(1)
+    return message.reply()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ProcessPoolClients.deliver (privfl/server/transport.py:168-170) calls conn.recv() on a dead worker's "
+    "pipe: a bare EOFError escapes instead of a ClientError",
+)
+def test_process_pool_worker_death_raises_client_error() -> None:
+    pool = ProcessPoolClients(crashing_app, workers=2)
+    try:
+        with time_limit(60), pytest.raises(ClientError):
+            list(pool.deliver([task(n) for n in (1, 2, 3, 4)]))
+    finally:
+        pool.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ProcessPoolClients.deliver (privfl/server/transport.py:168-170): with on_client_error='drop' a dead "
+    "worker raises EOFError instead of counting its client as dropped",
+)
+def test_process_pool_worker_death_is_a_dropout_in_drop_mode() -> None:
+    pool = ProcessPoolClients(crashing_app, workers=2, on_client_error="drop")
+    try:
+        with time_limit(60):
+            replies = list(pool.deliver([task(n) for n in (1, 2, 3, 4)]))
+    finally:
+        pool.close()
+    assert 3 not in {r.metadata.src_node for r in replies}
+    assert {2, 4} <= {r.metadata.src_node for r in replies}
