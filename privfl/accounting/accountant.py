@@ -16,6 +16,7 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from privfl.accounting.checks import integer
 from privfl.accounting.conversion import delta_from_rdp, epsilon_from_rdp
 from privfl.accounting.events import (
     ComposedEvent,
@@ -67,12 +68,11 @@ class PrivacyAccountant(ABC):
 
     def compose(self, event: DpEvent, count: int = 1) -> PrivacyAccountant:
         """Add ``count`` runs of ``event``; returns self. Raises AccountingError if unsupported."""
-        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
-            raise ConfigError(f"count must be an integer >= 1, got {count!r}")
+        count = integer(count, "count", 1)
         reason = unsupported_reason(event)
         if reason is not None:
             raise AccountingError(f"{self.name} accountant cannot account {event!r}: {reason}")
-        self._compose(event, int(count))
+        self._compose(event, count)
         return self
 
     @abstractmethod
@@ -162,12 +162,17 @@ class RdpAccountant(PrivacyAccountant):
         return delta
 
 
+def check_accountant_name(name: str) -> str:
+    """``name`` if it is one of :data:`ACCOUNTANTS`."""
+    if name not in ACCOUNTANTS:
+        raise ConfigError(f"accountant must be one of {ACCOUNTANTS}, got {name!r}")
+    return name
+
+
 def make_accountant(name: str) -> PrivacyAccountant:
     """A fresh accountant by name: ``"rdp"`` (built in) or ``"pld"`` (needs dp_accounting)."""
-    if name == "rdp":
+    if check_accountant_name(name) == "rdp":
         return RdpAccountant()
-    if name == "pld":
-        from privfl.accounting.pld import PldAccountant
+    from privfl.accounting.pld import PldAccountant
 
-        return PldAccountant()
-    raise ConfigError(f"accountant must be one of {ACCOUNTANTS}, got {name!r}")
+    return PldAccountant()

@@ -7,11 +7,10 @@ import warnings
 
 from scipy import optimize
 
-from privfl.accounting.accountant import make_accountant
-from privfl.accounting.conversion import check_delta, check_epsilon
+from privfl.accounting.accountant import check_accountant_name, make_accountant
+from privfl.accounting.checks import check_delta, check_epsilon, check_sampling_rate, integer
 from privfl.accounting.events import GaussianEvent, PoissonSampledEvent
-from privfl.accounting.rdp import check_sampling_rate
-from privfl.errors import AccountingError, ConfigError
+from privfl.errors import AccountingError
 
 #: Noise multipliers searched; below 0.02 the mechanism is essentially noiseless, above 1e5
 #: the utility is nil.
@@ -19,19 +18,12 @@ NOISE_BRACKET = (0.02, 1e5)
 _LOG_Z_TOL = {"rdp": 1e-8, "pld": 1e-4}  # Brent tolerance on log(z); PLD epsilons are slow to compute
 
 
-def check_rounds(rounds: int) -> int:
-    """Return ``rounds``; it must be an integer >= 1."""
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ConfigError(f"rounds must be an integer >= 1, got {rounds!r}")
-    return rounds
-
-
 def epsilon_for(
     *, noise_multiplier: float, sampling_rate: float, rounds: int, delta: float, accountant: str = "rdp"
 ) -> float:
     """Epsilon of ``rounds`` Poisson-sampled Gaussian steps (q = sampling_rate) at ``delta``."""
     event = PoissonSampledEvent(sampling_rate, GaussianEvent(noise_multiplier))
-    return make_accountant(accountant).compose(event, check_rounds(rounds)).get_epsilon(delta)
+    return make_accountant(accountant).compose(event, integer(rounds, "rounds", 1)).get_epsilon(delta)
 
 
 def calibrate_noise_multiplier(
@@ -47,9 +39,8 @@ def calibrate_noise_multiplier(
     target = check_epsilon(epsilon)
     delta = check_delta(delta)
     q = check_sampling_rate(sampling_rate)
-    rounds = check_rounds(rounds)
-    if accountant not in _LOG_Z_TOL:
-        raise ConfigError(f"accountant must be one of {tuple(_LOG_Z_TOL)}, got {accountant!r}")
+    rounds = integer(rounds, "rounds", 1)
+    check_accountant_name(accountant)
 
     def excess(log_z: float) -> float:
         with warnings.catch_warnings():  # grid-edge warnings while searching are noise

@@ -16,24 +16,9 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from privfl.accounting.checks import check_delta, check_epsilon
 from privfl.accounting.rdp import validate_orders
 from privfl.errors import ConfigError
-
-
-def check_delta(delta: float) -> float:
-    """Return ``delta`` as a float; it must be in (0, 1)."""
-    d = float(delta)
-    if not 0.0 < d < 1.0:
-        raise ConfigError(f"delta must be in (0, 1), got {delta!r}")
-    return d
-
-
-def check_epsilon(epsilon: float) -> float:
-    """Return ``epsilon`` as a float; it must be finite and > 0."""
-    e = float(epsilon)
-    if not (math.isfinite(e) and e > 0.0):
-        raise ConfigError(f"epsilon must be a finite number > 0, got {epsilon!r}")
-    return e
 
 
 def _curve(orders: ArrayLike, rdp: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:

@@ -7,27 +7,16 @@ dataclasses (hashable, compared by value) and serialise to plain JSON dicts with
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
+from privfl.accounting.checks import check_noise_multiplier, check_sampling_rate, integer
 from privfl.errors import ConfigError
 
 
-def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    return float(value)
-
-
-def _integer(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    return value
-
-
-def _event(value: Any, name: str) -> DpEvent:
+def check_event(value: Any, name: str) -> DpEvent:
+    """``value`` if it is a DpEvent."""
     if not isinstance(value, DpEvent):
         raise ConfigError(f"{name} must be a DpEvent, got {value!r}")
     return value
@@ -58,10 +47,7 @@ class GaussianEvent(DpEvent):
     kind: ClassVar[str] = "gaussian"
 
     def __post_init__(self) -> None:
-        z = _number(self.noise_multiplier, "noise_multiplier")
-        if not (math.isfinite(z) and z > 0):
-            raise ConfigError(f"noise_multiplier must be a finite number > 0, got {self.noise_multiplier!r}")
-        object.__setattr__(self, "noise_multiplier", z)
+        object.__setattr__(self, "noise_multiplier", check_noise_multiplier(self.noise_multiplier))
 
 
 @dataclass(frozen=True)
@@ -73,11 +59,8 @@ class PoissonSampledEvent(DpEvent):
     kind: ClassVar[str] = "poisson_sampled"
 
     def __post_init__(self) -> None:
-        q = _number(self.sampling_rate, "sampling_rate")
-        if not 0.0 < q <= 1.0:
-            raise ConfigError(f"sampling_rate must be in (0, 1], got {self.sampling_rate!r}")
-        object.__setattr__(self, "sampling_rate", q)
-        _event(self.event, "event")
+        object.__setattr__(self, "sampling_rate", check_sampling_rate(self.sampling_rate))
+        check_event(self.event, "event")
 
 
 @dataclass(frozen=True)
@@ -89,9 +72,8 @@ class ComposedEvent(DpEvent):
     kind: ClassVar[str] = "composed"
 
     def __post_init__(self) -> None:
-        _event(self.event, "event")
-        if _integer(self.count, "count") < 1:
-            raise ConfigError(f"count must be >= 1, got {self.count!r}")
+        check_event(self.event, "event")
+        integer(self.count, "count", 1)
 
 
 @dataclass(frozen=True)
@@ -109,11 +91,11 @@ class FixedSizeSampledEvent(DpEvent):
     kind: ClassVar[str] = "fixed_size_sampled"
 
     def __post_init__(self) -> None:
-        m = _integer(self.sample_size, "sample_size")
-        n = _integer(self.population_size, "population_size")
-        if not 1 <= m <= n:
+        m = integer(self.sample_size, "sample_size", 1)
+        n = integer(self.population_size, "population_size", 1)
+        if m > n:
             raise ConfigError(f"need 1 <= sample_size <= population_size, got {m} of {n}")
-        _event(self.event, "event")
+        check_event(self.event, "event")
 
 
 _KINDS: dict[str, type[DpEvent]] = {

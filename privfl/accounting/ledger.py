@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from privfl.accounting.accountant import ACCOUNTANTS, PrivacyAccountant, make_accountant, unsupported_reason
-from privfl.accounting.conversion import check_delta, check_epsilon
-from privfl.accounting.events import DpEvent, event_from_dict
+from privfl.accounting.accountant import PrivacyAccountant, check_accountant_name, make_accountant, unsupported_reason
+from privfl.accounting.checks import check_delta, check_epsilon, integer
+from privfl.accounting.events import DpEvent, check_event, event_from_dict
 from privfl.errors import AccountingError, BudgetExceededError, CheckpointError, ConfigError, PrivflError
 
 SCOPES = ("client", "record")
@@ -37,10 +37,6 @@ class PrivacyBudget:
     delta: float
 
     def __post_init__(self) -> None:
-        for name in ("epsilon", "delta"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"budget {name} must be a number, got {value!r}")
         object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
         object.__setattr__(self, "delta", check_delta(self.delta))
 
@@ -60,10 +56,8 @@ class LedgerEntry:
     note: str = ""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.event, DpEvent):
-            raise ConfigError(f"event must be a DpEvent, got {self.event!r}")
-        if isinstance(self.server_round, bool) or not isinstance(self.server_round, int) or self.server_round < 0:
-            raise ConfigError(f"server_round must be an integer >= 0, got {self.server_round!r}")
+        check_event(self.event, "event")
+        integer(self.server_round, "server_round", 0)
         if self.scope not in SCOPES:
             raise ConfigError(f"scope must be one of {SCOPES}, got {self.scope!r}")
         if self.locality not in LOCALITIES:
@@ -93,8 +87,7 @@ class PrivacyLedger:
     def __init__(self, budget: PrivacyBudget | None = None, accountant: str = "rdp") -> None:
         if budget is not None and not isinstance(budget, PrivacyBudget):
             raise ConfigError(f"budget must be a PrivacyBudget or None, got {budget!r}")
-        if accountant not in ACCOUNTANTS:
-            raise ConfigError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
+        check_accountant_name(accountant)
         self.budget = budget
         self.accountant = accountant
         self._entries: list[LedgerEntry] = []

@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import Any
 
 from privfl.accounting.accountant import PrivacyAccountant
-from privfl.accounting.conversion import check_delta, check_epsilon
+from privfl.accounting.checks import check_delta, check_epsilon
 from privfl.accounting.events import ComposedEvent, DpEvent, GaussianEvent, PoissonSampledEvent
 from privfl.errors import AccountingError
 

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import special
 
+from privfl.accounting.checks import check_noise_multiplier, check_sampling_rate
 from privfl.errors import ConfigError
 
 
@@ -47,27 +48,12 @@ def validate_orders(orders: ArrayLike) -> NDArray[np.float64]:
     return arr
 
 
-def _check_noise(noise_multiplier: float) -> float:
-    z = float(noise_multiplier)
-    if not (math.isfinite(z) and z > 0):
-        raise ConfigError(f"noise_multiplier must be a finite number > 0, got {noise_multiplier!r}")
-    return z
-
-
-def check_sampling_rate(q: float) -> float:
-    """Return ``q`` as a float; it must be in (0, 1]."""
-    q = float(q)
-    if not (0.0 < q <= 1.0):
-        raise ConfigError(f"sampling rate q must be in (0, 1], got {q!r}")
-    return q
-
-
 def rdp_gaussian(*, noise_multiplier: float, orders: ArrayLike) -> NDArray[np.float64]:
     """RDP (nats) of the Gaussian mechanism with sensitivity 1 and std ``noise_multiplier``.
 
     eps(alpha) = alpha / (2 z^2): Mironov 2017, Proposition 7.
     """
-    z = _check_noise(noise_multiplier)
+    z = check_noise_multiplier(noise_multiplier)
     alphas = validate_orders(orders)
     return alphas / (2.0 * z * z)  # Mironov 2017, Prop. 7
 
@@ -82,8 +68,8 @@ def rdp_poisson_subsampled_gaussian(*, q: float, noise_multiplier: float, orders
     Integer orders use the exact binomial sum; fractional orders a quadrature of A - 1
     that is exponentially accurate (see :func:`_log_a_minus_one_frac`).
     """
-    q = check_sampling_rate(q)
-    z = _check_noise(noise_multiplier)
+    q = check_sampling_rate(q, "q")
+    z = check_noise_multiplier(noise_multiplier)
     alphas = validate_orders(orders)
     if q == 1.0:
         return rdp_gaussian(noise_multiplier=z, orders=alphas)

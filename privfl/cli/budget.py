@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from privfl.accounting.accountant import ACCOUNTANTS, RdpAccountant, make_accountant
-from privfl.accounting.calibration import calibrate_noise_multiplier, check_rounds, epsilon_for
-from privfl.accounting.conversion import check_delta
+from privfl.accounting.calibration import calibrate_noise_multiplier, epsilon_for
+from privfl.accounting.checks import check_delta, integer
 from privfl.accounting.events import GaussianEvent, PoissonSampledEvent
 from privfl.accounting.ledger import PrivacyLedger
 from privfl.errors import ConfigError
@@ -106,7 +106,7 @@ def _run_budget(args: argparse.Namespace) -> int:
     if missing:
         raise ConfigError(f"missing {', '.join(missing)} (or give --ledger FILE)")
     event = PoissonSampledEvent(args.sample_rate, GaussianEvent(args.noise_multiplier))
-    rounds = check_rounds(args.rounds)
+    rounds = integer(args.rounds, "rounds", 1)
     delta = check_delta(args.delta)
     accountant = make_accountant(args.accountant).compose(event, rounds)
     if isinstance(accountant, RdpAccountant):

@@ -54,7 +54,7 @@ def test_events_are_frozen_and_normalised():
         (lambda: PoissonSampledEvent(1.01, GaussianEvent(1.0)), "got 1.01"),
         (lambda: PoissonSampledEvent(0.5, 1.0), "must be a DpEvent"),
         (lambda: ComposedEvent(GaussianEvent(1.0), 0), "got 0"),
-        (lambda: ComposedEvent(GaussianEvent(1.0), 2.0), "integer, got 2.0"),
+        (lambda: ComposedEvent(GaussianEvent(1.0), 2.0), "integer >= 1, got 2.0"),
         (lambda: FixedSizeSampledEvent(11, 10, GaussianEvent(1.0)), "11 of 10"),
     ],
 )
