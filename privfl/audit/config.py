@@ -1,0 +1,58 @@
+"""How hard the audits try: trial counts and the statistical settings they share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from privfl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """Trial counts and confidence of one audit run.
+
+    Attributes:
+        dp_bulk_trials: trials per hypothesis of the bulk central-DP mechanism audit.
+        dp_loop_trials: trials per hypothesis of the end-to-end central-DP aggregator audit.
+        local_trials: trials per hypothesis of the local-DP mod audit.
+        planted_trials: trials per hypothesis against each planted bug.
+        secagg_trials: masked vectors collected per SecAgg+ statistical test.
+        confidence: joint confidence of every epsilon lower bound and the level of the
+            statistical tests (a p-value below ``1 - confidence`` rejects).
+        delta: delta of the DP claims under audit.
+        seed: seed of the experiment's own (non-private) randomness.
+    """
+
+    dp_bulk_trials: int
+    dp_loop_trials: int
+    local_trials: int
+    planted_trials: int
+    secagg_trials: int
+    confidence: float = 0.95
+    delta: float = 1e-5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("dp_bulk_trials", "dp_loop_trials", "local_trials", "planted_trials", "secagg_trials"):
+            if getattr(self, name) < 10:
+                raise ConfigError(f"{name} must be at least 10, got {getattr(self, name)}")
+        if not 0.5 <= self.confidence < 1.0:
+            raise ConfigError(f"confidence must be in [0.5, 1), got {self.confidence}")
+        if not 0.0 < self.delta < 1.0:
+            raise ConfigError(f"delta must be in (0, 1), got {self.delta}")
+
+    @property
+    def alpha(self) -> float:
+        """Significance level of the statistical tests."""
+        return 1.0 - self.confidence
+
+
+QUICK = AuditSettings(
+    dp_bulk_trials=1_000_000, dp_loop_trials=10_000, local_trials=10_000, planted_trials=3_000, secagg_trials=20
+)
+"""Under two minutes on two cores."""
+
+FULL = AuditSettings(
+    dp_bulk_trials=10_000_000, dp_loop_trials=100_000, local_trials=100_000, planted_trials=10_000, secagg_trials=100
+)
+"""Tighter bounds; several minutes."""

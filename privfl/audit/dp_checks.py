@@ -1,0 +1,190 @@
+"""The DP audit family: central DP (bulk and end to end), local DP, and the planted bugs.
+
+Setting audited: one release (q = 1) of :class:`privfl.dp.CentralDp` with server-side
+clipping at clip norm 2 and noise multiplier 1, and one release of
+:class:`privfl.dp.LocalDpMod` at epsilon 3, both at the settings' delta. The clip norm
+is not 1 so that noise calibrated to z instead of z*C would show.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from privfl.audit.config import AuditSettings
+from privfl.audit.dp import (
+    CentralDpRelease,
+    CentralNoiseRelease,
+    CentralRound,
+    DistinguishingRun,
+    LocalDpRelease,
+    Release,
+    gaussian_epsilon,
+    plot_run,
+    run_distinguishing,
+)
+from privfl.audit.planted import Bug, broken_central_dp, broken_local_dp
+from privfl.audit.report import Check, Status
+from privfl.audit.stats import max_certifiable_epsilon
+from privfl.dp import CentralDp, LocalDpMod
+
+FAMILY = "DP"
+CLIP_NORM = 2.0
+NOISE_MULTIPLIER = 1.0
+LOCAL_EPSILON = 3.0
+TIGHTNESS_TARGET = 0.5
+"""The mechanism-level bound must reach this fraction of the accountant's epsilon."""
+
+
+def _figures(run: DistinguishingRun, trials: int, settings: AuditSettings) -> tuple[tuple[str, str], ...]:
+    b = run.bound
+    figures = [
+        ("claimed epsilon (accountant)", f"{run.claimed_epsilon:.3f} at delta {b.delta:g}"),
+        (f"epsilon lower bound ({b.confidence:.0%} confidence)", f"{b.epsilon:.3f}"),
+        ("ratio lower bound / claimed", f"{run.ratio:.2f}"),
+        ("point estimate (no confidence interval)", f"{b.point_estimate:.3f}"),
+        ("trials per hypothesis", f"{trials:,} (half choose the threshold, half evaluate it)"),
+        (
+            "false positives / negatives at threshold",
+            f"{b.false_positives:,}/{b.negatives:,}, {b.false_negatives:,}/{b.positives:,}",
+        ),
+        ("Clopper-Pearson upper FPR, FNR", f"{b.fpr_upper:.3g}, {b.fnr_upper:.3g}"),
+        ("largest bound these trials can certify", f"{max_certifiable_epsilon(trials, b.delta, b.confidence):.2f}"),
+    ]
+    if run.reference_epsilon is not None:
+        figures.insert(1, ("exact epsilon of this Gaussian (Balle & Wang 2018)", f"{run.reference_epsilon:.3f}"))
+    return tuple(figures)
+
+
+def _verdict(run: DistinguishingRun) -> Status:
+    return Status.FAIL if run.violated else Status.PASS
+
+
+def _audit(
+    release: Release, trials: int, settings: AuditSettings, out_dir: Path | None, plot: str, **kwargs: float
+) -> tuple[DistinguishingRun, tuple[str, ...]]:
+    run = run_distinguishing(release, trials, confidence=settings.confidence, seed=settings.seed, **kwargs)
+    plots = (plot_run(run, out_dir / plot).name,) if out_dir is not None else ()
+    return run, plots
+
+
+def central_checks(settings: AuditSettings, out_dir: Path | None) -> list[Check]:
+    """Bulk mechanism audit, its tightness, and the end-to-end aggregator audit of :class:`CentralDp`."""
+    setup = CentralRound(clip_norm=CLIP_NORM, seed=settings.seed)
+    probe = CentralDp.with_server_clipping(noise_multiplier=NOISE_MULTIPLIER, clip_norm=CLIP_NORM, delta=settings.delta)
+    released = setup.run(probe, canary=True)
+    claim = released.metrics["dp_epsilon"]
+    std = released.metrics["dp_noise_std"]
+    reference = gaussian_epsilon(NOISE_MULTIPLIER, settings.delta)
+    bulk = CentralNoiseRelease(probe.inner, std, "CentralDp (bulk)", setup, claim, settings.delta)
+    run, plots = _audit(
+        bulk, settings.dp_bulk_trials, settings, out_dir, "dp_central_bulk.png", reference_epsilon=reference
+    )
+    calibration = f"{std:g} (expected z*C = {NOISE_MULTIPLIER * CLIP_NORM:g})"
+    checks = [
+        Check(
+            FAMILY,
+            "CentralDp (server clipping), one release: no epsilon violation, mechanism level",
+            _verdict(run),
+            f"{settings.dp_bulk_trials:,} releases per hypothesis of the aggregator's exact clipped sum "
+            f"(its inner aggregator, {setup.others} known clients, with/without a canary clipped from "
+            f"{setup.canary_scale:g}C to C) plus noise drawn in bulk from privfl.dp.noise.gaussian_noise at the "
+            "std the wrapper reports; FAIL if the lower bound exceeds the accountant's epsilon.",
+            (*_figures(run, settings.dp_bulk_trials, settings), ("noise std reported by CentralDp", calibration)),
+            plots=plots,
+        ),
+        Check(
+            FAMILY,
+            f"CentralDp mechanism audit is tight: lower bound >= {TIGHTNESS_TARGET:g} x accountant epsilon",
+            Status.PASS if run.ratio >= TIGHTNESS_TARGET else Status.FAIL,
+            "A lower bound far below the claim means either a weak audit or more noise than claimed; "
+            f"measured ratio {run.ratio:.2f} (accountant {claim:.3f}, exact Gaussian {reference:.3f}, "
+            f"bound {run.bound.epsilon:.3f}).",
+            (
+                ("ratio to accountant epsilon", f"{run.ratio:.2f}"),
+                ("ratio to exact Gaussian epsilon", f"{run.bound.epsilon / reference:.2f}"),
+            ),
+        ),
+    ]
+    loop = CentralDpRelease(
+        lambda: CentralDp.with_server_clipping(noise_multiplier=NOISE_MULTIPLIER, clip_norm=CLIP_NORM),
+        "CentralDp (end to end)",
+        setup,
+        claim,
+        settings.delta,
+    )
+    run, plots = _audit(
+        loop, settings.dp_loop_trials, settings, out_dir, "dp_central_loop.png", reference_epsilon=reference
+    )
+    spread = float(np.std(run.negatives, ddof=1))
+    checks.append(
+        Check(
+            FAMILY,
+            "CentralDp (server clipping), one release: no epsilon violation, end to end",
+            _verdict(run),
+            f"{settings.dp_loop_trials:,} full aggregation rounds per hypothesis through CentralDp.aggregate "
+            "(clipping, summing, its own noise draw, ledger), canary as above.",
+            (
+                *_figures(run, settings.dp_loop_trials, settings),
+                ("empirical noise std / reported std", f"{spread:.4g} / {std:g} = {spread / std:.3f}"),
+            ),
+            plots=plots,
+        )
+    )
+    return checks
+
+
+def local_check(settings: AuditSettings, out_dir: Path | None) -> Check:
+    """Audit of one release of :class:`LocalDpMod` on its worst-case pair of inputs."""
+    mod = LocalDpMod(clip_norm=CLIP_NORM, epsilon=LOCAL_EPSILON, delta=settings.delta)
+    release = LocalDpRelease(mod, "LocalDpMod", CLIP_NORM, LOCAL_EPSILON, settings.delta)
+    run, plots = _audit(release, settings.local_trials, settings, out_dir, "dp_local.png")
+    return Check(
+        FAMILY,
+        f"LocalDpMod (epsilon {LOCAL_EPSILON:g}), one release: no epsilon violation",
+        _verdict(run),
+        f"{settings.local_trials:,} training replies per hypothesis through the real mod, the client's raw update "
+        f"being -{release.canary_scale:g}C or +{release.canary_scale:g}C along one axis (clipped to the two ends "
+        "of a diameter of the clipping ball, the worst case of local DP).",
+        (*_figures(run, settings.local_trials, settings), ("noise std of the mod", f"{mod.noise_std:.4g}")),
+        plots=plots,
+    )
+
+
+def planted_checks(settings: AuditSettings) -> list[Check]:
+    """Run the audits against each planted bug; PASS means the audit caught it (its verdict on the bug was FAIL)."""
+    setup = CentralRound(clip_norm=CLIP_NORM, seed=settings.seed)
+    n = setup.others + 1
+    probe = CentralDp.with_server_clipping(noise_multiplier=NOISE_MULTIPLIER, clip_norm=CLIP_NORM, delta=settings.delta)
+    central_claim = setup.run(probe, canary=True).metrics["dp_epsilon"]
+    checks = []
+    for bug in Bug:
+        central = partial(broken_central_dp, bug, clip_norm=CLIP_NORM, noise_multiplier=NOISE_MULTIPLIER, n=n)
+        local = broken_local_dp(bug, clip_norm=CLIP_NORM, epsilon=LOCAL_EPSILON, delta=settings.delta, n=n)
+        releases: tuple[Release, ...] = (
+            CentralDpRelease(central, f"CentralDp, {bug.value}", setup, central_claim, settings.delta),
+            LocalDpRelease(local, f"LocalDpMod, {bug.value}", CLIP_NORM, LOCAL_EPSILON, settings.delta),
+        )
+        for release in releases:
+            run = run_distinguishing(
+                release, settings.planted_trials, confidence=settings.confidence, seed=settings.seed
+            )
+            checks.append(
+                Check(
+                    "DP planted bug",
+                    f"audit catches {release.name}",
+                    Status.PASS if run.violated else Status.FAIL,
+                    f"The broken variant (n = {n} clients) still claims epsilon {run.claimed_epsilon:.3f}; "
+                    f"the audit reports a lower bound of {run.bound.epsilon:.3f}, so its verdict on the variant is "
+                    f"{'FAIL (bug caught)' if run.violated else 'PASS (bug missed)'}.",
+                    _figures(run, settings.planted_trials, settings),
+                )
+            )
+    return checks
+
+
+def dp_checks(settings: AuditSettings, out_dir: Path | None) -> list[Check]:
+    """Every DP check, in report order (plots go to ``out_dir`` when given)."""
+    return [*central_checks(settings, out_dir), local_check(settings, out_dir), *planted_checks(settings)]
