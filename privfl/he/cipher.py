@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 
@@ -25,11 +25,15 @@ from privfl.he.keys import CkksKeys, _tenseal
 from privfl.he.packing import chunk_sizes
 from privfl.he.params import CkksParams
 
+Blob = Union[bytes, np.ndarray]
+"""A serialised ciphertext: bytes, or a 1-d uint8 array as it arrives in a message."""
 
-def load_ciphertext(ctx: Any, params: CkksParams, blob: bytes, size: int) -> Any:
+
+def load_ciphertext(ctx: Any, params: CkksParams, blob: Blob, size: int) -> Any:
     """Parse one serialised ``CKKSVector`` of ``size`` values under ``ctx``; raise MessageError if invalid."""
     if len(blob) > params.max_ciphertext_bytes:
         raise MessageError(f"ciphertext of {len(blob)} bytes exceeds the {params.max_ciphertext_bytes}-byte bound")
+    blob = blob if isinstance(blob, bytes) else np.ascontiguousarray(blob, dtype=np.uint8).tobytes()
     try:
         sizes, cts, scale = _proto.read_ckks_vector_proto(blob)
         if sizes != [size] or len(cts) != 1:
@@ -78,7 +82,7 @@ class ClientCipher:
         ts = _tenseal()
         return [ts.ckks_vector(self._ctx, chunk.tolist()).serialize() for chunk in chunks]
 
-    def decrypt(self, ciphertexts: Sequence[bytes], num_values: int) -> np.ndarray:
+    def decrypt(self, ciphertexts: Sequence[Blob], num_values: int) -> np.ndarray:
         """The float64 vector of ``num_values`` values encrypted in ``ciphertexts``."""
         sizes = chunk_sizes(num_values, self.params.slots)
         if len(ciphertexts) != len(sizes):
@@ -151,7 +155,7 @@ class EncryptedSum:
         self._ctx = keys.load()
         self._sum: list[Any] | None = None
 
-    def add(self, ciphertexts: Sequence[bytes]) -> None:
+    def add(self, ciphertexts: Sequence[Blob]) -> None:
         """Add one client's ciphertexts; on an invalid one the sum is left as it was and MessageError raised."""
         if len(ciphertexts) != len(self.sizes):
             raise MessageError(f"expected {len(self.sizes)} ciphertexts, got {len(ciphertexts)}")

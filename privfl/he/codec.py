@@ -32,7 +32,7 @@ LAYOUT = "he.layout"
 WEIGHT = "he.weight"
 
 
-def _digest(key_id: bytes, ciphertexts: Sequence[bytes]) -> bytes:
+def _digest(key_id: bytes, ciphertexts: Sequence[bytes | np.ndarray]) -> bytes:
     h = hashlib.sha256(key_id)
     for blob in ciphertexts:
         h.update(len(blob).to_bytes(8, "little"))
@@ -51,19 +51,23 @@ def ciphertext_arrays(key_id: bytes, ciphertexts: Sequence[bytes]) -> ArrayDict:
     return arrays
 
 
-def _bytes_of(arrays: Mapping[str, np.ndarray], name: str) -> bytes:
+def _u8_array(arrays: Mapping[str, np.ndarray], name: str) -> np.ndarray:
     arr = arrays.get(name)
     if arr is None:
         raise MessageError(f"encrypted content lacks {name!r}")
     if arr.dtype != np.uint8 or arr.ndim != 1:
         raise MessageError(f"{name!r} must be a 1-d uint8 array, got {arr.dtype} with shape {arr.shape}")
-    return arr.tobytes()
+    return np.ascontiguousarray(arr)
+
+
+def _bytes_of(arrays: Mapping[str, np.ndarray], name: str) -> bytes:
+    return _u8_array(arrays, name).tobytes()
 
 
 def read_ciphertext_arrays(
     arrays: Mapping[str, np.ndarray], key_id: bytes, count: int, extra: Sequence[str] = ()
-) -> list[bytes]:
-    """The ``count`` ciphertexts in ``arrays`` after checking names, key id and digest.
+) -> list[np.ndarray]:
+    """The ``count`` ciphertexts in ``arrays`` (uint8 arrays, not copied) after checking names, key id and digest.
 
     ``extra`` names other arrays allowed alongside (e.g. the model's layout and weight).
     """
@@ -79,7 +83,7 @@ def read_ciphertext_arrays(
             f"content is encrypted under key {got_id.hex()}, this node holds key {key_id.hex()}: "
             "it cannot be added or decrypted here (under the wrong key it would decrypt to garbage)"
         )
-    ciphertexts = [_bytes_of(arrays, f"{CT_PREFIX}{i:06d}") for i in range(count)]
+    ciphertexts = [_u8_array(arrays, f"{CT_PREFIX}{i:06d}") for i in range(count)]
     if _bytes_of(arrays, DIGEST) != _digest(key_id, ciphertexts):
         raise MessageError("ciphertext digest mismatch: the ciphertext bytes were corrupted or truncated")
     return ciphertexts
@@ -129,7 +133,7 @@ class EncryptedModel:
             raise MessageError(f"encrypted model needs {WEIGHT!r} as one float64 value")
         count = len(chunk_sizes(layout.num_values, slots))
         ciphertexts = read_ciphertext_arrays(arrays, key_id, count, extra=(LAYOUT, WEIGHT))
-        return cls(layout, key_id, float(weight[0]), tuple(ciphertexts))
+        return cls(layout, key_id, float(weight[0]), tuple(ct.tobytes() for ct in ciphertexts))
 
 
 def is_encrypted_model(arrays: Mapping[str, np.ndarray]) -> bool:
