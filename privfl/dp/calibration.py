@@ -30,9 +30,11 @@ def check_epsilon_delta(epsilon: float, delta: float) -> tuple[float, float]:
     return check_epsilon(epsilon), check_delta(delta)
 
 
-def _check_sensitivity(sensitivity: float) -> None:
-    if not (math.isfinite(sensitivity) and sensitivity > 0):
-        raise ConfigError(f"sensitivity must be a finite number > 0, got {sensitivity!r}")
+def check_positive(name: str, value: float) -> float:
+    """``value`` as a float; :class:`ConfigError` naming ``name`` and the value unless it is a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
 
 
 def _phi_minus_exp_phi(a: float, b: float, epsilon: float) -> float:
@@ -46,9 +48,8 @@ def gaussian_delta(sigma: float, epsilon: float, sensitivity: float = 1.0) -> fl
     Balle & Wang (2018), Theorem 8: the mechanism is (epsilon, delta)-DP iff
     delta >= Phi(Delta/(2 sigma) - epsilon sigma/Delta) - e^epsilon Phi(-Delta/(2 sigma) - epsilon sigma/Delta).
     """
-    if not (math.isfinite(sigma) and sigma > 0):
-        raise ConfigError(f"sigma must be a finite number > 0, got {sigma!r}")
-    _check_sensitivity(sensitivity)
+    check_positive("sigma", sigma)
+    check_positive("sensitivity", sensitivity)
     if not (math.isfinite(epsilon) and epsilon >= 0):
         raise ConfigError(f"epsilon must be a finite number >= 0, got {epsilon!r}")
     a = sensitivity / (2.0 * sigma)
@@ -74,7 +75,7 @@ def analytic_gaussian_sigma(epsilon: float, delta: float, sensitivity: float = 1
     floating-point steps if rounding left it a hair short, so it never misses the target.
     """
     eps, delta = check_epsilon_delta(epsilon, delta)
-    _check_sensitivity(sensitivity)
+    check_positive("sensitivity", sensitivity)
     # Balle & Wang Alg. 1: delta_0 = Phi(0) - e^eps Phi(-sqrt(2 eps)) decides which branch holds.
     delta_0 = _phi_minus_exp_phi(0.0, -math.sqrt(2.0 * eps), eps)
     if delta >= delta_0:
@@ -99,7 +100,7 @@ def classic_gaussian_sigma(epsilon: float, delta: float, sensitivity: float = 1.
         ConfigError: for epsilon >= 1, where the theorem does not hold (use the analytic mechanism).
     """
     check_epsilon_delta(epsilon, delta)
-    _check_sensitivity(sensitivity)
+    check_positive("sensitivity", sensitivity)
     if epsilon >= 1:
         raise ConfigError(
             f"the classic Gaussian formula holds only for epsilon < 1 (Dwork & Roth Thm A.1), got epsilon={epsilon}; "

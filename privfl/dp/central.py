@@ -32,20 +32,12 @@ import numpy as np
 from privfl.accounting import DpEvent, GaussianEvent, PoissonSampledEvent, PrivacyBudget, PrivacyLedger
 from privfl.accounting.conversion import check_delta
 from privfl.core.message import ArrayDict
+from privfl.dp.calibration import check_positive
 from privfl.dp.clipping import check_clip_norm, clip_l2
 from privfl.dp.noise import add_gaussian_noise, gaussian_noise
 from privfl.errors import ConfigError
 from privfl.server.aggregation import PlainAggregator
 from privfl.server.exchange import Aggregate, Aggregator, Exchange, RoundSpec
-
-
-def check_noise_multiplier(noise_multiplier: float) -> float:
-    """``noise_multiplier`` as a float; :class:`ConfigError` naming it unless finite and > 0."""
-    if isinstance(noise_multiplier, bool) or not isinstance(noise_multiplier, (int, float)):
-        raise ConfigError(f"noise_multiplier must be a number, got {noise_multiplier!r}")
-    if not (math.isfinite(noise_multiplier) and noise_multiplier > 0):
-        raise ConfigError(f"noise_multiplier must be a finite number > 0, got {noise_multiplier!r}")
-    return float(noise_multiplier)
 
 
 class ClipEachUpdate:
@@ -153,7 +145,7 @@ class CentralDp(_LedgeredDp):
             )
         super().__init__(budget=budget, delta=delta, accountant=accountant, rng=rng)
         self.inner = inner
-        self.noise_multiplier = check_noise_multiplier(noise_multiplier)
+        self.noise_multiplier = check_positive("noise_multiplier", noise_multiplier)
         self.clip_norm = check_clip_norm(clip_norm)
 
     @classmethod
@@ -225,7 +217,7 @@ class AdaptiveClippingDp(_LedgeredDp):
         rng: np.random.Generator | None = None,
     ) -> None:
         super().__init__(budget=budget, delta=delta, accountant=accountant, rng=rng)
-        self.noise_multiplier = check_noise_multiplier(noise_multiplier)
+        self.noise_multiplier = check_positive("noise_multiplier", noise_multiplier)
         self.clip_norm = check_clip_norm(initial_clip_norm)
         if not (math.isfinite(count_noise_std) and 2.0 * count_noise_std > self.noise_multiplier):
             raise ConfigError(
@@ -234,8 +226,7 @@ class AdaptiveClippingDp(_LedgeredDp):
             )
         if not 0.0 < target_quantile < 1.0:
             raise ConfigError(f"target_quantile must be in (0, 1), got {target_quantile!r}")
-        if not (math.isfinite(clip_learning_rate) and clip_learning_rate > 0):
-            raise ConfigError(f"clip_learning_rate must be a finite number > 0, got {clip_learning_rate!r}")
+        check_positive("clip_learning_rate", clip_learning_rate)
         self.count_noise_std = float(count_noise_std)
         self.target_quantile = float(target_quantile)
         self.clip_learning_rate = float(clip_learning_rate)

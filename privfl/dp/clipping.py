@@ -12,16 +12,13 @@ from collections.abc import Mapping
 import numpy as np
 
 from privfl.core.message import ArrayDict
+from privfl.dp.calibration import check_positive
 from privfl.errors import ConfigError
 
 
 def check_clip_norm(clip_norm: float) -> float:
     """``clip_norm`` as a float; :class:`ConfigError` naming it unless it is a finite number > 0."""
-    if isinstance(clip_norm, bool) or not isinstance(clip_norm, (int, float)):
-        raise ConfigError(f"clip_norm must be a number, got {clip_norm!r}")
-    if not (math.isfinite(clip_norm) and clip_norm > 0):
-        raise ConfigError(f"clip_norm must be a finite number > 0, got {clip_norm!r}")
-    return float(clip_norm)
+    return check_positive("clip_norm", clip_norm)
 
 
 def l2_norm(update: Mapping[str, np.ndarray]) -> float:

@@ -1,0 +1,85 @@
+"""Sample-level DP inside a client with Opacus: the ledger matches Opacus' own accountant; no torch at import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import train_message
+
+from privfl.accounting import ComposedEvent, GaussianEvent, PoissonSampledEvent
+from privfl.client.app import NUM_EXAMPLES
+from privfl.core.context import Context
+from privfl.errors import ConfigError, MessageError
+from privfl.integrations.opacus import (
+    EPSILON,
+    STEPS,
+    DpSgdLedgerMod,
+    DpSgdSettings,
+    fit_dp_sgd,
+    get_weights,
+    set_weights,
+)
+
+
+def test_privfl_imports_without_torch() -> None:
+    code = (
+        "import sys, privfl, privfl.dp, privfl.dp.central, privfl.dp.client_mods, privfl.integrations.opacus; "
+        "assert 'torch' not in sys.modules and 'opacus' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_dp_sgd_fit_is_recorded_per_round_and_matches_opacus() -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("opacus")
+    from opacus.accountants import RDPAccountant
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(120, 5)).astype(np.float32), rng.integers(0, 3, 120)
+    settings = DpSgdSettings(noise_multiplier=1.3, max_grad_norm=1.0, batch_size=12, epochs=2, lr=0.2)
+
+    def client_app(message, context):
+        model = torch.nn.Linear(5, 3)
+        set_weights(model, list(message.arrays.values()))
+        metrics = fit_dp_sgd(model, x, y, settings)
+        arrays = dict(zip(message.arrays, get_weights(model), strict=True))
+        return message.reply(arrays=arrays, metrics={**metrics, NUM_EXAMPLES: len(y)})
+
+    mod = DpSgdLedgerMod(delta=1e-5)
+    params = {"weight": np.zeros((3, 5), np.float32), "bias": np.zeros(3, np.float32)}
+    ctx = Context(1)
+    replies = [mod(train_message(params, server_round=r), ctx, client_app) for r in (1, 2)]
+    assert all(r.metrics[STEPS] == 20 for r in replies)  # 2 epochs of 1 / q = 10 Poisson batches
+    assert not np.allclose(replies[0].arrays["weight"], 0)
+    ledger = mod.ledger(ctx)
+    assert [e.server_round for e in ledger.entries] == [1, 2]
+    assert ledger.entries[0].event == ComposedEvent(PoissonSampledEvent(0.1, GaussianEvent(1.3)), 20)
+    assert {(e.scope, e.locality) for e in ledger.entries} == {("record", "local")}
+    opacus_rdp = RDPAccountant()
+    opacus_rdp.history = [(1.3, 0.1, 40)]
+    assert replies[1].metrics[EPSILON] == pytest.approx(opacus_rdp.get_epsilon(1e-5), rel=1e-3)
+    assert replies[1].metrics[EPSILON] > replies[0].metrics[EPSILON]
+
+
+def test_a_fit_without_dp_sgd_is_refused() -> None:
+    def plain(message, context):
+        return message.reply(arrays=message.arrays, metrics={NUM_EXAMPLES: 1})
+
+    with pytest.raises(MessageError, match="dp_sgd_sample_rate"):
+        DpSgdLedgerMod(1e-5)(train_message({"w": np.zeros(2, np.float32)}), Context(1), plain)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"noise_multiplier": 0.0, "max_grad_norm": 1.0, "batch_size": 8}, r"noise_multiplier .* got 0\.0"),
+        ({"noise_multiplier": 1.0, "max_grad_norm": -1.0, "batch_size": 8}, r"max_grad_norm .* got -1\.0"),
+        ({"noise_multiplier": 1.0, "max_grad_norm": 1.0, "batch_size": 0}, "batch_size .* got 0"),
+    ],
+)
+def test_settings_refuse_bad_values(kwargs: dict, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        DpSgdSettings(**kwargs)
