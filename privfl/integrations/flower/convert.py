@@ -167,17 +167,22 @@ def to_recorddict(message: Message, *, envelope: bool = True) -> RecordDict:
     """The Flower content of ``message``: arrays, metrics and config records.
 
     With ``envelope`` the config record also carries privfl's metadata, so
-    :func:`from_recorddict` restores the message exactly; without it the content is
-    what a Flower ClientApp expects to see.
+    :func:`from_recorddict` restores the message exactly. Without it the content is laid
+    out as Flower's Message API does: a request has arrays and config, a reply arrays
+    and metrics, and the other record only when it is not empty.
     """
+    md = message.metadata
     config = config_to_record(message.config)
     if envelope:
-        md = message.metadata
         config[META_KEY] = [md.run_id, md.server_round, md.src_node, md.dst_node]
         config[STAGE_KEY] = md.stage
-    return RecordDict(
-        {ARRAYS: arrays_to_record(message.arrays), METRICS: metrics_to_record(message.metrics), CONFIG: config}
-    )
+    request = md.src_node == SERVER_NODE_ID
+    content = RecordDict({ARRAYS: arrays_to_record(message.arrays)})
+    if envelope or not request or message.metrics:
+        content[METRICS] = metrics_to_record(message.metrics)
+    if envelope or request or message.config:
+        content[CONFIG] = config
+    return content
 
 
 def _pick(records: Mapping[str, R], preferred: str, what: str) -> R | None:
