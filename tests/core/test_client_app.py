@@ -204,3 +204,31 @@ def test_base_client_methods_raise_not_implemented() -> None:
         client.evaluate([], {})
     with pytest.raises(NotImplementedError):
         client.get_parameters({})
+
+
+def test_a_real_flower_numpy_client_subclass_runs_unchanged() -> None:
+    flwr_client = pytest.importorskip("flwr.client")
+
+    class FlwrClient(flwr_client.NumPyClient):  # defined exactly as for Flower
+        def __init__(self, cid: int) -> None:
+            self.cid = cid
+
+        def get_parameters(self, config):
+            return [np.full(2, float(self.cid), np.float32)]
+
+        def fit(self, parameters, config):
+            return [p * 2 for p in parameters], 3, {"cid": self.cid}
+
+        def evaluate(self, parameters, config):
+            return float(parameters[0].sum()), 4, {"acc": 0.75}
+
+    app = ClientApp(lambda node_id: FlwrClient(node_id))
+    ctx = Context(node_id=6)
+    w = {"0": np.array([1.0, 2.0], np.float32)}
+    reply = decode(encode(app(decode(encode(msg(MessageKind.TRAIN, dst=6, arrays=w))), ctx)))
+    np.testing.assert_array_equal(reply.arrays["0"], np.array([2.0, 4.0], np.float32))
+    assert reply.metrics == {"cid": 6, NUM_EXAMPLES: 3}
+    reply = app(msg(MessageKind.EVALUATE, dst=6, arrays=w), ctx)
+    assert reply.metrics == {"acc": 0.75, LOSS: 3.0, NUM_EXAMPLES: 4}
+    reply = app(msg(MessageKind.QUERY, dst=6), ctx)
+    np.testing.assert_array_equal(reply.arrays["0"], [6.0, 6.0])
