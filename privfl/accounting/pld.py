@@ -38,11 +38,12 @@ class PldAccountant(PrivacyAccountant):
     name = "pld"
 
     def __init__(self, value_discretization_interval: float = 1e-4) -> None:
-        self._dpa = _dp_accounting()
-        self._accountant = self._dpa.pld.PLDAccountant(value_discretization_interval=value_discretization_interval)
+        self._accountant = _dp_accounting().pld.PLDAccountant(
+            value_discretization_interval=value_discretization_interval
+        )
 
     def _convert(self, event: DpEvent) -> Any:
-        dpe = self._dpa.dp_event
+        dpe = _dp_accounting().dp_event
         if isinstance(event, GaussianEvent):
             return dpe.GaussianDpEvent(event.noise_multiplier)
         if isinstance(event, PoissonSampledEvent):

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from privfl.accounting import (
+    ComposedEvent,
     FixedSizeSampledEvent,
     GaussianEvent,
     PoissonSampledEvent,
@@ -72,6 +73,18 @@ def test_pld_ledger_is_tighter():
     for entry in rdp.entries:
         pld.record(entry.event, server_round=entry.server_round, note=entry.note)
     assert pld.epsilon(1e-5) < rdp.epsilon(1e-5)
+
+
+def test_pld_ledger_checks_without_changing_its_composition():
+    ledger = PrivacyLedger(PrivacyBudget(1.0, 1e-5), accountant="pld")
+    ledger.record(SGM, server_round=0)
+    spent = ledger.epsilon()
+    ledger.check(SGM)
+    with pytest.raises(BudgetExceededError):
+        ledger.check(ComposedEvent(SGM, 5000))
+    assert ledger.epsilon() == spent
+    ledger.record(SGM, server_round=1)
+    assert ledger.epsilon() > spent
 
 
 def test_state_dict_round_trips_through_json():
