@@ -15,7 +15,7 @@ import numpy as np
 from privfl.client.app import NUM_EXAMPLES
 from privfl.core.message import ArrayDict, Message, check_same_layout
 from privfl.errors import ConfigError, MessageError
-from privfl.server.exchange import Aggregate, ClientResult, Exchange, RoundSpec, zeros_like
+from privfl.server.exchange import Aggregate, ClientResult, Exchange, RoundSpec, check_reply, zeros_like
 
 UpdateTransform = Callable[[ArrayDict], ArrayDict]
 """Applied by the server to each client's update (local minus global) before summing."""
@@ -45,8 +45,9 @@ class PlainAggregator:
         total = zeros_like(spec.parameters)
         weight_sum = 0.0
         results: list[ClientResult] = []
+        seen: set[int] = set()
         for reply in replies:
-            node, num_examples = validate_fit_reply(reply, spec, {r.node_id for r in results})
+            node, num_examples = validate_fit_reply(reply, spec, seen)
             update = {name: reply.arrays[name] - spec.parameters[name] for name in spec.parameters}
             if self.transform is not None:
                 update = self.transform(update)
@@ -73,16 +74,7 @@ class PlainAggregator:
 
 def validate_fit_reply(reply: Message, spec: RoundSpec, seen: set[int]) -> tuple[int, int]:
     """Check a plain fit reply against the round; return (node id, number of examples)."""
-    md = reply.metadata
-    node = md.src_node
-    if node not in spec.nodes:
-        raise MessageError(f"reply from node {node}, which was not selected this round")
-    if node in seen:
-        raise MessageError(f"duplicate reply from node {node}")
-    if md.server_round != spec.server_round or md.run_id != spec.run_id:
-        raise MessageError(
-            f"reply for run {md.run_id} round {md.server_round}, expected run {spec.run_id} round {spec.server_round}"
-        )
+    node = check_reply(reply, spec, seen)
     check_same_layout(spec.parameters, reply.arrays, f"reply from node {node}")
     for name, arr in reply.arrays.items():
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):

@@ -6,6 +6,7 @@ that round and sends nothing back: to the server it looks like a dropout.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -65,7 +66,7 @@ class FailureInjector:
         p = self.plan.dropout.get(stage, self.plan.dropout.get("*", 0.0))
         if not dead and p > 0.0:
             # One independent draw per (round, stage, node), reproducible for a seed.
-            stage_key = int.from_bytes(stage.encode()[:8].ljust(8, b"\0"), "little")
+            stage_key = int.from_bytes(hashlib.sha256(stage.encode()).digest()[:8], "little")
             rng = np.random.default_rng([self.plan.seed, md.server_round, stage_key, md.dst_node])
             dead = bool(rng.random() < p)
         if dead:

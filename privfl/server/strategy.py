@@ -17,7 +17,7 @@ from privfl.client.app import LOSS, NUM_EXAMPLES
 from privfl.core.message import ArrayDict
 from privfl.errors import ConfigError, MessageError, ProtocolAbort
 from privfl.server.aggregation import PlainAggregator
-from privfl.server.exchange import Aggregator, Exchange, RoundSpec
+from privfl.server.exchange import Aggregator, Exchange, RoundSpec, check_reply
 
 
 @dataclass
@@ -122,10 +122,7 @@ def evaluate_exchange(spec: RoundSpec) -> Exchange[dict[str, float]]:
     results: list[tuple[int, dict[str, float]]] = []
     seen: set[int] = set()
     for reply in replies:
-        node = reply.metadata.src_node
-        if node not in spec.nodes or node in seen:
-            raise MessageError(f"unexpected or duplicate evaluate reply from node {node}")
-        seen.add(node)
+        node = check_reply(reply, spec, seen)
         n = reply.metrics.get(NUM_EXAMPLES)
         if not isinstance(n, int) or n < 0 or LOSS not in reply.metrics:
             raise MessageError(f"evaluate reply from node {node} lacks {NUM_EXAMPLES} or {LOSS}")

@@ -20,7 +20,7 @@ from privfl.core.context import Context
 from privfl.core.message import Message
 from privfl.core.mods import App
 from privfl.core.wire import DEFAULT_LIMITS, WireLimits, decode, encode
-from privfl.errors import PrivflError
+from privfl.errors import ConfigError, PrivflError
 from privfl.server.exchange import Exchange
 from privfl.server.failures import FailureInjector, FailurePlan
 
@@ -129,7 +129,7 @@ class ProcessPoolClients(InProcessClients):
     def __init__(self, app: App, workers: int, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
+            raise ConfigError(f"workers must be >= 1, got {workers}")
         method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
         ctx = mp.get_context(method)
         self._conns = []
@@ -141,6 +141,7 @@ class ProcessPoolClients(InProcessClients):
             child.close()
             self._conns.append(parent)
             self._procs.append(proc)
+        self._dead: set[int] = set()
 
     def deliver(self, outbox: Sequence[Message]) -> Iterator[Message]:
         # One job in flight per worker: a worker blocked on sending a large reply
@@ -157,25 +158,45 @@ class ProcessPoolClients(InProcessClients):
         busy: dict[Any, tuple[int, int]] = {}
 
         def submit(w: int) -> None:
-            if queues[w]:
+            if w in self._dead:
+                self._fail(queues[w].pop(0)[0] if queues[w] else None, w, "its worker process died")
+                queues[w].clear()
+            elif queues[w]:
                 node, data = queues[w].pop(0)
                 self._conns[w].send((node, data))
                 busy[self._conns[w]] = (w, node)
 
-        for w in range(len(self._conns)):
-            submit(w)
-        while busy:
-            for conn in mp_connection.wait(list(busy)):
-                w, node = busy.pop(conn)
-                ok, payload = conn.recv()
+        try:
+            for w in range(len(self._conns)):
                 submit(w)
-                if not ok:
-                    if self.on_client_error == "drop":
+            while busy:
+                for conn in mp_connection.wait(list(busy)):
+                    w, node = busy.pop(conn)
+                    try:
+                        ok, payload = conn.recv()
+                    except (EOFError, OSError):
+                        self._dead.add(w)
+                        ok, payload = False, "worker process died"
+                    submit(w)
+                    if not ok:
+                        self._fail(node, w, payload)
                         continue
-                    raise ClientError(f"client {node} failed in worker {w}:\n{payload}")
-                self.traffic.bytes_up += len(payload)
-                self.traffic.messages_up += 1
-                yield decode(payload, self.limits)
+                    self.traffic.bytes_up += len(payload)
+                    self.traffic.messages_up += 1
+                    yield decode(payload, self.limits)
+        finally:
+            # A consumer that stops early (an exchange that aborts, or unread replies) must not
+            # leave answers in the pipes for the next delivery to mistake for its own.
+            for conn, (w, _) in busy.items():
+                try:
+                    conn.recv()
+                except (EOFError, OSError):
+                    self._dead.add(w)
+
+    def _fail(self, node: int | None, worker: int, detail: str) -> None:
+        if node is None or self.on_client_error == "drop":
+            return
+        raise ClientError(f"client {node} failed in worker {worker}:\n{detail}")
 
     def close(self) -> None:
         for conn in self._conns:
@@ -192,9 +213,16 @@ def drive(exchange: Exchange[T], deliver: Callable[[Sequence[Message]], Iterable
 
     Replies the exchange did not read before yielding again are discarded.
     """
+    replies: Iterator[Message] | None = None
     try:
         outbox = next(exchange)
         while True:
-            outbox = exchange.send(iter(deliver(outbox)))
+            if replies is not None and hasattr(replies, "close"):
+                replies.close()
+            replies = iter(deliver(outbox))
+            outbox = exchange.send(replies)
     except StopIteration as stop:
         return stop.value
+    finally:
+        if replies is not None and hasattr(replies, "close"):
+            replies.close()
