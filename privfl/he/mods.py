@@ -72,14 +72,16 @@ class CkksClientMod:
         if cipher.key_id != self.keys.key_id:
             raise ConfigError("this node's context already holds a cipher for other keys")
         config = dict(message.config)
-        num_clients = config.pop(NUM_CLIENTS, 1)
-        if isinstance(num_clients, bool) or not isinstance(num_clients, int) or num_clients < 1:
-            raise MessageError(f"{NUM_CLIENTS} must be a positive int, got {num_clients!r}")
+        num_clients = config.pop(NUM_CLIENTS, None)
+        if kind is MessageKind.TRAIN and (
+            isinstance(num_clients, bool) or not isinstance(num_clients, int) or num_clients < 1
+        ):
+            raise MessageError(f"a training task needs {NUM_CLIENTS} as a positive int, got {num_clients!r}")
         plain = decrypt_model(message.arrays, cipher)
         reply = call_next(message.replace(arrays=plain, config=config), context)
         if kind is MessageKind.EVALUATE:
             return reply
-        return reply.replace(arrays=self._encrypt(reply, plain, cipher, num_clients))
+        return reply.replace(arrays=self._encrypt(reply, plain, cipher, int(num_clients)))  # type: ignore[arg-type]
 
     @staticmethod
     def _encrypt(reply: Message, plain: ArrayDict, cipher: ClientCipher, num_clients: int) -> ArrayDict:

@@ -11,7 +11,7 @@ from privfl.core.message import MessageKind
 from privfl.errors import ConfigError, MessageError
 from privfl.he import CkksClientMod, ClientCipher, HEFedAvg, decrypt_model
 from privfl.server.exchange import RoundSpec, SamplingInfo
-from privfl.server.transport import InProcessClients, drive
+from privfl.server.transport import ClientError, InProcessClients, drive
 
 INITIAL = {"w": np.zeros((3, 4), dtype=np.float32), "b": np.zeros(2, dtype=np.float32)}
 NODES = (1, 2, 3)
@@ -133,20 +133,21 @@ def test_a_reply_that_changes_the_layout_is_refused(keys):
 
     app = ClientApp(Reshaper, mods=[CkksClientMod(keys)])
     clients = InProcessClients(app)
-    with pytest.raises(Exception, match="shape"):
-        list(clients.deliver([_spec(INITIAL).message_to(1)]))
+    with pytest.raises(ClientError, match="shape"):
+        list(clients.deliver([_spec(INITIAL).message_to(1, config={"he.num_clients": 1})]))
 
 
 def test_a_weighted_update_beyond_the_headroom_is_refused_by_the_client(keys):
     big = {"w": np.full(2, 2.0**15, dtype=np.float32)}  # times 30 examples exceeds 2**19 / 1 client
     app = ClientApp(ShiftClient, mods=[CkksClientMod(keys)])
-    message = _spec(big).message_to(3)
+    message = _spec(big).message_to(3, config={"he.num_clients": 1})
     with pytest.raises(ConfigError, match="headroom"):
         app(message, InProcessClients(app).context(3))
 
 
-def test_a_bad_client_count_in_config_is_refused(keys):
+@pytest.mark.parametrize("config", [{}, {"he.num_clients": 0}, {"he.num_clients": "3"}])
+def test_a_training_task_without_a_valid_client_count_is_refused(keys, config):
     app = ClientApp(ShiftClient, mods=[CkksClientMod(keys)])
-    message = _spec(INITIAL).message_to(1, config={"he.num_clients": 0})
+    message = _spec(INITIAL).message_to(1, config=config)
     with pytest.raises(MessageError, match=r"he\.num_clients"):
         app(message, InProcessClients(app).context(1))
