@@ -73,26 +73,40 @@ def test_flower_numpy_client_runs_unchanged_behind_privfl_mods_on_flower() -> No
         assert got.metadata == Metadata(3, 2, 4, 0, MessageKind.TRAIN)
         np.testing.assert_array_equal(got.arrays["w"], np.arange(3.0) + 0.5)
         assert got.metrics == {"seen_round": 2, "num_examples": 12, "calls": calls}
-    assert dict(ctx.state[CONTEXT_RECORD]) == {"version": 2, "keys": ["test.count"]}
+    assert dict(ctx.state[CONTEXT_RECORD]) == {"version": 2, "keys": ["test.count"], "saved": b""}
     evaluate = Message(Metadata(3, 2, 0, 4, MessageKind.EVALUATE), arrays={"w": np.ones(3)})
     got = from_recorddict(app(instruction(evaluate), ctx).content, MessageKind.EVALUATE)
     assert got.metrics == {"accuracy": 0.75, "loss": 3.0, "num_examples": 12, "calls": 3}
 
 
 @pytest.mark.usefixtures("flower_task")
-def test_state_held_by_another_process_is_refused_not_silently_reset() -> None:
+def test_state_that_cannot_be_rebuilt_in_another_process_is_refused_not_silently_reset() -> None:
     app = flower_client_app(ClientApp(lambda node: ExistingFlowerClient(), mods=[CountCalls()]))
     ctx = flower_context(run_id=6)
     train = Message(Metadata(3, 1, 0, 4, MessageKind.TRAIN), arrays={"w": np.zeros(3)})
     app(instruction(train), ctx)
     del flower_client._contexts[(6, FLOWER_NODE)]  # as if the next message reached another Ray actor
-    with pytest.raises(ProtocolError, match="lives in another process"):
+    with pytest.raises(ProtocolError, match=r"\['test.count'\] .* lives in another process"):
         app(instruction(train), ctx)
     stateless = flower_client_app(ClientApp(lambda node: ExistingFlowerClient()))
     fresh = flower_context(run_id=7)
     stateless(instruction(train), fresh)
     del flower_client._contexts[(7, FLOWER_NODE)]
     stateless(instruction(train), fresh)  # nothing was held, so nothing is lost
+
+
+@pytest.mark.usefixtures("flower_task")
+def test_local_dp_ledger_follows_the_node_across_clientapp_processes() -> None:
+    """Flower's deployment runtime runs one ClientApp process per message: the ledger must survive it."""
+    dp = pytest.importorskip("privfl.dp")
+    local_dp = dp.LocalDpMod(clip_norm=1.0, epsilon=1.0, delta=1e-5, rng=np.random.default_rng(0))
+    app = flower_client_app(ClientApp(lambda node: ExistingFlowerClient(), mods=[local_dp]))
+    ctx = flower_context(run_id=8)
+    for rnd in (1, 2, 3):
+        train = Message(Metadata(3, rnd, 0, 4, MessageKind.TRAIN), arrays={"w": np.zeros(3)})
+        app(instruction(train), ctx)
+        privfl_ctx = flower_client._contexts.pop((8, FLOWER_NODE))[1]  # the process exits after each message
+    assert len(local_dp.ledger(privfl_ctx).entries) == 3  # composed over the three processes, none lost
 
 
 def flower_message_api_app(mods: list) -> FlowerClientApp:

@@ -16,21 +16,30 @@ privfl metadata; messages from a Flower strategy do not, and then the round is
 taken from Flower's ``group_id`` and the node and run ids from Flower's (modulo
 2**63). Flower's ``num-examples`` metric is read as privfl's ``num_examples``.
 
-privfl mods keep their state (SecAgg+ secrets included) in a privfl
-:class:`~privfl.core.context.Context` held in the memory of the process that runs
-the ClientApp, never in Flower's ``Context.state``, which only records a version
-number and the names of the state objects. If Flower hands a node's next message to
-another process (e.g. a second Ray actor) while the node holds privfl state, the
-message is refused with :class:`~privfl.errors.ProtocolError` (the server sees a
-dropout) rather than run with lost state: run one ClientApp process per node, or a
-single simulation actor.
+privfl mods keep their state in a privfl :class:`~privfl.core.context.Context`
+held in the memory of the process that runs the ClientApp. Flower's ``Context.state``
+(node-local) records a version number, the names of the state objects and the saved
+form of the :class:`~privfl.core.context.Stateful` ones (the checkpoint form: e.g. a
+local-DP ledger, but only the round id of a SecAgg+ client, whose secrets never
+leave memory). When a node's message reaches a process that does not hold the
+node's current context (Flower's deployment runtime starts one ``flwr-clientapp``
+process per message; a simulation may run several Ray actors), the context is
+rebuilt from that saved form, as after a resume; if it held objects that cannot be
+rebuilt, the message is refused with :class:`~privfl.errors.ProtocolError` (the
+server sees a dropout) rather than run with lost state. A SecAgg+ round therefore
+needs each node's stages to reach one long-lived process: Flower's simulation
+runtime with one actor (``init_args.num_cpus = client_resources.num_cpus``).
 """
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
+import numpy as np
 from flwr.app import ConfigRecord
 from flwr.app import Context as FlowerContext
 from flwr.app import Message as FlowerMessage
@@ -48,41 +57,72 @@ from privfl.integrations.flower.convert import (
     kind_of,
     to_recorddict,
 )
+from privfl.server import checkpoint
 
 FlowerApp = Callable[[FlowerMessage, FlowerContext], FlowerMessage]
 FlowerMod = Callable[[FlowerMessage, FlowerContext, FlowerApp], FlowerMessage]
 
 CONTEXT_RECORD = "privfl.context"
-"""Name of the ConfigRecord in Flower's ``Context.state`` holding ``version`` and state ``keys``."""
+"""ConfigRecord in Flower's ``Context.state``: ``version``, state ``keys`` and ``saved`` Stateful state (bytes)."""
 
 _MASK_63 = 2**63 - 1
 _contexts: dict[tuple[int, int], tuple[int, Context]] = {}
 """This process's privfl contexts by (Flower run id, Flower node id), with the version they are at."""
 
 
+def _dump_state(state: dict[str, Any]) -> bytes:
+    """The checkpoint form of Stateful objects as bytes (the checkpoint file format, in memory)."""
+    arrays: dict[str, np.ndarray] = {}
+    tree = json.dumps({"format": checkpoint.FORMAT, "state": checkpoint._flatten(state, arrays)}).encode()
+    buffer = io.BytesIO()
+    np.savez(buffer, **{checkpoint._TREE: np.frombuffer(tree, dtype=np.uint8)}, **arrays)
+    return buffer.getvalue()
+
+
+def _load_state(blob: bytes) -> dict[str, Any]:
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        tree = json.loads(arrays.pop(checkpoint._TREE).tobytes())
+        if tree.get("format") != checkpoint.FORMAT:
+            raise ValueError(f"format {tree.get('format')!r}")
+        return checkpoint._unflatten(tree["state"], arrays)
+    except Exception as exc:  # a damaged blob raises many types; none may escape untyped
+        raise ProtocolError(f"saved privfl client state is unreadable: {type(exc).__name__}: {exc}") from None
+
+
 def _enter(flower_ctx: FlowerContext, node_id: int) -> tuple[Context, int]:
     """The privfl context of this Flower node for the current message, and its version."""
     record = flower_ctx.state.config_records.get(CONTEXT_RECORD)
     version = int(record["version"]) if record else 0
-    held = list(record["keys"]) if record else []
     cached = _contexts.get((flower_ctx.run_id, flower_ctx.node_id))
     if cached is not None and cached[0] == version:
         context = cached[1]
         if context.node_id != node_id:
             raise ProtocolError(f"Flower node {flower_ctx.node_id} is privfl node {context.node_id}, not {node_id}")
         return context, version
-    if held:
-        raise ProtocolError(
-            f"privfl state {held} of Flower node {flower_ctx.node_id} lives in another process; "
-            "privfl keeps secrets in process memory, so each node's messages must reach one ClientApp process"
-        )
-    return Context(node_id=node_id, run_config=dict(flower_ctx.run_config)), version
+    context = Context(node_id=node_id, run_config=dict(flower_ctx.run_config))
+    if record:
+        saved = _load_state(record["saved"]) if record["saved"] else {}
+        lost = sorted(set(record["keys"]) - set(saved))
+        if lost:
+            raise ProtocolError(
+                f"privfl state {lost} of Flower node {flower_ctx.node_id} lives in another process and cannot be "
+                "rebuilt here; each node's messages must reach one ClientApp process"
+            )
+        context.restore_state(saved)
+    return context, version
 
 
 def _leave(flower_ctx: FlowerContext, context: Context, version: int) -> None:
     _contexts[(flower_ctx.run_id, flower_ctx.node_id)] = (version + 1, context)
+    saved = context.checkpoint_state()
     flower_ctx.state.config_records[CONTEXT_RECORD] = ConfigRecord(
-        {"version": version + 1, "keys": sorted(context.state)}
+        {
+            "version": version + 1,
+            "keys": sorted(set(context.state) | set(saved)),
+            "saved": _dump_state(saved) if saved else b"",
+        }
     )
 
 
