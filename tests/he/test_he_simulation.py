@@ -77,3 +77,23 @@ def test_encrypted_fedavg_with_client_processes(plain, keys):
     result = _run([CkksClientMod(keys)], HEFedAvg(keys.public()), workers=2)
     model = decrypt_model(result.parameters, ClientCipher(keys))
     np.testing.assert_allclose(model["weight"], plain.parameters["weight"], atol=1e-5)
+
+
+def test_a_resumed_run_continues_from_the_checkpointed_encrypted_model(plain, keys, tmp_path):
+    checkpoint = tmp_path / "he.ckpt"
+    strategy = HEFedAvg(keys.public())
+    first = run_simulation(
+        ClientApp(FED, mods=[CkksClientMod(keys)]),
+        num_clients=FED.num_clients,
+        num_rounds=ROUNDS - 1,
+        initial_parameters=initial_parameters(),
+        strategy=strategy,
+        seed=3,
+        progress=False,
+        checkpoint=checkpoint,
+    )
+    assert len(first.history.rounds) == ROUNDS - 1
+    resumed = _run([CkksClientMod(keys)], HEFedAvg(keys.public()), checkpoint=checkpoint)
+    assert len(resumed.history.rounds) == ROUNDS
+    model = decrypt_model(resumed.parameters, ClientCipher(keys))
+    np.testing.assert_allclose(model["weight"], plain.parameters["weight"], atol=1e-5)
