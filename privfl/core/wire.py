@@ -118,7 +118,10 @@ def encode(message: Message) -> bytes:
         "metrics": metrics,
         "config": config,
     }
-    return msgpack.packb(payload, use_bin_type=True)
+    try:
+        return msgpack.packb(payload, use_bin_type=True)
+    except (ValueError, OverflowError, TypeError) as exc:  # e.g. a str with lone surrogates is not UTF-8
+        raise MessageError(f"message cannot be encoded: {exc}") from None
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:

@@ -287,7 +287,7 @@ def mutated_encodings(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-@settings(FAST, max_examples=1500)
+@settings(FAST, max_examples=1000)
 @given(mutated_encodings())
 def test_fuzz_mutated_valid_encodings(data: bytes) -> None:
     decode_or_wire_error(data)
@@ -347,7 +347,7 @@ def test_fuzz_structured_field_substitution(path: tuple, value: object) -> None:
     decode_or_wire_error(pack(payload))
 
 
-@settings(FAST, max_examples=300)
+@settings(FAST, max_examples=200)
 @given(st.dictionaries(st.text(max_size=8), MSGPACK_VALUES, max_size=6))
 def test_fuzz_extra_or_missing_top_level_keys(extra: dict) -> None:
     payload = valid_payload()
@@ -693,6 +693,21 @@ def test_encode_refuses_non_numeric_or_out_of_range_metrics(metrics: dict) -> No
 def test_encode_refuses_config_values_that_cannot_travel(config: dict) -> None:
     with pytest.raises(MessageError):
         encode(Message(meta(), config=config))
+
+
+@pytest.mark.parametrize("where", ["stage", "array-name", "metric-name", "config-name", "config-value", "config-list"])
+def test_encode_refuses_strings_that_are_not_utf8(where: str) -> None:
+    bad = "ok\ud800"  # a lone surrogate has no UTF-8 encoding
+    msg = {
+        "stage": Message(meta(stage=bad)),
+        "array-name": Message(meta(), arrays={bad: np.zeros(1)}),
+        "metric-name": Message(meta(), metrics={bad: 1}),
+        "config-name": Message(meta(), config={bad: 1}),
+        "config-value": Message(meta(), config={"c": bad}),
+        "config-list": Message(meta(), config={"c": ["a", bad]}),
+    }[where]
+    with pytest.raises(MessageError):
+        encode(msg)
 
 
 def test_encode_refuses_non_string_array_names() -> None:
