@@ -71,6 +71,14 @@ TRANSITIONS: dict[Phase, dict[str, Phase]] = {
 """Allowed (phase, incoming stage) -> next phase. A setup must also be for a newer round."""
 
 
+def next_phase(phase: Phase, stage: str) -> Phase:
+    """The phase after answering ``stage`` in ``phase``; :class:`ProtocolError` if not allowed."""
+    allowed = TRANSITIONS[phase]
+    if stage not in allowed:
+        raise ProtocolError(f"stage {stage!r} is not allowed in phase {phase.value!r}")
+    return allowed[stage]
+
+
 @dataclass
 class SecAggClientState:
     """One client's SecAgg+ state for the current round (secrets included; never checkpointed)."""
@@ -126,9 +134,7 @@ class SecAggPlusClient:
             MessageError, DecryptionError: malformed content or shares that fail authentication.
         """
         st, md = self.state, message.metadata
-        allowed = TRANSITIONS[st.phase]
-        if md.stage not in allowed:
-            raise ProtocolError(f"client {self.node_id}: stage {md.stage!r} not allowed in phase {st.phase.value!r}")
+        phase = next_phase(st.phase, md.stage)
         if md.stage == p.STAGE_SETUP:
             if md.run_id == st.run_id and md.server_round <= st.server_round:
                 raise ProtocolError(
@@ -143,7 +149,7 @@ class SecAggPlusClient:
         except Exception:
             st.abandon()
             raise
-        st.phase = allowed[md.stage]
+        st.phase = phase
         return reply
 
     def _dispatch(self, message: Message, fit: Callable[[Message], Message]) -> Message:
@@ -230,8 +236,8 @@ class SecAggPlusClient:
         parameters = {k: v for k, v in message.arrays.items() if not k.startswith(p.PREFIX)}
         config = {k: v for k, v in message.config.items() if not k.startswith(p.PREFIX)}
         reply = fit(message.replace(arrays=parameters, config=config).with_stage(""))
-        update, weight = self._update(parameters, reply)
-        vector = self._mask(update, weight, sources)
+        vector = self._encode(*self._update(parameters, reply))
+        self._mask(vector, sources)
         st.self_mask_seed = st.enc_keys = st.mask_keys = None  # no longer needed: erase
         st.share_keys = {}
         return message.reply(arrays={p.MASKED: vector})
@@ -244,32 +250,37 @@ class SecAggPlusClient:
         num_examples = reply.metrics.get(NUM_EXAMPLES)
         if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 0:
             raise MessageError(f"client {self.node_id}: fit reply needs a non-negative int {NUM_EXAMPLES}")
-        flat = [
-            (np.asarray(reply.arrays[k], dtype=np.float64) - np.asarray(v, dtype=np.float64)).ravel()
-            for k, v in parameters.items()
-        ]
-        update = np.concatenate(flat) if flat else np.zeros(0)
+        update = np.empty(sum(v.size for v in parameters.values()), dtype=np.float64)
+        offset = 0
+        for name, value in parameters.items():
+            end = offset + value.size
+            np.subtract(reply.arrays[name].ravel(), value.ravel(), out=update[offset:end], dtype=np.float64)
+            offset = end
         if not np.all(np.isfinite(update)):
             raise MessageError(f"client {self.node_id}: fit produced non-finite parameters")
         weight = min(num_examples, params.max_weight) if params.weighted else 1
         return update, weight
 
-    def _mask(self, update: np.ndarray, weight: int, partners: tuple[int, ...]) -> np.ndarray:
-        """y = Q(w / W * clip(u)) || w, plus PRG(b_u) and the signed pairwise masks, mod 2^m."""
-        st = self.state
-        params = st.params
-        assert params is not None and st.self_mask_seed is not None and st.mask_keys is not None
+    def _encode(self, update: np.ndarray, weight: int) -> np.ndarray:
+        """The unmasked vector: Q(w / W * clip(u)) followed by the weight w (integers mod 2^m)."""
+        params = self.state.params
+        assert params is not None
         vector = np.empty(update.size + 1, dtype=params.dtype)
-        vector[:-1] = params.quantizer.quantize(update, params.dtype, scale=weight / params.max_weight)
+        vector[:-1] = params.quantizer.quantize(update, params.dtype, scale=weight / params.max_weight, overwrite=True)
         vector[-1] = weight
-        expander = MaskExpander(vector.size, params.dtype)
+        return vector
+
+    def _mask(self, vector: np.ndarray, partners: tuple[int, ...]) -> None:
+        """Add PRG(b_u) and the signed pairwise masks to ``vector`` in place, mod 2^m."""
+        st = self.state
+        assert st.params is not None and st.self_mask_seed is not None and st.mask_keys is not None
+        expander = MaskExpander(vector.size, vector.dtype)
         expander.add(vector, st.self_mask_seed)
         for v in partners:
             seed = self._agree(st.mask_keys, st.peer_keys[v][1], v, PURPOSE_MASK)
             # Bonawitz et al. CCS'17 section 3.2: u adds PRG(s_uv) if u < v and subtracts it if u > v.
             expander.add(vector, seed, 1 if self.node_id < v else -1)
-        vector &= low_bits_mask(params.modulus_bits)
-        return vector
+        vector &= low_bits_mask(st.params.modulus_bits)
 
     def _unmask(self, message: Message) -> Message:
         st = self.state

@@ -3,9 +3,12 @@
 Bell et al. CCS'20 (section 3) replace the complete graph of Bonawitz et al. CCS'17
 by a random k-regular graph with k = O(log n), which keeps privacy and dropout
 robustness with high probability while cutting client work from O(n) to O(log n).
-Here the graph is a Harary graph (a circulant: position i is joined to i +- 1 ..
-i +- k/2, plus the opposite position when k is odd) laid over a uniformly random
-permutation of the nodes drawn by the server from the OS CSPRNG.
+Here the graph is a random circulant: position i is joined to i +- s for k/2 offsets
+s drawn at random from [1, (n - 1)/2] (plus the opposite position when k is odd),
+laid over a uniformly random permutation of the nodes; both are drawn by the server
+from the OS CSPRNG. It is exactly k-regular, and unlike the Harary graph (offsets
+1 .. k/2) two neighbours share few other neighbours, so clients excluded for lack
+of live neighbours rarely push the clients next to them below the threshold too.
 """
 
 from __future__ import annotations
@@ -59,15 +62,17 @@ def check_graph_params(num_nodes: int, num_neighbours: int, threshold: int) -> N
 
 
 def neighbour_graph(nodes: Sequence[int], num_neighbours: int) -> dict[int, tuple[int, ...]]:
-    """Each node's sorted neighbours in a k-regular Harary graph over a secret random permutation."""
+    """Each node's sorted neighbours in a random k-regular circulant graph over a random permutation."""
     order = list(nodes)
     if len(set(order)) != len(order):
         raise ConfigError("node ids must be distinct")
     n, k = len(order), num_neighbours
     if not 1 <= k <= n - 1 or (k % 2 and n % 2):
         raise ConfigError(f"no {k}-regular graph on {n} nodes: need 1 <= k <= n - 1 and k even or n even")
-    secrets.SystemRandom().shuffle(order)
-    offsets = {j % n for j in range(1, k // 2 + 1)} | {-j % n for j in range(1, k // 2 + 1)}
+    rng = secrets.SystemRandom()
+    rng.shuffle(order)
+    steps = rng.sample(range(1, (n - 1) // 2 + 1), k // 2)
+    offsets = {s for s in steps} | {n - s for s in steps}
     if k % 2:
         offsets.add(n // 2)  # odd k (so n is even): join opposite positions
     return {node: tuple(sorted(order[(i + off) % n] for off in offsets)) for i, node in enumerate(order)}

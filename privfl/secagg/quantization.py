@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from privfl.errors import ConfigError
-from privfl.secagg.prg import SEED_BYTES, uniform_unit
+from privfl.secagg.prg import SEED_BYTES, uniform_words
 
 MAX_BITS = 32
 """Largest supported quantisation resolution (bits); 2^32 levels stay exact in float64."""
@@ -73,32 +73,42 @@ class Quantizer:
         return 2.0 * self.clip / self.levels
 
     def quantize(
-        self, values: np.ndarray, dtype: np.dtype, *, scale: float = 1.0, seed: bytes | None = None
+        self,
+        values: np.ndarray,
+        dtype: np.dtype,
+        *,
+        scale: float = 1.0,
+        overwrite: bool = False,
+        seed: bytes | None = None,
     ) -> np.ndarray:
         """Clip ``values`` to [-c, c], multiply by ``scale`` in [0, 1], round stochastically to [0, L].
 
-        ``seed`` (32 bytes) keys the rounding coins; it defaults to a fresh os.urandom
-        seed and is a parameter only so tests can reproduce a draw.
+        Args:
+            values: the real values.
+            dtype: unsigned integer dtype of the result.
+            scale: factor in [0, 1] applied after clipping (a client's relative weight).
+            overwrite: allow using ``values`` (if float64) as workspace instead of a copy.
+            seed: 32-byte key of the rounding coins; a fresh os.urandom seed by default,
+                a parameter only so tests can reproduce a draw.
         """
         if not 0.0 <= scale <= 1.0:
             raise ConfigError(f"scale must be in [0, 1], got {scale}")
-        q = np.array(values, dtype=np.float64)  # a copy, updated in place below
+        q = np.array(values, dtype=np.float64, copy=not overwrite)
         if not np.all(np.isfinite(q)):
             raise ConfigError("values to quantise must be finite")
         seed = os.urandom(SEED_BYTES) if seed is None else seed
         np.maximum(q, -self.clip, out=q)
         np.minimum(q, self.clip, out=q)
-        q *= scale
-        q += self.clip
-        q *= self.levels / (2.0 * self.clip)
-        np.minimum(q, self.levels, out=q)  # guard against rounding just above L
-        floor = np.floor(q)
-        q -= floor
-        # P(u < frac) = ceil(frac * 2^32) / 2^32 for u uniform on {k / 2^32}: unbiased up to 2^-32.
-        up = uniform_unit(seed, q.size).reshape(q.shape) < q
-        out = floor.astype(dtype)
-        out += up
-        return out
+        # q = (scale * clip(x) + c) * L / (2c), in [0, L], computed in units of 2^-32 (exact below 2^53).
+        q *= scale * self.levels / (2.0 * self.clip) * 2.0**32
+        q += self.levels / 2.0 * 2.0**32
+        # floor(q + k / 2^32) with k uniform in [0, 2^32) rounds up with probability
+        # ceil(frac(q) * 2^32) / 2^32: unbiased up to 2^-32 per value.
+        q += uniform_words(seed, q.size, np.uint32).reshape(q.shape)
+        q *= 2.0**-32
+        np.floor(q, out=q)
+        np.minimum(q, self.levels, out=q)  # float rounding may push q a hair above L
+        return q.astype(dtype)
 
     def dequantize_sum(self, total: np.ndarray, count: int) -> np.ndarray:
         """Estimate of the sum of ``count`` clipped inputs from the exact sum of their quantised values.
