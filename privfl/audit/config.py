@@ -17,8 +17,9 @@ class AuditSettings:
         local_trials: trials per hypothesis of the local-DP mod audit.
         planted_trials: trials per hypothesis against each planted bug.
         secagg_trials: masked vectors collected per SecAgg+ statistical test.
-        confidence: joint confidence of every epsilon lower bound and the level of the
-            statistical tests (a p-value below ``1 - confidence`` rejects).
+        confidence: joint confidence of every epsilon lower bound.
+        test_level: family-wise significance level of each SecAgg+ statistical check: the
+            probability that a correct implementation FAILs it by chance.
         delta: delta of the DP claims under audit.
         seed: seed of the experiment's own (non-private) randomness.
     """
@@ -29,6 +30,7 @@ class AuditSettings:
     planted_trials: int
     secagg_trials: int
     confidence: float = 0.95
+    test_level: float = 1e-3
     delta: float = 1e-5
     seed: int = 0
 
@@ -38,13 +40,10 @@ class AuditSettings:
                 raise ConfigError(f"{name} must be at least 10, got {getattr(self, name)}")
         if not 0.5 <= self.confidence < 1.0:
             raise ConfigError(f"confidence must be in [0.5, 1), got {self.confidence}")
+        if not 0.0 < self.test_level < 0.5:
+            raise ConfigError(f"test_level must be in (0, 0.5), got {self.test_level}")
         if not 0.0 < self.delta < 1.0:
             raise ConfigError(f"delta must be in (0, 1), got {self.delta}")
-
-    @property
-    def alpha(self) -> float:
-        """Significance level of the statistical tests."""
-        return 1.0 - self.confidence
 
 
 QUICK = AuditSettings(
