@@ -154,11 +154,6 @@ def test_duplicate_replies_are_rejected() -> None:
         exchange.send(iter([fit_reply(1, GOOD, 1), fit_reply(1, GOOD, 1)]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="validate_fit_reply (privfl/server/aggregation.py:74-93) checks node, round, run and layout but not the "
-    "reply's kind or destination: an EVALUATE-kind message is accepted as a fit update",
-)
 def test_reply_of_the_wrong_kind_is_rejected() -> None:
     exchange = PlainAggregator().aggregate(spec())
     next(exchange)
@@ -288,11 +283,6 @@ def test_evaluate_exchange_rejects(replies: list[Message]) -> None:
         exchange.send(iter(replies))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="evaluate_exchange (privfl/server/strategy.py:119-131) does not check the reply's run id or round: a stale "
-    "evaluate reply from another round is averaged in",
-)
 def test_evaluate_exchange_rejects_a_reply_for_another_round() -> None:
     exchange = evaluate_exchange(spec(kind=MessageKind.EVALUATE))
     next(exchange)

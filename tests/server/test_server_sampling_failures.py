@@ -175,12 +175,6 @@ def test_random_drop_is_sticky_within_the_round() -> None:
     assert later == dropped
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FailureInjector.drops (privfl/server/failures.py:68) keys the random draw on the first 8 bytes of "
-    "the stage name, so stages sharing a prefix (e.g. 'secagg.setup' / 'secagg.share_keys') get identical "
-    "draws: a client that survives the first never drops at the second",
-)
 def test_random_drops_are_independent_across_stages_with_a_common_prefix() -> None:
     inj = FailureInjector(FailurePlan(dropout={"*": 0.5}, seed=1))
     survivors = [n for n in range(1, 401) if not inj.drops(to(n, 1, "secagg.setup"))]

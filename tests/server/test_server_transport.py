@@ -313,13 +313,6 @@ def test_process_pool_rejects_zero_workers() -> None:
         ProcessPoolClients(counting_app, workers=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ProcessPoolClients.deliver (privfl/server/transport.py:145-180) leaves in-flight jobs in the worker "
-    "pipes when its generator is abandoned (drive() discards unread replies; an exchange that raises mid-read, "
-    "e.g. a ProtocolAbort/MessageError that run_simulation catches, does the same); the next deliver() then "
-    "receives those stale replies as answers to its own jobs",
-)
 def test_process_pool_abandoned_replies_do_not_leak_into_the_next_delivery() -> None:
     pool = ProcessPoolClients(counting_app, workers=2)
     try:
@@ -341,11 +334,6 @@ def crashing_app(message: Message, context: Context) -> Message:
     return message.reply()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ProcessPoolClients.deliver (privfl/server/transport.py:168-170) calls conn.recv() on a dead worker's "
-    "pipe: a bare EOFError escapes instead of a ClientError",
-)
 def test_process_pool_worker_death_raises_client_error() -> None:
     pool = ProcessPoolClients(crashing_app, workers=2)
     try:
@@ -355,11 +343,6 @@ def test_process_pool_worker_death_raises_client_error() -> None:
         pool.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ProcessPoolClients.deliver (privfl/server/transport.py:168-170): with on_client_error='drop' a dead "
-    "worker raises EOFError instead of counting its client as dropped",
-)
 def test_process_pool_worker_death_is_a_dropout_in_drop_mode() -> None:
     pool = ProcessPoolClients(crashing_app, workers=2, on_client_error="drop")
     try:
