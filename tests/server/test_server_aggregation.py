@@ -288,3 +288,27 @@ def test_evaluate_exchange_rejects_a_reply_for_another_round() -> None:
     next(exchange)
     with pytest.raises(MessageError):
         exchange.send(iter([eval_reply(1, 5, 1.0, rnd=3)]))
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        Metadata(11, 4, 1, 2, MessageKind.TRAIN),  # addressed to another client, not the server
+        Metadata(11, 4, 1, 0, MessageKind.TRAIN, "secagg.unmask"),  # a stage this exchange never asked for
+        Metadata(11, 4, 1, 0, MessageKind.QUERY),
+    ],
+    ids=["wrong-destination", "wrong-stage", "query-kind"],
+)
+def test_fit_reply_header_must_match_the_request(metadata: Metadata) -> None:
+    exchange = PlainAggregator().aggregate(spec())
+    next(exchange)
+    with pytest.raises(MessageError):
+        exchange.send(iter([Message(metadata, arrays=dict(GOOD), metrics={NUM_EXAMPLES: 1})]))
+
+
+def test_evaluate_exchange_rejects_a_train_reply() -> None:
+    exchange = evaluate_exchange(spec(kind=MessageKind.EVALUATE))
+    next(exchange)
+    train = Message(Metadata(11, 4, 1, 0, MessageKind.TRAIN), metrics={NUM_EXAMPLES: 1, LOSS: 0.5})
+    with pytest.raises(MessageError):
+        exchange.send(iter([train]))
