@@ -365,14 +365,14 @@ def test_fuzz_extra_or_missing_top_level_keys(extra: dict) -> None:
 def _assert_rejected_cheaply(data: bytes, limits: WireLimits = DEFAULT_LIMITS, max_mb: float = 256.0) -> None:
     tracemalloc.start()
     try:
-        t0 = time.perf_counter()
+        t0 = time.process_time()  # CPU time: robust to a loaded machine
         with pytest.raises(WireError):
             decode(data, limits)
-        elapsed = time.perf_counter() - t0
+        elapsed = time.process_time() - t0
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert elapsed < 1.0, f"rejection took {elapsed:.2f} s"
+    assert elapsed < 2.0, f"rejection took {elapsed:.2f} s of CPU"
     assert peak < max_mb * 2**20, f"decoder allocated {peak / 2**20:.1f} MiB"
 
 
