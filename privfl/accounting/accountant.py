@@ -8,6 +8,7 @@ Google's dp_accounting. Epsilon and delta are in nats / probability.
 
 from __future__ import annotations
 
+import copy
 import functools
 import warnings
 from abc import ABC, abstractmethod
@@ -75,8 +76,14 @@ class PrivacyAccountant(ABC):
         self._compose(event, count)
         return self
 
+    def copy(self) -> PrivacyAccountant:
+        """An independent accountant with the same composition (cheap: state is replaced, never
+        mutated in place, by :meth:`compose`)."""
+        return copy.copy(self)
+
     @abstractmethod
-    def _compose(self, event: DpEvent, count: int) -> None: ...
+    def _compose(self, event: DpEvent, count: int) -> None:
+        """Compose a supported event; must rebind state, never update it in place."""
 
     @abstractmethod
     def get_epsilon(self, delta: float) -> float:
@@ -121,9 +128,15 @@ class RdpAccountant(PrivacyAccountant):
         return self._rdp.copy()
 
     def event_rdp(self, event: DpEvent) -> NDArray[np.float64]:
-        """RDP curve of one run of a supported ``event`` on this accountant's grid."""
+        """RDP curve (nats) of one run of ``event`` on this accountant's grid."""
+        reason = unsupported_reason(event)
+        if reason is not None:
+            raise AccountingError(f"rdp accountant cannot account {event!r}: {reason}")
+        return self._event_rdp(event)
+
+    def _event_rdp(self, event: DpEvent) -> NDArray[np.float64]:
         if isinstance(event, ComposedEvent):
-            return event.count * self.event_rdp(event.event)
+            return event.count * self._event_rdp(event.event)
         if isinstance(event, PoissonSampledEvent):
             inner = event.event
             assert isinstance(inner, GaussianEvent)  # guaranteed by unsupported_reason
@@ -132,7 +145,7 @@ class RdpAccountant(PrivacyAccountant):
         return _step_rdp(1.0, event.noise_multiplier, self._key)
 
     def _compose(self, event: DpEvent, count: int) -> None:
-        self._rdp = self._rdp + count * self.event_rdp(event)
+        self._rdp = self._rdp + count * self._event_rdp(event)
 
     def _warn_if_edge(self, order: float) -> None:
         if order in (self._orders[0], self._orders[-1]):

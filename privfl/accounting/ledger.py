@@ -8,12 +8,12 @@ accountant), saved with the run's checkpoint and reloaded on resume. A loop call
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ SCOPES = ("client", "record")
 LOCALITIES = ("central", "local")
 _FORMAT = "privfl.ledger"
 _VERSION = 1
+_CACHED_COMPOSITIONS = 4
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,10 @@ class PrivacyLedger:
 
     All entries protect the same unit (``scope``): composing client-level and record-level
     releases into one epsilon would mean neither, so a ledger refuses to mix them.
-    Identical events are grouped before composition and the composed accountant is
-    cached, so epsilon of 10^4 identical entries costs one composition.
+    Identical events are grouped before composition, and the last few compositions are
+    cached by their event counts: epsilon of 10^4 identical entries costs one composition,
+    and the round that :meth:`check` composed is reused once it is recorded (which
+    matters for the slow PLD backend).
     """
 
     def __init__(self, budget: PrivacyBudget | None = None, accountant: str = "rdp") -> None:
@@ -92,21 +95,40 @@ class PrivacyLedger:
         self.accountant = accountant
         self._entries: list[LedgerEntry] = []
         self._counts: Counter[DpEvent] = Counter()
-        self._composed: PrivacyAccountant | None = None
-        self._epsilons: dict[float, float] = {}
+        # event counts -> (accountant with them composed, {delta: epsilon}); oldest first.
+        self._cache: dict[frozenset[tuple[DpEvent, int]], tuple[PrivacyAccountant, dict[float, float]]] = {}
 
     @property
     def entries(self) -> tuple[LedgerEntry, ...]:
         """Every recorded release, in order."""
         return tuple(self._entries)
 
-    def _spent(self) -> PrivacyAccountant:
-        if self._composed is None:
-            acc = make_accountant(self.accountant)
+    def _composition(
+        self, counts: Counter[DpEvent], build: Callable[[], PrivacyAccountant]
+    ) -> tuple[PrivacyAccountant, dict[float, float]]:
+        """(accountant with ``counts`` composed, {delta: epsilon}), from the cache or ``build``."""
+        key = frozenset(counts.items())
+        cached = self._cache.pop(key, None) or (build(), {})
+        self._cache[key] = cached  # most recently used last
+        while len(self._cache) > _CACHED_COMPOSITIONS:
+            del self._cache[next(iter(self._cache))]
+        return cached
+
+    def _spent(self) -> tuple[PrivacyAccountant, dict[float, float]]:
+        def build() -> PrivacyAccountant:
+            accountant = make_accountant(self.accountant)
             for event, count in self._counts.items():
-                acc.compose(event, count)
-            self._composed = acc
-        return self._composed
+                accountant.compose(event, count)
+            return accountant
+
+        return self._composition(self._counts, build)
+
+    @staticmethod
+    def _epsilon_at(composition: tuple[PrivacyAccountant, dict[float, float]], delta: float) -> float:
+        accountant, epsilons = composition
+        if delta not in epsilons:
+            epsilons[delta] = accountant.get_epsilon(delta)
+        return epsilons[delta]
 
     def _delta(self, delta: float | None) -> float:
         if delta is not None:
@@ -117,10 +139,7 @@ class PrivacyLedger:
 
     def epsilon(self, delta: float | None = None) -> float:
         """Epsilon spent so far at ``delta`` (default: the budget's delta)."""
-        delta = self._delta(delta)
-        if delta not in self._epsilons:
-            self._epsilons[delta] = self._spent().get_epsilon(delta)
-        return self._epsilons[delta]
+        return self._epsilon_at(self._spent(), self._delta(delta))
 
     def check(self, *events: DpEvent) -> None:
         """Raise BudgetExceededError if releasing ``events`` now would exceed the budget.
@@ -132,11 +151,17 @@ class PrivacyLedger:
             self._check_supported(event)
         if self.budget is None or not events:
             return
+        spent_accountant = self._spent()[0]
         spent = self.epsilon()
-        after_acc = copy.deepcopy(self._spent())
-        for event in events:
-            after_acc.compose(event)
-        after = after_acc.get_epsilon(self.budget.delta)
+
+        def build() -> PrivacyAccountant:
+            accountant = spent_accountant.copy()
+            for event in events:
+                accountant.compose(event)
+            return accountant
+
+        # Cached under the counts it would have once recorded, so record() then reuses it.
+        after = self._epsilon_at(self._composition(self._counts + Counter(events), build), self.budget.delta)
         if after > self.budget.epsilon:
             raise BudgetExceededError(
                 f"privacy budget exceeded: spent epsilon={spent:.6g}, the next release would bring it "
@@ -162,9 +187,6 @@ class PrivacyLedger:
             )
         self._entries.append(entry)
         self._counts[event] += 1
-        if self._composed is not None:
-            self._composed.compose(event)
-        self._epsilons.clear()
         return entry
 
     def state_dict(self) -> dict[str, Any]:

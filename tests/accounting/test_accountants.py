@@ -152,5 +152,6 @@ def test_unknown_accountant_name():
 def test_pld_without_dp_accounting_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "dp_accounting", None)
     monkeypatch.setitem(sys.modules, "dp_accounting.pld", None)
+    monkeypatch.setitem(sys.modules, "dp_accounting.pld.privacy_loss_distribution", None)
     with pytest.raises(AccountingError, match="pip install dp-accounting"):
         PldAccountant()
