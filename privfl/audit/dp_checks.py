@@ -50,7 +50,7 @@ def _figures(run: DistinguishingRun, trials: int, settings: AuditSettings) -> tu
             "false positives / negatives at threshold",
             f"{b.false_positives:,}/{b.negatives:,}, {b.false_negatives:,}/{b.positives:,}",
         ),
-        ("Clopper-Pearson upper FPR, FNR", f"{b.fpr_upper:.3g}, {b.fnr_upper:.3g}"),
+        ("Clopper-Pearson upper FPR, FNR", f"{b.fpr_upper:.6g}, {b.fnr_upper:.6g}"),
         ("largest bound these trials can certify", f"{max_certifiable_epsilon(trials, b.delta, b.confidence):.2f}"),
     ]
     if run.reference_epsilon is not None:

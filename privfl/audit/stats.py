@@ -58,7 +58,9 @@ def epsilon_from_rates(fpr: ArrayLike, fnr: ArrayLike, delta: float) -> NDArray[
     with np.errstate(divide="ignore", invalid="ignore"):
         a = np.log(1.0 - delta - fpr) - np.log(fnr)
         b = np.log(1.0 - delta - fnr) - np.log(fpr)
-    best = np.fmax(np.nan_to_num(a, nan=0.0, neginf=0.0), np.nan_to_num(b, nan=0.0, neginf=0.0))
+    best = np.fmax(
+        np.nan_to_num(a, nan=0.0, neginf=0.0, posinf=np.inf), np.nan_to_num(b, nan=0.0, neginf=0.0, posinf=np.inf)
+    )
     return np.maximum(best, 0.0)
 
 

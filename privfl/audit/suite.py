@@ -118,11 +118,15 @@ def run_audits(
     settings: AuditSettings,
     out_dir: Path,
     *,
-    families: Sequence[Family] = FAMILIES,
+    families: Sequence[Family] | None = None,
     mode: str = "",
     progress: Callable[[str], None] | None = None,
 ) -> tuple[list[Check], Path]:
-    """Run ``families`` and write the report into ``out_dir``; return the checks and the report path."""
+    """Run ``families`` (default: :data:`FAMILIES`) and write the report into ``out_dir``.
+
+    Returns the checks and the report's path.
+    """
+    families = FAMILIES if families is None else families
     out_dir.mkdir(parents=True, exist_ok=True)
     checks: list[Check] = []
     timings = []
