@@ -6,6 +6,7 @@ never as PASS; a family that crashes is reported as ERROR, which fails the run.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import time
@@ -153,3 +154,31 @@ def run_audits(
     ]
     path = write_report(checks, out_dir, title="privfl privacy and security audit", preamble=preamble)
     return checks, path
+
+
+def run_and_summarise(out_dir: Path, *, quick: bool, seed: int = 0, families: Sequence[Family] | None = None) -> int:
+    """Run the audits with progress lines and a summary; the exit code (1 if a check failed or errored)."""
+    from privfl.audit.config import FULL, QUICK
+
+    settings = dataclasses.replace(QUICK if quick else FULL, seed=seed)
+    start = time.perf_counter()
+    checks, path = run_audits(settings, out_dir, families=families, mode="quick" if quick else "full", progress=print)
+    counts = {s: sum(c.status is s for c in checks) for s in Status}
+    summary = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
+    print(f"{summary} in {time.perf_counter() - start:.1f} s; report written to {path}")
+    return 1 if any(c.failed for c in checks) else 0
+
+
+def script_main(family: str, argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``audits/`` scripts: run one family (``--quick``, ``--out``, ``--seed``)."""
+    import argparse
+
+    chosen = [f for f in FAMILIES if f.name == family]
+    if not chosen:
+        raise ValueError(f"unknown audit family {family!r}; known: {[f.name for f in FAMILIES]}")
+    parser = argparse.ArgumentParser(description=f"privfl {family} audit. {chosen[0].explanation}")
+    parser.add_argument("--quick", action="store_true", help="fewer trials")
+    parser.add_argument("--out", type=Path, default=Path(f"runs/audit-{family.lower().rstrip('+')}"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    return run_and_summarise(args.out, quick=args.quick, seed=args.seed, families=chosen)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +24,6 @@ def register(subparsers: Any) -> None:
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    from privfl.audit.config import FULL, QUICK
-    from privfl.audit.suite import run_audits
+    from privfl.audit.suite import run_and_summarise
 
-    settings = dataclasses.replace(QUICK if args.quick else FULL, seed=args.seed)
-    start = time.perf_counter()
-    checks, path = run_audits(settings, args.out, mode="quick" if args.quick else "full", progress=print)
-    failed = [c for c in checks if c.failed]
-    counts = {s: sum(c.status.value == s for c in checks) for s in ("PASS", "FAIL", "ERROR", "NOT RUN")}
-    print(", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" in {time.perf_counter() - start:.1f} s")
-    print(f"report written to {path}")
-    return 1 if failed else 0
+    return run_and_summarise(args.out, quick=args.quick, seed=args.seed)
