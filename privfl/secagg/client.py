@@ -234,6 +234,8 @@ class SecAggPlusClient:
             st.held_shares[u] = (decode_element(bundle[:SHARE_BYTES]), decode_element(bundle[SHARE_BYTES:]))
 
         parameters = {k: v for k, v in message.arrays.items() if not k.startswith(p.PREFIX)}
+        if not parameters or any(v.dtype.kind != "f" for v in parameters.values()):
+            raise MessageError(f"client {self.node_id}: the masked-input request needs floating-point parameters")
         config = {k: v for k, v in message.config.items() if not k.startswith(p.PREFIX)}
         reply = fit(message.replace(arrays=parameters, config=config).with_stage(""))
         vector = self._encode(*self._update(parameters, reply))

@@ -36,7 +36,8 @@ class FixedClient(NumPyClient):
         return [np.zeros(self.d, np.float32)]
 
     def fit(self, parameters: list[np.ndarray], config: dict) -> tuple[list[np.ndarray], int, dict]:
-        return [parameters[0] + client_update(self.node, self.d)], client_weight(self.node), {"loss": 0.5}
+        w = parameters[0]
+        return [w + client_update(self.node, w.size).reshape(w.shape)], client_weight(self.node), {"loss": 0.5}
 
     def evaluate(self, parameters: list[np.ndarray], config: dict) -> tuple[float, int, dict]:
         return 0.0, 1, {}

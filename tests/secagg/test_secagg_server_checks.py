@@ -1,0 +1,131 @@
+"""Server-side validation of client replies, streaming summation, and CSPRNG-only randomness."""
+
+from __future__ import annotations
+
+import gc
+import random
+import weakref
+
+import numpy as np
+import pytest
+from conftest import finish, run_to
+
+from privfl.core.message import Metadata
+from privfl.errors import MessageError, ProtocolError
+from privfl.secagg import SecAggConfig
+from privfl.secagg import protocol as p
+
+
+def tamper_at(h, stage: str, change):
+    """A deliver function that passes the first reply of ``stage`` through ``change`` (which may return a list)."""
+    done = []
+
+    def deliver(outbox):
+        for reply in h.deliver(outbox):
+            if reply.metadata.stage == stage and not done:
+                done.append(True)
+                out = change(reply)
+                yield from out if isinstance(out, list) else [out]
+            else:
+                yield reply
+
+    return deliver
+
+
+def with_metadata(reply, **changes):
+    md = reply.metadata
+    fields = {"run_id": md.run_id, "server_round": md.server_round, "src_node": md.src_node}
+    fields.update(changes)
+    return reply.replace(
+        metadata=Metadata(fields["run_id"], fields["server_round"], fields["src_node"], 0, md.kind, md.stage)
+    )
+
+
+def masked(reply, arr):
+    return reply.replace(arrays={p.MASKED: arr})
+
+
+CASES = {
+    "duplicate": (p.STAGE_SHARE_KEYS, lambda r: [r, r], ProtocolError),
+    "unknown sender": (p.STAGE_SETUP, lambda r: with_metadata(r, src_node=99), ProtocolError),
+    "wrong round": (p.STAGE_MASKED_INPUT, lambda r: with_metadata(r, server_round=2), ProtocolError),
+    "wrong run": (p.STAGE_UNMASK, lambda r: with_metadata(r, run_id=8), ProtocolError),
+    "wrong stage": (p.STAGE_SETUP, lambda r: r.with_stage(p.STAGE_UNMASK), ProtocolError),
+    "short key": (p.STAGE_SETUP, lambda r: r.replace(config={**r.config, p.PK_MASK: b"x"}), MessageError),
+    "extra array": (
+        p.STAGE_SETUP,
+        lambda r: r.replace(arrays={"secagg.extra": np.zeros(1)}),
+        MessageError,
+    ),
+    "masked dtype": (p.STAGE_MASKED_INPUT, lambda r: masked(r, r.arrays[p.MASKED].astype(np.int64)), MessageError),
+    "masked size": (p.STAGE_MASKED_INPUT, lambda r: masked(r, r.arrays[p.MASKED][:-1]), MessageError),
+    "masked range": (
+        p.STAGE_MASKED_INPUT,
+        lambda r: masked(r, r.arrays[p.MASKED] | np.uint32(1 << 31)),
+        MessageError,
+    ),
+    "share table shape": (
+        p.STAGE_UNMASK,
+        lambda r: r.replace(arrays={**r.arrays, p.SELF_MASK_SHARES: r.arrays[p.SELF_MASK_SHARES][:, :10]}),
+        MessageError,
+    ),
+    "ciphertext table": (
+        p.STAGE_SHARE_KEYS,
+        lambda r: r.replace(arrays={**r.arrays, p.CIPHERTEXTS: r.arrays[p.CIPHERTEXTS].astype(np.uint16)}),
+        MessageError,
+    ),
+    "node ids dtype": (
+        p.STAGE_UNMASK,
+        lambda r: r.replace(arrays={**r.arrays, p.SURVIVORS: r.arrays[p.SURVIVORS].astype(np.int32)}),
+        MessageError,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_replies_raise_typed_errors(make_harness, case: str) -> None:
+    stage, change, error = CASES[case]
+    h = make_harness(6, 4)
+    exchange = h.exchange()
+    with pytest.raises(error):
+        finish(exchange, tamper_at(h, stage, change), next(exchange))
+
+
+def test_masked_vectors_are_summed_as_they_arrive(make_harness) -> None:
+    """While reply i + 1 is produced, reply i - 1's vector is already garbage: O(d) vectors held, not O(n d)."""
+    h = make_harness(10, 50_000, SecAggConfig(clip=2.0))
+    exchange = h.exchange()
+    outbox = run_to(exchange, h.deliver, p.STAGE_MASKED_INPUT)
+    refs = []
+    alive_when_next_produced = []
+
+    def deliver(outbox):
+        if outbox[0].metadata.stage != p.STAGE_MASKED_INPUT:
+            yield from h.deliver(outbox)
+            return
+        for message in outbox:
+            gc.collect()
+            alive_when_next_produced.append(sum(r() is not None for r in refs[:-1]))
+            reply = h.send(message)
+            refs.append(weakref.ref(reply.arrays[p.MASKED]))
+            yield reply
+
+    finish(exchange, deliver, outbox)
+    assert len(refs) == 10 and alive_when_next_produced == [0] * 10
+
+
+def test_no_numpy_or_random_module_generator_is_used(make_harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Masks, seeds, shares, rounding and the graph come from os.urandom / secrets / AES-CTR only."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a non-cryptographic generator was used in a SecAgg+ round")
+
+    for name in ("default_rng", "seed", "rand", "randn", "randint", "random", "normal", "uniform", "permutation"):
+        monkeypatch.setattr(np.random, name, forbidden)
+    monkeypatch.setattr(np.random, "Generator", forbidden)
+    for name in ("random", "randint", "randrange", "shuffle", "sample", "getrandbits", "choice", "seed"):
+        monkeypatch.setattr(random, name, forbidden)
+    monkeypatch.setattr(random.Random, "random", forbidden)
+    h = make_harness(7, 30)
+    result = h.run(drops=[(p.STAGE_MASKED_INPUT, 2)])
+    assert np.array_equal(result.total, h.expected_total(result))
