@@ -44,7 +44,7 @@ class WireLimits:
     max_ndim: int = 16
     max_entries: int = 65536
     max_name_chars: int = 256
-    max_list_items: int = 1 << 20
+    max_list_items: int = 1 << 16
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:

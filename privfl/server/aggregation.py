@@ -79,7 +79,7 @@ def validate_fit_reply(reply: Message, spec: RoundSpec, seen: set[int]) -> tuple
     for name, arr in reply.arrays.items():
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
             raise MessageError(f"reply from node {node}: array {name!r} has non-finite values")
-    num_examples = reply.metrics.get(NUM_EXAMPLES, 0)
+    num_examples = reply.metrics.get(NUM_EXAMPLES)
     if not isinstance(num_examples, int) or num_examples < 0:
         raise MessageError(f"reply from node {node}: {NUM_EXAMPLES} must be a non-negative int")
     return node, num_examples

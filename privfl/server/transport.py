@@ -66,6 +66,8 @@ class InProcessClients:
         self.limits = limits
         self.failures = FailureInjector(failures)
         self.traffic = TrafficCounter()
+        if on_client_error not in ("raise", "drop"):
+            raise ConfigError(f"on_client_error must be 'raise' or 'drop', got {on_client_error!r}")
         self.on_client_error = on_client_error
         self.contexts: dict[int, Context] = {}
 
