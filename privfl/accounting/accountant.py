@@ -157,12 +157,13 @@ class RdpAccountant(PrivacyAccountant):
             )
 
     def get_epsilon_and_order(self, delta: float) -> tuple[float, float]:
-        """(epsilon, best order) at ``delta``; epsilon is 0 before anything is composed."""
-        if not self._rdp.any():
-            epsilon_from_rdp(orders=self._orders, rdp=self._rdp, delta=delta)  # validates delta
-            return 0.0, float(self._orders[-1])
+        """(epsilon, best order) at ``delta``; epsilon is 0 before anything is composed.
+
+        Warns (OrderGridWarning) when a positive epsilon comes from the first or last order.
+        """
         epsilon, order = epsilon_from_rdp(orders=self._orders, rdp=self._rdp, delta=delta)
-        self._warn_if_edge(order)
+        if epsilon > 0:
+            self._warn_if_edge(order)
         return epsilon, order
 
     def get_epsilon(self, delta: float) -> float:
@@ -170,7 +171,7 @@ class RdpAccountant(PrivacyAccountant):
 
     def get_delta(self, epsilon: float) -> float:
         delta, order = delta_from_rdp(orders=self._orders, rdp=self._rdp, epsilon=epsilon)
-        if self._rdp.any():
+        if delta > 0:
             self._warn_if_edge(order)
         return delta
 

@@ -91,12 +91,22 @@ class PrivacyLedger:
         if budget is not None and not isinstance(budget, PrivacyBudget):
             raise ConfigError(f"budget must be a PrivacyBudget or None, got {budget!r}")
         check_accountant_name(accountant)
-        self.budget = budget
-        self.accountant = accountant
+        self._budget = budget
+        self._accountant = accountant
         self._entries: list[LedgerEntry] = []
         self._counts: Counter[DpEvent] = Counter()
         # event counts -> (accountant with them composed, {delta: epsilon}); oldest first.
         self._cache: dict[frozenset[tuple[DpEvent, int]], tuple[PrivacyAccountant, dict[float, float]]] = {}
+
+    @property
+    def budget(self) -> PrivacyBudget | None:
+        """The (epsilon, delta) this run may spend, or None for no limit."""
+        return self._budget
+
+    @property
+    def accountant(self) -> str:
+        """Name of the accountant that interprets the entries (``"rdp"`` or ``"pld"``)."""
+        return self._accountant
 
     @property
     def entries(self) -> tuple[LedgerEntry, ...]:
