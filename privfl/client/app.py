@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from privfl.client.numpy_client import NumPyClient
 from privfl.core.context import Context
-from privfl.core.message import Message, MessageKind, arrays_from_list
+from privfl.core.message import ConfigValue, Message, MessageKind, arrays_from_list
 from privfl.core.mods import Mod, compose
 from privfl.errors import MessageError
 
@@ -18,20 +20,29 @@ LOSS = "loss"
 ClientFn = Callable[[int], NumPyClient]
 
 
-def _numeric_metrics(metrics: dict, who: str) -> dict[str, int | float]:
-    out: dict[str, int | float] = {}
+def _split_metrics(metrics: dict, who: str) -> tuple[dict[str, int | float], dict[str, ConfigValue]]:
+    """Numeric metrics, and the other scalars Flower allows (str, bytes, bool), which travel as reply config."""
+    numeric: dict[str, int | float] = {}
+    other: dict[str, ConfigValue] = {}
     for key, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                raise MessageError(f"{who}: metric {key!r} must be a number, got {type(value).__name__}") from None
-        out[str(key)] = value
-    return out
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, (str, bytes, bool)):
+            other[str(key)] = value
+        elif isinstance(value, (int, float)):
+            numeric[str(key)] = value
+        else:
+            raise MessageError(
+                f"{who}: metric {key!r} must be a number, str, bytes or bool, got {type(value).__name__}"
+            )
+    return numeric, other
 
 
 class ClientApp:
     """Runs a NumPy-style client for each message, wrapped in ``mods`` (first is outermost).
+
+    Fit and evaluate metrics that are numbers become reply metrics; str, bytes and
+    bool metrics (which Flower clients may return) travel in the reply's config.
 
     Args:
         client_fn: builds the client for a node id; called once per message, so a
@@ -58,13 +69,13 @@ class ClientApp:
             params, num_examples, metrics = client.fit(list(message.arrays.values()), config)
             names = list(message.arrays) if len(params) == len(message.arrays) else None
             arrays = dict(zip(names, params, strict=False)) if names else arrays_from_list(params)
-            out = _numeric_metrics(metrics, "fit")
+            out, extra = _split_metrics(metrics, "fit")
             out[NUM_EXAMPLES] = int(num_examples)
-            return message.reply(arrays=arrays, metrics=out)
+            return message.reply(arrays=arrays, metrics=out, config=extra)
         if kind is MessageKind.EVALUATE:
             loss, num_examples, metrics = client.evaluate(list(message.arrays.values()), config)
-            out = _numeric_metrics(metrics, "evaluate")
+            out, extra = _split_metrics(metrics, "evaluate")
             out[LOSS] = float(loss)
             out[NUM_EXAMPLES] = int(num_examples)
-            return message.reply(metrics=out)
+            return message.reply(metrics=out, config=extra)
         return message.reply(arrays=arrays_from_list(client.get_parameters(config)))

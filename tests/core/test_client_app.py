@@ -105,10 +105,20 @@ def test_misdelivered_message_raises() -> None:
     assert AddOneClient.configs == []  # the client never ran
 
 
-def test_non_numeric_metric_raises_message_error() -> None:
+def test_flower_style_string_and_bool_metrics_travel_as_reply_config() -> None:
+    class Labelled(AddOneClient):
+        def fit(self, parameters, config):
+            return parameters, 1, {"note": "hello", "converged": True, "acc": np.float32(0.5)}
+
+    reply = ClientApp(Labelled)(msg(MessageKind.TRAIN), Context(node_id=2))
+    assert reply.config == {"note": "hello", "converged": True}
+    assert reply.metrics == {"acc": 0.5, "num_examples": 1}
+
+
+def test_metric_of_an_unsupported_type_raises_message_error() -> None:
     class Bad(AddOneClient):
         def fit(self, parameters, config):
-            return parameters, 1, {"note": "hello"}
+            return parameters, 1, {"note": [1, 2]}
 
     with pytest.raises(MessageError, match="note"):
         ClientApp(Bad)(msg(MessageKind.TRAIN), Context(node_id=2))
