@@ -7,6 +7,8 @@ import warnings
 import dp_accounting
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opacus.accountants import RDPAccountant as OpacusRdp
 
 from privfl.accounting import (
@@ -155,3 +157,19 @@ def test_pld_without_dp_accounting_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "dp_accounting.pld.privacy_loss_distribution", None)
     with pytest.raises(AccountingError, match="pip install dp-accounting"):
         PldAccountant()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    q=st.floats(min_value=1e-5, max_value=1.0),
+    z=st.floats(min_value=0.5, max_value=20.0),
+    steps=st.integers(min_value=1, max_value=100_000),
+    delta=st.sampled_from([1e-3, 1e-5, 1e-8]),
+)
+def test_never_looser_than_opacus_or_dp_accounting_rdp(q, z, steps, delta):
+    runs = [(q, z, steps)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # extreme draws put the best order at a grid edge
+        ours = _ours(runs, delta)
+        reference = min(_opacus_eps(runs, delta), _google(dp_accounting.rdp.RdpAccountant(), runs, delta))
+    assert ours <= reference * (1 + 1e-9)
