@@ -70,11 +70,11 @@ MODEL = {"w": np.zeros(3), "b": np.zeros(2)}
 
 @pytest.mark.usefixtures("flower_task")
 def test_run_on_grid_equals_bundled_loop_even_when_replies_arrive_reversed() -> None:
-    grid = InProcessGrid(APP)
-    strategy = FedAvg(aggregator=PlainAggregator(weighting="uniform"))
-    result = run_on_grid(grid, min_nodes=4, num_rounds=2, initial_parameters=MODEL, strategy=strategy, seed=1)
+    run = {"num_rounds": 2, "initial_parameters": MODEL, "seed": 1}
+    uniform = PlainAggregator(weighting="uniform")
+    result = run_on_grid(InProcessGrid(APP), min_nodes=4, strategy=FedAvg(aggregator=uniform), **run)
     reference = run_simulation(
-        ClientApp(AddNode), num_clients=4, num_rounds=2, initial_parameters=MODEL, progress=False
+        ClientApp(AddNode), num_clients=4, strategy=FedAvg(aggregator=uniform), progress=False, **run
     )
     for name in MODEL:
         assert result.parameters[name].tobytes() == reference.parameters[name].tobytes()
