@@ -47,11 +47,11 @@ class AuditSettings:
 
 
 QUICK = AuditSettings(
-    dp_bulk_trials=1_000_000, dp_loop_trials=10_000, local_trials=10_000, planted_trials=3_000, secagg_trials=20
+    dp_bulk_trials=2_000_000, dp_loop_trials=10_000, local_trials=10_000, planted_trials=3_000, secagg_trials=20
 )
 """Under two minutes on two cores."""
 
 FULL = AuditSettings(
-    dp_bulk_trials=10_000_000, dp_loop_trials=100_000, local_trials=100_000, planted_trials=10_000, secagg_trials=100
+    dp_bulk_trials=20_000_000, dp_loop_trials=100_000, local_trials=100_000, planted_trials=10_000, secagg_trials=100
 )
 """Tighter bounds; several minutes."""

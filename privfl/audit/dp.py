@@ -26,7 +26,7 @@ from scipy.optimize import brentq
 from privfl.audit.stats import EpsilonBound, epsilon_lower_bound, roc_curve
 from privfl.core.context import Context
 from privfl.core.message import Message, MessageKind, Metadata
-from privfl.core.mods import Mod
+from privfl.core.mods import App, Mod, compose
 from privfl.dp.calibration import gaussian_delta
 from privfl.dp.noise import gaussian_noise
 from privfl.server.exchange import Aggregate, Aggregator, RoundSpec, SamplingInfo
@@ -85,20 +85,25 @@ class LocalDpRelease:
     dim: int = 8
     canary_scale: float = 10.0
 
+    def _train(self, canary: bool) -> App:
+        update = np.zeros(self.dim)
+        update[0] = (1.0 if canary else -1.0) * self.canary_scale * self.clip_norm
+
+        def train(message: Message, context: Context) -> Message:
+            return message.reply(arrays={"w": message.arrays["w"] + update})
+
+        return train
+
     def scores(self, canary: bool, trials: int) -> NDArray[np.float64]:
-        direction = np.zeros(self.dim)
-        direction[0] = 1.0
-        update = (1.0 if canary else -1.0) * self.canary_scale * self.clip_norm * direction
-        message = _train_message(self.dim)
-
-        def train(msg: Message, context: Context) -> Message:
-            return msg.reply(arrays={"w": msg.arrays["w"] + update})
-
-        context = Context(node_id=1)
+        message, train, context = _train_message(self.dim), self._train(canary), Context(node_id=1)
         out = np.empty(trials)
         for i in range(trials):
-            out[i] = self.mod(message, context, train).arrays["w"] @ direction
+            out[i] = self.mod(message, context, train).arrays["w"][0]
         return out
+
+    def reply_metrics(self) -> dict[str, float]:
+        """The metrics of one reply through the mod (e.g. the client ledger's epsilon)."""
+        return dict(self.mod(_train_message(self.dim), Context(node_id=1), self._train(True)).metrics)
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,8 @@ class CentralRound:
         dim: length of the update vector.
         canary_scale: raw norm of the canary update in units of C.
         seed: seed of the known clients' updates.
+        client_mods: mods every client runs (e.g. :class:`privfl.dp.FixedClippingMod` when
+            the clients clip instead of the server).
     """
 
     clip_norm: float
@@ -125,6 +132,7 @@ class CentralRound:
     dim: int = 8
     canary_scale: float = 10.0
     seed: int = 0
+    client_mods: tuple[Mod, ...] = ()
 
     @property
     def canary_node(self) -> int:
@@ -156,11 +164,14 @@ class CentralRound:
             sampling=SamplingInfo(population=self.others + 1, rate=1.0, poisson=True),
         )
 
+        def train(message: Message, context: Context) -> Message:
+            arrays = {"w": message.arrays["w"] + updates[context.node_id]}
+            return message.reply(arrays=arrays, metrics={"num_examples": 1})
+
+        app = compose(train, self.client_mods)
+
         def deliver(outbox: list[Message]) -> list[Message]:
-            return [
-                m.reply(arrays={"w": m.arrays["w"] + updates[m.metadata.dst_node]}, metrics={"num_examples": 1})
-                for m in outbox
-            ]
+            return [app(m, Context(node_id=m.metadata.dst_node)) for m in outbox]
 
         return drive(aggregator.aggregate(spec), deliver)
 
@@ -174,8 +185,9 @@ class CentralDpRelease:
     """One round of a central-DP aggregator (e.g. :class:`privfl.dp.CentralDp`), run end to end per trial.
 
     Args:
-        make_aggregator: builds the aggregator under audit (a fresh one per hypothesis, so
-            its ledger never refuses a trial).
+        make_aggregator: builds the aggregator under audit; each trial is the first release
+            of a fresh one (so an adaptive clip norm starts from its initial value and no
+            ledger refuses a trial).
         name: label in the report.
         setup: the round's clients and canary.
         claimed_epsilon, delta: the claim for one release.
@@ -188,10 +200,9 @@ class CentralDpRelease:
     delta: float
 
     def scores(self, canary: bool, trials: int) -> NDArray[np.float64]:
-        aggregator = self.make_aggregator()
         out = np.empty(trials)
         for i in range(trials):
-            out[i] = self.setup.score(self.setup.run(aggregator, canary).update_sum["w"])
+            out[i] = self.setup.score(self.setup.run(self.make_aggregator(), canary).update_sum["w"])
         return out
 
 

@@ -1,13 +1,16 @@
 """The DP audit family: central DP (bulk and end to end), local DP, and the planted bugs.
 
-Setting audited: one release (q = 1) of :class:`privfl.dp.CentralDp` with server-side
-clipping at clip norm 2 and noise multiplier 1, and one release of
-:class:`privfl.dp.LocalDpMod` at epsilon 3, both at the settings' delta. The clip norm
+Setting audited: one release (q = 1) of :class:`privfl.dp.CentralDp` at clip norm 2 and
+noise multiplier 1 (server-side clipping, in bulk and end to end; client-side clipping with
+:class:`privfl.dp.FixedClippingMod`), the first release of :class:`privfl.dp.AdaptiveClippingDp`
+(initial clip norm 2, total noise multiplier 1), and one release of :class:`privfl.dp.LocalDpMod`
+at epsilon 3, all at the settings' delta. The clip norm
 is not 1 so that noise calibrated to z instead of z*C would show.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -28,12 +31,16 @@ from privfl.audit.dp import (
 from privfl.audit.planted import Bug, broken_central_dp, broken_local_dp
 from privfl.audit.report import Check, Status
 from privfl.audit.stats import max_certifiable_epsilon
-from privfl.dp import CentralDp, LocalDpMod
+from privfl.dp import AdaptiveClippingDp, CentralDp, FixedClippingMod, LocalDpMod
+from privfl.server.aggregation import PlainAggregator
+from privfl.server.exchange import Aggregator
 
 FAMILY = "DP"
 CLIP_NORM = 2.0
 NOISE_MULTIPLIER = 1.0
 LOCAL_EPSILON = 3.0
+ADAPTIVE_COUNT_STD = 2.5
+"""sigma_b of the audited AdaptiveClippingDp (large, so that most of the noise budget stays on the update)."""
 TIGHTNESS_TARGET = 0.5
 """The mechanism-level bound must reach this fraction of the accountant's epsilon."""
 
@@ -41,7 +48,7 @@ TIGHTNESS_TARGET = 0.5
 def _figures(run: DistinguishingRun, trials: int, settings: AuditSettings) -> tuple[tuple[str, str], ...]:
     b = run.bound
     figures = [
-        ("claimed epsilon (accountant)", f"{run.claimed_epsilon:.3f} at delta {b.delta:g}"),
+        ("claimed epsilon", f"{run.claimed_epsilon:.3f} at delta {b.delta:g}"),
         (f"epsilon lower bound ({b.confidence:.0%} confidence)", f"{b.epsilon:.3f}"),
         ("ratio lower bound / claimed", f"{run.ratio:.2f}"),
         ("point estimate (no confidence interval)", f"{b.point_estimate:.3f}"),
@@ -70,8 +77,8 @@ def _audit(
     return run, plots
 
 
-def central_checks(settings: AuditSettings, out_dir: Path | None) -> list[Check]:
-    """Bulk mechanism audit, its tightness, and the end-to-end aggregator audit of :class:`CentralDp`."""
+def mechanism_checks(settings: AuditSettings, out_dir: Path | None) -> list[Check]:
+    """The bulk mechanism-level audit of one :class:`CentralDp` release, and its tightness."""
     setup = CentralRound(clip_norm=CLIP_NORM, seed=settings.seed)
     probe = CentralDp.with_server_clipping(noise_multiplier=NOISE_MULTIPLIER, clip_norm=CLIP_NORM, delta=settings.delta)
     released = setup.run(probe, canary=True)
@@ -83,7 +90,7 @@ def central_checks(settings: AuditSettings, out_dir: Path | None) -> list[Check]
         bulk, settings.dp_bulk_trials, settings, out_dir, "dp_central_bulk.png", reference_epsilon=reference
     )
     calibration = f"{std:g} (expected z*C = {NOISE_MULTIPLIER * CLIP_NORM:g})"
-    checks = [
+    return [
         Check(
             FAMILY,
             "CentralDp (server clipping), one release: no epsilon violation, mechanism level",
@@ -108,32 +115,83 @@ def central_checks(settings: AuditSettings, out_dir: Path | None) -> list[Check]
             ),
         ),
     ]
-    loop = CentralDpRelease(
-        lambda: CentralDp.with_server_clipping(noise_multiplier=NOISE_MULTIPLIER, clip_norm=CLIP_NORM),
-        "CentralDp (end to end)",
-        setup,
-        claim,
-        settings.delta,
-    )
+
+
+def end_to_end_check(
+    label: str,
+    make: Callable[..., Aggregator],
+    setup: CentralRound,
+    settings: AuditSettings,
+    out_dir: Path | None,
+    plot: str,
+    how: str,
+) -> Check:
+    """Audit one release of the aggregator ``make(delta=...)`` builds, a fresh one per trial, end to end.
+
+    The claim and the noise std are what a probe release reports (``dp_epsilon``, ``dp_noise_std``).
+    """
+    probe = setup.run(make(delta=settings.delta), canary=True)
+    claim, std = probe.metrics["dp_epsilon"], probe.metrics["dp_noise_std"]
+    release = CentralDpRelease(make, label, setup, claim, settings.delta)
     run, plots = _audit(
-        loop, settings.dp_loop_trials, settings, out_dir, "dp_central_loop.png", reference_epsilon=reference
+        release,
+        settings.dp_loop_trials,
+        settings,
+        out_dir,
+        plot,
+        reference_epsilon=gaussian_epsilon(std / setup.clip_norm, settings.delta),
     )
     spread = float(np.std(run.negatives, ddof=1))
-    checks.append(
-        Check(
-            FAMILY,
-            "CentralDp (server clipping), one release: no epsilon violation, end to end",
-            _verdict(run),
-            f"{settings.dp_loop_trials:,} full aggregation rounds per hypothesis through CentralDp.aggregate "
-            "(clipping, summing, its own noise draw, ledger), canary as above.",
-            (
-                *_figures(run, settings.dp_loop_trials, settings),
-                ("empirical noise std / reported std", f"{spread:.4g} / {std:g} = {spread / std:.3f}"),
-            ),
-            plots=plots,
-        )
+    return Check(
+        FAMILY,
+        f"{label}, one release: no epsilon violation, end to end",
+        _verdict(run),
+        f"{settings.dp_loop_trials:,} full aggregation rounds per hypothesis ({how}; each its own noise draw "
+        f"and ledger entry), {setup.others} known clients, with/without a canary whose update is clipped from "
+        f"{setup.canary_scale:g}C to C.",
+        (
+            *_figures(run, settings.dp_loop_trials, settings),
+            ("empirical noise std / reported std", f"{spread:.4g} / {std:.4g} = {spread / std:.3f}"),
+        ),
+        plots=plots,
     )
-    return checks
+
+
+def end_to_end_checks(settings: AuditSettings, out_dir: Path | None) -> list[Check]:
+    """Central DP end to end: server clipping, client clipping (FixedClippingMod), adaptive clipping."""
+    server = CentralRound(clip_norm=CLIP_NORM, seed=settings.seed)
+    clients = CentralRound(clip_norm=CLIP_NORM, seed=settings.seed, client_mods=(FixedClippingMod(CLIP_NORM),))
+    z, c = NOISE_MULTIPLIER, CLIP_NORM
+    return [
+        end_to_end_check(
+            "CentralDp (server clipping)",
+            partial(CentralDp.with_server_clipping, noise_multiplier=z, clip_norm=c),
+            server,
+            settings,
+            out_dir,
+            "dp_central_loop.png",
+            "CentralDp.with_server_clipping: the server clips, sums and adds noise",
+        ),
+        end_to_end_check(
+            "CentralDp (client clipping)",
+            partial(CentralDp, PlainAggregator(weighting="uniform"), noise_multiplier=z, clip_norm=c),
+            clients,
+            settings,
+            out_dir,
+            "dp_central_client_clipping.png",
+            "every client runs FixedClippingMod, the server sums and adds noise",
+        ),
+        end_to_end_check(
+            "AdaptiveClippingDp",
+            partial(AdaptiveClippingDp, noise_multiplier=z, initial_clip_norm=c, count_noise_std=ADAPTIVE_COUNT_STD),
+            server,
+            settings,
+            out_dir,
+            "dp_adaptive.png",
+            f"first round of AdaptiveClippingDp, count noise std {ADAPTIVE_COUNT_STD:g}; the score ignores the "
+            "released unclipped fraction, so the bound covers the update release only",
+        ),
+    ]
 
 
 def local_check(settings: AuditSettings, out_dir: Path | None) -> Check:
@@ -141,14 +199,20 @@ def local_check(settings: AuditSettings, out_dir: Path | None) -> Check:
     mod = LocalDpMod(clip_norm=CLIP_NORM, epsilon=LOCAL_EPSILON, delta=settings.delta)
     release = LocalDpRelease(mod, "LocalDpMod", CLIP_NORM, LOCAL_EPSILON, settings.delta)
     run, plots = _audit(release, settings.local_trials, settings, out_dir, "dp_local.png")
+    ledger = release.reply_metrics()
     return Check(
         FAMILY,
         f"LocalDpMod (epsilon {LOCAL_EPSILON:g}), one release: no epsilon violation",
         _verdict(run),
         f"{settings.local_trials:,} training replies per hypothesis through the real mod, the client's raw update "
         f"being -{release.canary_scale:g}C or +{release.canary_scale:g}C along one axis (clipped to the two ends "
-        "of a diameter of the clipping ball, the worst case of local DP).",
-        (*_figures(run, settings.local_trials, settings), ("noise std of the mod", f"{mod.noise_std:.4g}")),
+        "of a diameter of the clipping ball, the worst case of local DP). The claim is the configured "
+        "per-release epsilon, which the analytic Gaussian calibration meets exactly.",
+        (
+            *_figures(run, settings.local_trials, settings),
+            ("noise std of the mod (analytic Gaussian, sensitivity 2C)", f"{mod.noise_std:.4g}"),
+            ("epsilon of one release in the client's ledger (RDP)", f"{ledger['local_dp_epsilon']:.3f}"),
+        ),
         plots=plots,
     )
 
@@ -187,4 +251,9 @@ def planted_checks(settings: AuditSettings) -> list[Check]:
 
 def dp_checks(settings: AuditSettings, out_dir: Path | None) -> list[Check]:
     """Every DP check, in report order (plots go to ``out_dir`` when given)."""
-    return [*central_checks(settings, out_dir), local_check(settings, out_dir), *planted_checks(settings)]
+    return [
+        *mechanism_checks(settings, out_dir),
+        *end_to_end_checks(settings, out_dir),
+        local_check(settings, out_dir),
+        *planted_checks(settings),
+    ]

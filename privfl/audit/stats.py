@@ -179,11 +179,11 @@ def epsilon_lower_bound(
 def roc_curve(
     negatives: ArrayLike, positives: ArrayLike, points: int = 512
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """(FPR, TPR) of the threshold tests over quantiles of the pooled scores, for plotting."""
+    """(FPR, TPR) of the threshold tests, thresholds at log-spaced false-positive rates (for log-log plots)."""
     neg = np.sort(np.asarray(negatives, dtype=np.float64).ravel())
     pos = np.sort(np.asarray(positives, dtype=np.float64).ravel())
-    thresholds = np.quantile(np.concatenate([neg, pos]), np.linspace(0.0, 1.0, points))
-    fp, fn = error_counts(neg, pos, thresholds)
+    levels = np.logspace(-math.log10(neg.size), 0.0, points)
+    fp, fn = error_counts(neg, pos, np.quantile(neg, 1.0 - levels))
     return fp / neg.size, 1.0 - fn / pos.size
 
 
