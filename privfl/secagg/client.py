@@ -268,7 +268,9 @@ class SecAggPlusClient:
         params = self.state.params
         assert params is not None
         vector = np.empty(update.size + 1, dtype=params.dtype)
-        vector[:-1] = params.quantizer.quantize(update, params.dtype, scale=weight / params.max_weight, overwrite=True)
+        params.quantizer.quantize(
+            update, params.dtype, scale=weight / params.max_weight, overwrite=True, out=vector[:-1]
+        )
         vector[-1] = weight
         return vector
 

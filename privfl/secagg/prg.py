@@ -10,6 +10,7 @@ This is the PRG of Bonawitz et al. CCS'17, section 4 ("PRG(b_u)", "PRG(s_uv)").
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,12 @@ def low_bits_mask(modulus_bits: int) -> np.unsignedinteger:
     return dtype.type((1 << modulus_bits) - 1)
 
 
+@lru_cache(maxsize=8)
+def _zeros(num_bytes: int) -> bytes:
+    """An immutable all-zero plaintext, cached: its keystream encryption is the keystream itself."""
+    return bytes(num_bytes)
+
+
 def _encryptor(seed: bytes) -> Any:
     if not isinstance(seed, bytes) or len(seed) != SEED_BYTES:
         raise ConfigError(f"a PRG seed must be {SEED_BYTES} bytes")
@@ -48,7 +55,7 @@ def uniform_words(seed: bytes, count: int, dtype: np.dtype) -> np.ndarray:
     num_bytes = count * dtype.itemsize
     buffer = np.empty(num_bytes + _BLOCK, dtype=np.uint8)  # update_into needs one spare block
     # update_into writes in place: several times faster than update() for large outputs.
-    _encryptor(seed).update_into(bytes(num_bytes), buffer)
+    _encryptor(seed).update_into(_zeros(num_bytes), buffer)
     return buffer[:num_bytes].view(dtype)
 
 
@@ -69,13 +76,13 @@ class MaskExpander:
         if self.dtype not in (np.dtype(np.uint32), np.dtype(np.uint64)) or count < 0:
             raise ConfigError(f"masks need a uint32/uint64 dtype and count >= 0, got {dtype}, {count}")
         self.count = count
-        self._zeros = bytes(count * self.dtype.itemsize)
-        self._buffer = bytearray(len(self._zeros) + _BLOCK)  # update_into needs one spare block
+        self._zeros = _zeros(count * self.dtype.itemsize)
+        self._buffer = np.empty(len(self._zeros) + _BLOCK, dtype=np.uint8)  # update_into needs one spare block
 
     def expand(self, seed: bytes) -> np.ndarray:
         """The mask of ``seed`` (a view of the shared buffer, valid until the next call)."""
         _encryptor(seed).update_into(self._zeros, self._buffer)
-        return np.frombuffer(self._buffer, dtype=self.dtype.newbyteorder("<"), count=self.count)
+        return self._buffer[: len(self._zeros)].view(self.dtype.newbyteorder("<"))
 
     def add(self, acc: np.ndarray, seed: bytes, sign: int = 1) -> None:
         """``acc += sign * PRG(seed)`` in place, mod 2^(word bits); ``sign`` is +1 or -1."""

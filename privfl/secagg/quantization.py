@@ -79,6 +79,7 @@ class Quantizer:
         *,
         scale: float = 1.0,
         overwrite: bool = False,
+        out: np.ndarray | None = None,
         seed: bytes | None = None,
     ) -> np.ndarray:
         """Clip ``values`` to [-c, c], multiply by ``scale`` in [0, 1], round stochastically to [0, L].
@@ -88,6 +89,7 @@ class Quantizer:
             dtype: unsigned integer dtype of the result.
             scale: factor in [0, 1] applied after clipping (a client's relative weight).
             overwrite: allow using ``values`` (if float64) as workspace instead of a copy.
+            out: array of ``values``' shape and ``dtype`` to write the result into.
             seed: 32-byte key of the rounding coins; a fresh os.urandom seed by default,
                 a parameter only so tests can reproduce a draw.
         """
@@ -108,7 +110,10 @@ class Quantizer:
         q *= 2.0**-32
         np.floor(q, out=q)
         np.minimum(q, self.levels, out=q)  # float rounding may push q a hair above L
-        return q.astype(dtype)
+        if out is None:
+            return q.astype(dtype)
+        np.copyto(out, q, casting="unsafe")
+        return out
 
     def dequantize_sum(self, total: np.ndarray, count: int) -> np.ndarray:
         """Estimate of the sum of ``count`` clipped inputs from the exact sum of their quantised values.
