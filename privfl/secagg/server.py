@@ -241,7 +241,7 @@ def _reconstruct(shares: dict[int, int], threshold: int, node: int, what: str) -
     return combine(shares, threshold)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SecAggPlusAggregator:
     """An :class:`~privfl.server.exchange.Aggregator` that sums client updates with SecAgg+.
 
@@ -255,6 +255,11 @@ class SecAggPlusAggregator:
     """
 
     config: SecAggConfig = field(default_factory=SecAggConfig)
+
+    @property
+    def weighting(self) -> str:
+        """``"examples"`` or ``"uniform"``, as wrappers such as central DP check it."""
+        return self.config.weighting
 
     def aggregate(self, spec: RoundSpec) -> Exchange[Aggregate]:
         result = yield from secagg_exchange(spec, self.config)

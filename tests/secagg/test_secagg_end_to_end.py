@@ -66,3 +66,34 @@ def test_round_below_threshold_aborts_and_keeps_the_model() -> None:
     only_abort = simulate(secure=True, failures=FailurePlan.script(drops), num_rounds=1)
     for name, value in initial_parameters().items():
         assert np.array_equal(only_abort.parameters[name], value)
+
+
+def test_central_dp_over_secagg_with_client_clipping() -> None:
+    """DP-FedAvg where clients clip (the server cannot) and the server noises the unmasked sum."""
+    from privfl.dp.central import CentralDp
+    from privfl.dp.client_mods import FixedClippingMod
+    from privfl.errors import ConfigError
+    from privfl.server.sampling import PoissonSampler
+
+    with pytest.raises(ConfigError, match="uniform"):
+        CentralDp(SecAggPlusAggregator(SecAggConfig()), noise_multiplier=1.0, clip_norm=1.0)
+    federation = DigitsFederation(num_clients=10, seed=0)
+    secure = SecAggPlusAggregator(SecAggConfig(clip=1.0, bits=20, weighting="uniform"))
+    strategy = FedAvg(aggregator=CentralDp(secure, noise_multiplier=0.3, clip_norm=1.0, delta=1e-5), min_clients=0)
+    drops = [(2, p.STAGE_MASKED_INPUT, node) for node in range(1, 11)]  # round 2 aborts
+    result = run_simulation(
+        ClientApp(federation, mods=[secagg_mod, FixedClippingMod(1.0)]),
+        num_clients=10,
+        num_rounds=3,
+        initial_parameters=initial_parameters(),
+        strategy=strategy,
+        sampler=PoissonSampler(0.9),
+        centralized_evaluate=federation.evaluate,
+        failures=FailurePlan.script(drops),
+        seed=3,
+        progress=False,
+    )
+    statuses = [r.status for r in result.history.rounds]
+    assert statuses[1] == "aborted"
+    assert len(strategy.aggregator.ledger.entries) == statuses.count("ok")  # the aborted round spent nothing
+    assert result.history.rounds[-1].centralized["accuracy"] > 0.3
