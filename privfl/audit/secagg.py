@@ -139,9 +139,14 @@ class SecAggHarness:
 
 
 def _updates(rng: np.random.Generator, swap: bool = False) -> dict[int, NDArray[np.float64]]:
-    """Inputs with a fixed sum: client 1 holds +u and client 2 holds -u (swapped if ``swap``); others random."""
-    u = rng.uniform(-0.9, 0.9, DIM)
-    updates = {node: rng.uniform(-0.9, 0.9, DIM) for node in range(1, NUM_CLIENTS + 1)}
+    """Inputs with a fixed sum: client 1 holds +u and client 2 holds -u (swapped if ``swap``).
+
+    Updates look like model updates (small, bell-shaped, so far from uniform once quantised),
+    with a large first coordinate so that clipping at 1 is exercised.
+    """
+    u = np.clip(rng.normal(0.0, 0.2, DIM), -0.9, 0.9)
+    u[0] = 5.0
+    updates = {node: np.clip(rng.normal(0.0, 0.2, DIM), -0.9, 0.9) for node in range(1, NUM_CLIENTS + 1)}
     updates[1], updates[2] = (-u, u) if swap else (u, -u)
     return updates
 
@@ -466,11 +471,12 @@ def planted_check(settings: AuditSettings) -> Check:
             harness, 1, victim, seed_shares=seeds, key_shares=keys, threshold=t, modulus_bits=params.modulus_bits
         )
         values = params.quantizer.dequantize_sum(recovered[:-1], 1)
-        error = float(np.max(np.abs(values - harness.updates[victim])))
+        expected = np.clip(harness.updates[victim], -params.clip, params.clip)  # what the client quantised
+        error = float(np.max(np.abs(values - expected)))
         figures += [
             (
-                "correlation of the recovered vector with the victim's update",
-                f"{_correlation(recovered, harness.updates[victim]):.6f}",
+                "correlation of the recovered vector with the victim's clipped update",
+                f"{_correlation(recovered, expected):.6f}",
             ),
             ("max error of the recovered update", f"{error:.2e} (quantisation step {params.quantizer.step:.2e})"),
         ]
