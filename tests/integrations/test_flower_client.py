@@ -17,7 +17,6 @@ from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
 from privfl.client import ClientApp
 from privfl.core.message import Message, MessageKind, Metadata
-from privfl.errors import ProtocolError
 from privfl.integrations.flower import client as flower_client
 from privfl.integrations.flower.client import CONTEXT_RECORD, flower_client_app, flower_mod
 from privfl.integrations.flower.convert import from_recorddict, to_recorddict
@@ -73,26 +72,25 @@ def test_flower_numpy_client_runs_unchanged_behind_privfl_mods_on_flower() -> No
         assert got.metadata == Metadata(3, 2, 4, 0, MessageKind.TRAIN)
         np.testing.assert_array_equal(got.arrays["w"], np.arange(3.0) + 0.5)
         assert got.metrics == {"seen_round": 2, "num_examples": 12, "calls": calls}
-    assert dict(ctx.state[CONTEXT_RECORD]) == {"version": 2, "keys": ["test.count"], "saved": b""}
+    assert dict(ctx.state[CONTEXT_RECORD]) == {"version": 2, "saved": b""}  # nothing Stateful to save
     evaluate = Message(Metadata(3, 2, 0, 4, MessageKind.EVALUATE), arrays={"w": np.ones(3)})
     got = from_recorddict(app(instruction(evaluate), ctx).content, MessageKind.EVALUATE)
     assert got.metrics == {"accuracy": 0.75, "loss": 3.0, "num_examples": 12, "calls": 3}
 
 
 @pytest.mark.usefixtures("flower_task")
-def test_state_that_cannot_be_rebuilt_in_another_process_is_refused_not_silently_reset() -> None:
+def test_a_new_clientapp_process_rebuilds_the_context_as_a_resume_does() -> None:
     app = flower_client_app(ClientApp(lambda node: ExistingFlowerClient(), mods=[CountCalls()]))
     ctx = flower_context(run_id=6)
     train = Message(Metadata(3, 1, 0, 4, MessageKind.TRAIN), arrays={"w": np.zeros(3)})
-    app(instruction(train), ctx)
-    del flower_client._contexts[(6, FLOWER_NODE)]  # as if the next message reached another Ray actor
-    with pytest.raises(ProtocolError, match=r"\['test.count'\] .* lives in another process"):
-        app(instruction(train), ctx)
-    stateless = flower_client_app(ClientApp(lambda node: ExistingFlowerClient()))
-    fresh = flower_context(run_id=7)
-    stateless(instruction(train), fresh)
-    del flower_client._contexts[(7, FLOWER_NODE)]
-    stateless(instruction(train), fresh)  # nothing was held, so nothing is lost
+    calls = [from_recorddict(app(instruction(train), ctx).content, MessageKind.TRAIN).metrics["calls"]]
+    calls.append(from_recorddict(app(instruction(train), ctx).content, MessageKind.TRAIN).metrics["calls"])
+    stale = flower_client._contexts[(6, FLOWER_NODE)]
+    del flower_client._contexts[(6, FLOWER_NODE)]  # as if the next message reached another process
+    calls.append(from_recorddict(app(instruction(train), ctx).content, MessageKind.TRAIN).metrics["calls"])
+    flower_client._contexts[(6, FLOWER_NODE)] = stale  # that process ran an older version of the context
+    calls.append(from_recorddict(app(instruction(train), ctx).content, MessageKind.TRAIN).metrics["calls"])
+    assert calls == [1, 2, 1, 1]  # a non-Stateful counter is a cache: rebuilt afresh, never a stale copy
 
 
 @pytest.mark.usefixtures("flower_task")

@@ -1,4 +1,4 @@
-"""The Grid transport without Ray: reply order, dropouts, client failures, spoofed replies, waiting for nodes."""
+"""privfl over a Flower Grid without Ray: reply order, dropouts, failures, spoofing, SecAgg+ in a Flower app, CKKS."""
 
 from __future__ import annotations
 
@@ -7,14 +7,22 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from flwr.app import Context, Error, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Error, MetricRecord, RecordDict
 from flwr.app import Message as FlowerMessage
+from flwr.clientapp import ClientApp as FlowerClientApp
 from flwr.common.constant import ErrorCode
 
 from privfl.client import ClientApp, NumPyClient
 from privfl.core.message import Message, MessageKind, Metadata
 from privfl.errors import MessageError
-from privfl.integrations.flower import GridClients, NodeMap, flower_client_app, run_on_grid, wait_for_nodes
+from privfl.integrations.flower import (
+    GridClients,
+    NodeMap,
+    flower_client_app,
+    flower_mod,
+    run_on_grid,
+    wait_for_nodes,
+)
 from privfl.integrations.flower.convert import to_recorddict
 from privfl.server import FailurePlan, FedAvg, PlainAggregator, run_simulation
 from privfl.server.transport import ClientError
@@ -128,3 +136,61 @@ def test_waiting_for_nodes_times_out_with_the_count() -> None:
     assert wait_for_nodes(TwoNodes(), 2).flower_ids == (5, 6)
     with pytest.raises(TimeoutError, match="2 of 3 Flower nodes"):
         wait_for_nodes(TwoNodes(), 3, timeout=0.2)
+
+
+class HalfIntegerUpdate(NumPyClient):
+    """Adds node-seeded half-integers: on the grid of an 8-bit, clip-127.5 SecAgg+ quantiser (no rounding)."""
+
+    def __init__(self, node_id: int) -> None:
+        self.node_id = node_id
+
+    def fit(self, parameters, config):
+        rng = np.random.default_rng([self.node_id, int(config["server_round"])])
+        return [p + (rng.integers(0, 256, p.shape) - 127.5) for p in parameters], 5, {}
+
+
+@pytest.mark.usefixtures("flower_task")
+def test_an_existing_flower_message_api_app_gains_secagg_through_flower_mod() -> None:
+    secagg = pytest.importorskip("privfl.secagg")
+    node_map = NodeMap.from_flower_ids(FLOWER_IDS)
+    app = FlowerClientApp(mods=[flower_mod(secagg.secagg_mod)])
+
+    @app.train()
+    def train(msg: FlowerMessage, context: Context) -> FlowerMessage:  # Flower code, unaware of privfl
+        node = node_map.to_privfl(context.node_id)  # the data partition this Flower node holds
+        params = [a.numpy() for a in msg.content["arrays"].values()]
+        new, n, _ = HalfIntegerUpdate(node).fit(params, {"server_round": msg.content["config"]["server_round"]})
+        arrays = ArrayRecord(dict(zip(msg.content["arrays"].keys(), (Array(a) for a in new), strict=True)))
+        return FlowerMessage(RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": n})}), reply_to=msg)
+
+    config = secagg.SecAggConfig(clip=127.5, bits=8, max_weight=1, weighting="uniform")
+    run = {"num_rounds": 2, "initial_parameters": MODEL, "seed": 1}
+    result = run_on_grid(InProcessGrid(app), min_nodes=4, strategy=FedAvg(secagg.SecAggPlusAggregator(config)), **run)
+    reference = run_simulation(
+        ClientApp(HalfIntegerUpdate, mods=[secagg.secagg_mod]),
+        num_clients=4,
+        strategy=FedAvg(secagg.SecAggPlusAggregator(config)),
+        progress=False,
+        **run,
+    )
+    assert [r.num_clients for r in result.history.rounds] == [4, 4]
+    for name in MODEL:
+        assert result.parameters[name].tobytes() == reference.parameters[name].tobytes()
+
+
+@pytest.mark.usefixtures("flower_task")
+def test_ckks_aggregation_runs_over_the_grid() -> None:
+    he = pytest.importorskip("privfl.he")
+    pytest.importorskip("tenseal")
+    digits = pytest.importorskip("privfl.tasks.digits")
+    fed = digits.DigitsFederation(num_clients=4, seed=0)
+    secret = he.CkksKeys.generate(he.FL_8192)
+    client = ClientApp(fed, mods=[he.CkksClientMod(secret)])
+    run = {"num_rounds": 2, "initial_parameters": digits.initial_parameters(), "seed": 2}
+    encrypted = run_on_grid(
+        InProcessGrid(flower_client_app(client)), min_nodes=4, strategy=he.HEFedAvg(secret.public()), **run
+    )
+    plain = run_simulation(ClientApp(fed), num_clients=4, progress=False, **run)
+    model = he.decrypt_model(encrypted.parameters, he.ClientCipher(secret))
+    for name, value in plain.parameters.items():
+        np.testing.assert_allclose(model[name], value, atol=1e-5)

@@ -18,17 +18,17 @@ taken from Flower's ``group_id`` and the node and run ids from Flower's (modulo
 
 privfl mods keep their state in a privfl :class:`~privfl.core.context.Context`
 held in the memory of the process that runs the ClientApp. Flower's ``Context.state``
-(node-local) records a version number, the names of the state objects and the saved
-form of the :class:`~privfl.core.context.Stateful` ones (the checkpoint form: e.g. a
-local-DP ledger, but only the round id of a SecAgg+ client, whose secrets never
-leave memory). When a node's message reaches a process that does not hold the
-node's current context (Flower's deployment runtime starts one ``flwr-clientapp``
-process per message; a simulation may run several Ray actors), the context is
-rebuilt from that saved form, as after a resume; if it held objects that cannot be
-rebuilt, the message is refused with :class:`~privfl.errors.ProtocolError` (the
-server sees a dropout) rather than run with lost state. A SecAgg+ round therefore
-needs each node's stages to reach one long-lived process: Flower's simulation
-runtime with one actor (``init_args.num_cpus = client_resources.num_cpus``).
+(node-local) records a version number and the checkpoint form of the context's
+:class:`~privfl.core.context.Stateful` objects (e.g. a local-DP ledger; only the
+round id of a SecAgg+ client, whose secrets never leave memory). When a node's
+message reaches a process that does not hold the node's current context (Flower's
+deployment runtime starts one ``flwr-clientapp`` process per message; a simulation
+may run several Ray actors), the context is rebuilt from that form exactly as after
+a privfl checkpoint resume: Stateful objects are restored, others (caches such as a
+CKKS cipher) are created afresh. A SecAgg+ client rebuilt mid-round refuses the
+round's next stage (:class:`~privfl.errors.ProtocolError`), so SecAgg+ needs each
+node's stages to reach one long-lived process: Flower's simulation runtime with one
+actor (``init_args.num_cpus = client_resources.num_cpus``).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ FlowerApp = Callable[[FlowerMessage, FlowerContext], FlowerMessage]
 FlowerMod = Callable[[FlowerMessage, FlowerContext, FlowerApp], FlowerMessage]
 
 CONTEXT_RECORD = "privfl.context"
-"""ConfigRecord in Flower's ``Context.state``: ``version``, state ``keys`` and ``saved`` Stateful state (bytes)."""
+"""ConfigRecord in Flower's ``Context.state``: ``version`` and ``saved`` (checkpoint form of Stateful state)."""
 
 _MASK_63 = 2**63 - 1
 _contexts: dict[tuple[int, int], tuple[int, Context]] = {}
@@ -102,15 +102,8 @@ def _enter(flower_ctx: FlowerContext, node_id: int) -> tuple[Context, int]:
             raise ProtocolError(f"Flower node {flower_ctx.node_id} is privfl node {context.node_id}, not {node_id}")
         return context, version
     context = Context(node_id=node_id, run_config=dict(flower_ctx.run_config))
-    if record:
-        saved = _load_state(record["saved"]) if record["saved"] else {}
-        lost = sorted(set(record["keys"]) - set(saved))
-        if lost:
-            raise ProtocolError(
-                f"privfl state {lost} of Flower node {flower_ctx.node_id} lives in another process and cannot be "
-                "rebuilt here; each node's messages must reach one ClientApp process"
-            )
-        context.restore_state(saved)
+    if record and record["saved"]:
+        context.restore_state(_load_state(record["saved"]))
     return context, version
 
 
@@ -118,11 +111,7 @@ def _leave(flower_ctx: FlowerContext, context: Context, version: int) -> None:
     _contexts[(flower_ctx.run_id, flower_ctx.node_id)] = (version + 1, context)
     saved = context.checkpoint_state()
     flower_ctx.state.config_records[CONTEXT_RECORD] = ConfigRecord(
-        {
-            "version": version + 1,
-            "keys": sorted(set(context.state) | set(saved)),
-            "saved": _dump_state(saved) if saved else b"",
-        }
+        {"version": version + 1, "saved": _dump_state(saved) if saved else b""}
     )
 
 
