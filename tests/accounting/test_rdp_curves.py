@@ -56,6 +56,8 @@ ORACLE_CASES = [
     (0.2, 20.0, 1.1),
     (0.9, 0.7, 1.7),
     (0.05, 2.0, 10.9),
+    (1e-6, 30.0, 10.5),  # large noise: A - 1 ~ 1e-13
+    (1e-3, 0.05, 1.5),  # very low noise: fine quadrature grid
 ]
 
 
