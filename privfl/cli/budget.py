@@ -25,6 +25,7 @@ _SETTING = (
     "with probability Q (Poisson sampling), updates are clipped to L2 norm C, and Gaussian noise "
     "of std Z*C is added to their sum. Epsilon is in nats."
 )
+_PLOT_FORMATS = (".png", ".svg", ".pdf")
 
 
 def register(subparsers: Any) -> None:
@@ -51,7 +52,9 @@ def register(subparsers: Any) -> None:
     budget.add_argument(
         "--ledger", type=Path, metavar="FILE", help="report a ledger saved by a run instead of -z/-q/-T"
     )
-    budget.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw epsilon against rounds")
+    budget.add_argument(
+        "--plot", type=Path, metavar="FILE.png", help="also draw epsilon against rounds (.png, .svg or .pdf)"
+    )
     _common(budget)
     budget.set_defaults(func=_run_budget)
 
@@ -125,6 +128,8 @@ def _run_budget(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace, event: PoissonSampledEvent, rounds: int, delta: float) -> None:
+    if args.plot.suffix.lower() not in _PLOT_FORMATS:
+        raise ConfigError(f"--plot file must end in one of {_PLOT_FORMATS}, got {str(args.plot)!r}")
     if not args.plot.parent.is_dir():
         raise ConfigError(f"--plot directory {str(args.plot.parent)!r} does not exist")
     try:

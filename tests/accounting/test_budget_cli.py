@@ -90,6 +90,7 @@ def test_ledger_report(capsys, tmp_path):
         (["budget", "--ledger", "missing.json"], "cannot read privacy ledger"),
         (["budget", "--ledger", "x.json", "-z", "1"], "do not combine"),
         (["budget", *MECHANISM, "--plot", "/nonexistent/dir/eps.png"], "does not exist"),
+        (["budget", *MECHANISM, "--plot", "eps.xyz"], "must end in one of"),
         (["calibrate", "--epsilon", "1e-3", "--delta", "1e-5", "-q", "1", "-T", "1000000"], "no noise multiplier"),
         (["calibrate", "--epsilon", "-2", "--delta", "1e-5", "-q", "0.1", "-T", "10"], "got -2.0"),
     ],
