@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from enum import Enum
 from typing import Any
 
@@ -100,9 +100,9 @@ class SecAggClientState:
 
     def abandon(self) -> None:
         """Forget the round's secrets; the round id stays so its messages cannot be replayed."""
-        run_id, server_round = self.run_id, self.server_round
-        self.__init__()  # type: ignore[misc]
-        self.run_id, self.server_round = run_id, server_round
+        for f in fields(self):
+            if f.name not in ("run_id", "server_round"):
+                setattr(self, f.name, f.default_factory() if f.default is MISSING else f.default)  # type: ignore[misc]
 
     def state_dict(self) -> dict[str, Any]:
         """Only the last round id: secrets never reach a checkpoint."""
@@ -135,15 +135,18 @@ class SecAggPlusClient:
         """
         st, md = self.state, message.metadata
         phase = next_phase(st.phase, md.stage)
-        if md.stage == p.STAGE_SETUP:
-            if md.run_id == st.run_id and md.server_round <= st.server_round:
-                raise ProtocolError(
-                    f"client {self.node_id}: setup for round {md.server_round}, not newer than round {st.server_round}"
-                )
+        setup = md.stage == p.STAGE_SETUP
+        if setup and md.run_id == st.run_id and md.server_round <= st.server_round:
+            raise ProtocolError(
+                f"client {self.node_id}: setup for round {md.server_round}, not newer than round {st.server_round}"
+            )
+        run_id, server_round = (md.run_id, md.server_round) if setup else (st.run_id, st.server_round)
+        p.check_metadata(
+            message, stage=md.stage, run_id=run_id, server_round=server_round, src=SERVER_NODE_ID, dst=self.node_id
+        )
+        if setup:  # a new round: whatever was left of the previous one is erased
             st.abandon()
-            st.run_id, st.server_round = md.run_id, md.server_round
-        route = {"run_id": st.run_id, "server_round": st.server_round, "src": SERVER_NODE_ID, "dst": self.node_id}
-        p.check_metadata(message, stage=md.stage, **route)
+            st.run_id, st.server_round = run_id, server_round
         try:
             reply = self._dispatch(message, fit)
         except Exception:

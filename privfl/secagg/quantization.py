@@ -99,8 +99,7 @@ class Quantizer:
         if not np.all(np.isfinite(q)):
             raise ConfigError("values to quantise must be finite")
         seed = os.urandom(SEED_BYTES) if seed is None else seed
-        np.maximum(q, -self.clip, out=q)
-        np.minimum(q, self.clip, out=q)
+        np.clip(q, -self.clip, self.clip, out=q)
         # q = (scale * clip(x) + c) * L / (2c), in [0, L], computed in units of 2^-32 (exact below 2^53).
         q *= scale * self.levels / (2.0 * self.clip) * 2.0**32
         q += self.levels / 2.0 * 2.0**32
@@ -109,7 +108,7 @@ class Quantizer:
         q += uniform_words(seed, q.size, np.uint32).reshape(q.shape)
         q *= 2.0**-32
         np.floor(q, out=q)
-        np.minimum(q, self.levels, out=q)  # float rounding may push q a hair above L
+        np.clip(q, 0, self.levels, out=q)  # float rounding may push q a hair outside [0, L]
         if out is None:
             return q.astype(dtype)
         np.copyto(out, q, casting="unsafe")

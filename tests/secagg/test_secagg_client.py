@@ -77,6 +77,7 @@ def test_wrong_round_run_or_sender_is_refused(make_harness) -> None:
         Metadata(md.run_id, md.server_round + 1, 0, 1, md.kind, md.stage),
         Metadata(md.run_id + 1, md.server_round, 0, 1, md.kind, md.stage),
         Metadata(md.run_id, md.server_round, 2, 1, md.kind, md.stage),
+        Metadata(md.run_id, md.server_round + 1, 2, 1, md.kind, p.STAGE_SETUP),  # a forged "new round"
     ):
         with pytest.raises(ProtocolError):
             h.send(message.replace(metadata=changed))
