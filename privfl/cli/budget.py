@@ -111,6 +111,8 @@ def _run_budget(args: argparse.Namespace) -> int:
     event = PoissonSampledEvent(args.sample_rate, GaussianEvent(args.noise_multiplier))
     rounds = integer(args.rounds, "rounds", 1)
     delta = check_delta(args.delta)
+    if args.plot is not None:
+        _check_plot_path(args.plot)
     accountant = make_accountant(args.accountant).compose(event, rounds)
     if isinstance(accountant, RdpAccountant):
         epsilon, order = accountant.get_epsilon_and_order(delta)
@@ -118,7 +120,7 @@ def _run_budget(args: argparse.Namespace) -> int:
     else:
         epsilon, order, best = accountant.get_epsilon(delta), None, ""
     if args.plot is not None:
-        _plot(args, event, rounds, delta)
+        _plot(args, event.sampling_rate, args.noise_multiplier, rounds, delta)
     return _emit(
         args,
         {"epsilon": epsilon, "delta": delta, "order": order},
@@ -127,11 +129,15 @@ def _run_budget(args: argparse.Namespace) -> int:
     )
 
 
-def _plot(args: argparse.Namespace, event: PoissonSampledEvent, rounds: int, delta: float) -> None:
-    if args.plot.suffix.lower() not in _PLOT_FORMATS:
-        raise ConfigError(f"--plot file must end in one of {_PLOT_FORMATS}, got {str(args.plot)!r}")
-    if not args.plot.parent.is_dir():
-        raise ConfigError(f"--plot directory {str(args.plot.parent)!r} does not exist")
+def _check_plot_path(path: Path) -> None:
+    if path.suffix.lower() not in _PLOT_FORMATS:
+        raise ConfigError(f"--plot file must end in one of {_PLOT_FORMATS}, got {str(path)!r}")
+    if not path.parent.is_dir():
+        raise ConfigError(f"--plot directory {str(path.parent)!r} does not exist")
+
+
+def _plot(args: argparse.Namespace, q: float, z: float, rounds: int, delta: float) -> None:
+    """Draw epsilon against rounds (log-spaced round counts) into ``args.plot``."""
     try:
         import matplotlib
 
@@ -144,22 +150,14 @@ def _plot(args: argparse.Namespace, event: PoissonSampledEvent, rounds: int, del
     with warnings.catch_warnings():  # grid-edge warnings at few rounds would drown the output
         warnings.simplefilter("ignore")
         eps = [
-            epsilon_for(
-                noise_multiplier=event.event.noise_multiplier,  # type: ignore[attr-defined]
-                sampling_rate=event.sampling_rate,
-                rounds=int(t),
-                delta=delta,
-                accountant=args.accountant,
-            )
+            epsilon_for(noise_multiplier=z, sampling_rate=q, rounds=int(t), delta=delta, accountant=args.accountant)
             for t in ts
         ]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(ts, eps, marker="." if len(ts) < 30 else None)
     ax.set_xlabel("rounds")
     ax.set_ylabel(f"epsilon at delta = {delta:g}")
-    ax.set_title(
-        f"{args.accountant.upper()}: q = {event.sampling_rate:g}, z = {event.event.noise_multiplier:g}"  # type: ignore[attr-defined]
-    )
+    ax.set_title(f"{args.accountant.upper()}: q = {q:g}, z = {z:g}")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(args.plot, dpi=120)
