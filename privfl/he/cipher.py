@@ -52,6 +52,9 @@ def load_ciphertext(ctx: Any, params: CkksParams, blob: Blob, size: int) -> Any:
 class ClientCipher:
     """Encryption and decryption with the shared secret key (client and key-holder roles).
 
+    One instance per node; not safe to share between threads (the seeded encryptor
+    reuses one scratch file).
+
     Args:
         keys: keys holding the secret key.
     """
