@@ -19,6 +19,7 @@ from privfl.accounting.events import (
     event_from_dict,
 )
 from privfl.accounting.ledger import LedgerEntry, PrivacyBudget, PrivacyLedger
+from privfl.accounting.pld import PldAccountant
 from privfl.accounting.rdp import DEFAULT_ORDERS, rdp_gaussian, rdp_poisson_subsampled_gaussian
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "GaussianEvent",
     "LedgerEntry",
     "OrderGridWarning",
+    "PldAccountant",
     "PoissonSampledEvent",
     "PrivacyAccountant",
     "PrivacyBudget",
