@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from privfl.core.message import SERVER_NODE_ID, Message
+from privfl.core.message import SERVER_NODE_ID, Config, Message
 from privfl.errors import ConfigError, MessageError, ProtocolAbort, ProtocolError
 from privfl.secagg import protocol as p
 from privfl.secagg.config import RoundParams, SecAggConfig
@@ -30,6 +30,9 @@ from privfl.secagg.graph import neighbour_graph
 from privfl.secagg.prg import MaskExpander, low_bits_mask
 from privfl.secagg.shamir import SHARE_BYTES, combine, decode_element
 from privfl.server.exchange import Aggregate, ClientResult, Exchange, RoundSpec
+
+SharesOf = dict[int, dict[int, int]]
+"""Whose secret -> share holder -> share value."""
 
 
 @dataclass
@@ -78,8 +81,181 @@ def _collect(replies: Iterator[Message], spec: RoundSpec, stage: str, expected: 
         yield reply
 
 
-def _live_neighbours(graph: Mapping[int, tuple[int, ...]], node: int, live: set[int]) -> tuple[int, ...]:
-    return tuple(v for v in graph[node] if v in live)
+class _ServerRound:
+    """The server's state during one SecAgg+ round: graph, public keys, stage bookkeeping."""
+
+    def __init__(self, spec: RoundSpec, config: SecAggConfig) -> None:
+        nodes = tuple(spec.nodes)
+        if len(set(nodes)) != len(nodes):
+            raise ConfigError("round nodes must be distinct")
+        if len(nodes) < 2:
+            raise ProtocolAbort(f"secure aggregation needs at least 2 clients, {len(nodes)} selected")
+        if any(name.startswith(p.PREFIX) for name in spec.parameters):
+            raise ConfigError(f"parameter names must not start with {p.PREFIX!r}")
+        self.spec = spec
+        self.nodes = nodes
+        self.params = config.round_params(len(nodes))
+        self.t = self.params.threshold
+        self.graph = neighbour_graph(nodes, self.params.num_neighbours)
+        self.length = sum(int(np.size(a)) for a in spec.parameters.values()) + 1
+        self.keys: dict[int, tuple[bytes, bytes]] = {}  # node -> (encryption key, mask key), public
+        self.dropped: dict[str, tuple[int, ...]] = {}
+        self.excluded: dict[str, tuple[int, ...]] = {}
+
+    def neighbours(self, node: int, live: set[int]) -> tuple[int, ...]:
+        return tuple(v for v in self.graph[node] if v in live)
+
+    def message(self, node: int, stage: str, arrays: dict[str, np.ndarray], config: Config | None = None) -> Message:
+        return self.spec.message_to(node, stage=stage, arrays=arrays, config={} if config is None else config)
+
+    def keep_well_connected(self, answered: set[int], asked: Iterable[int], stage: str) -> set[int]:
+        """Record who did not answer ``stage`` and who is excluded for lack of t live neighbours."""
+        live = _prune(answered, self.graph, self.t)
+        self.dropped[stage] = tuple(sorted(set(asked) - answered))
+        self.excluded[stage] = tuple(sorted(answered - live))
+        if not live:
+            raise ProtocolAbort(f"round {self.spec.server_round}: no client has {self.t} live neighbours after {stage}")
+        return live
+
+    def setup(self) -> Exchange[set[int]]:
+        """AdvertiseKeys: send parameters and neighbour lists, collect two public keys per client."""
+        config = self.params.to_config()
+        replies = yield [
+            self.message(u, p.STAGE_SETUP, {p.NODES: p.node_array(self.graph[u])}, config) for u in self.nodes
+        ]
+        for reply in _collect(replies, self.spec, p.STAGE_SETUP, set(self.nodes)):
+            p.check_names(reply, [], [p.PK_ENC, p.PK_MASK])
+            self.keys[reply.metadata.src_node] = (p.read_key(reply, p.PK_ENC), p.read_key(reply, p.PK_MASK))
+        return self.keep_well_connected(set(self.keys), self.nodes, p.STAGE_SETUP)
+
+    def share_keys(self, live: set[int]) -> Exchange[tuple[set[int], dict[int, dict[int, bytes]]]]:
+        """ShareKeys: route neighbours' public keys, collect encrypted shares (receiver -> sender -> bytes)."""
+        outbox = []
+        for u in sorted(live):
+            nbrs = self.neighbours(u, live)
+            arrays = {
+                p.NODES: p.node_array(nbrs),
+                p.PK_ENC: p.byte_rows([self.keys[v][0] for v in nbrs], KEY_BYTES),
+                p.PK_MASK: p.byte_rows([self.keys[v][1] for v in nbrs], KEY_BYTES),
+            }
+            outbox.append(self.message(u, p.STAGE_SHARE_KEYS, arrays))
+        replies = yield outbox
+        mailbox: dict[int, dict[int, bytes]] = defaultdict(dict)
+        shared: set[int] = set()
+        for reply in _collect(replies, self.spec, p.STAGE_SHARE_KEYS, live):
+            u = reply.metadata.src_node
+            p.check_names(reply, [p.NODES, p.CIPHERTEXTS])
+            nbrs = self.neighbours(u, live)
+            dests = p.read_nodes(reply.arrays, p.NODES, nbrs)
+            if len(dests) != len(nbrs):
+                raise MessageError(f"node {u} sent shares to {len(dests)} of its {len(nbrs)} live neighbours")
+            blobs = p.read_rows(reply.arrays, p.CIPHERTEXTS, len(dests), p.CIPHERTEXT_BYTES)
+            for v, blob in zip(dests, blobs, strict=True):
+                mailbox[v][u] = blob
+            shared.add(u)
+        return self.keep_well_connected(shared, live, p.STAGE_SHARE_KEYS), mailbox
+
+    def masked_input(
+        self, live: set[int], mailbox: dict[int, dict[int, bytes]]
+    ) -> Exchange[tuple[set[int], np.ndarray]]:
+        """MaskedInputCollection: forward shares with the model, fold masked vectors into a running sum."""
+        outbox = []
+        for v in sorted(live):
+            sources = self.neighbours(v, live)
+            arrays = {
+                **self.spec.parameters,
+                p.NODES: p.node_array(sources),
+                p.CIPHERTEXTS: p.byte_rows([mailbox[v][u] for u in sources], p.CIPHERTEXT_BYTES),
+            }
+            outbox.append(self.message(v, p.STAGE_MASKED_INPUT, arrays, dict(self.spec.config)))
+        mailbox.clear()
+        replies = yield outbox
+        params = self.params
+        total = np.zeros(self.length, dtype=params.dtype)
+        bound = low_bits_mask(params.modulus_bits)
+        masked: set[int] = set()
+        for reply in _collect(replies, self.spec, p.STAGE_MASKED_INPUT, live):
+            node = reply.metadata.src_node
+            p.check_names(reply, [p.MASKED])
+            vector = reply.arrays[p.MASKED]
+            if vector.dtype != params.dtype or vector.shape != (self.length,):
+                raise MessageError(
+                    f"node {node}: masked vector must be {params.dtype} of shape ({self.length},), "
+                    f"got {vector.dtype} {vector.shape}"
+                )
+            if params.modulus_bits % (8 * params.dtype.itemsize) and vector.max() > bound:
+                raise MessageError(f"node {node}: masked values must be below 2^{params.modulus_bits}")
+            np.add(total, vector, out=total)
+            masked.add(node)
+        self.dropped[p.STAGE_MASKED_INPUT] = tuple(sorted(live - masked))
+        short = [u for u in masked if len(self.neighbours(u, masked)) < self.t]
+        if not masked or short:
+            raise ProtocolAbort(
+                f"round {self.spec.server_round}: {len(masked)} masked inputs, {len(short)} of them with fewer "
+                f"than {self.t} surviving neighbours; their self masks cannot be removed"
+            )
+        return masked, total
+
+    def unmask(self, masked: set[int], dropped: set[int]) -> Exchange[tuple[SharesOf, SharesOf]]:
+        """Unmasking: ask each survivor for self-mask shares of survivors and mask-key shares of dropouts."""
+        replies = yield [
+            self.message(
+                u,
+                p.STAGE_UNMASK,
+                {
+                    p.SURVIVORS: p.node_array(self.neighbours(u, masked)),
+                    p.DROPPED: p.node_array(self.neighbours(u, dropped)),
+                },
+            )
+            for u in sorted(masked)
+        ]
+        self_mask_shares: SharesOf = defaultdict(dict)
+        mask_key_shares: SharesOf = defaultdict(dict)
+        answered = set()
+        for reply in _collect(replies, self.spec, p.STAGE_UNMASK, masked):
+            u = reply.metadata.src_node
+            p.check_names(reply, [p.SURVIVORS, p.SELF_MASK_SHARES, p.DROPPED, p.MASK_KEY_SHARES])
+            for key, table, live, store in (
+                (p.SURVIVORS, p.SELF_MASK_SHARES, masked, self_mask_shares),
+                (p.DROPPED, p.MASK_KEY_SHARES, dropped, mask_key_shares),
+            ):
+                asked = self.neighbours(u, live)
+                got = p.read_nodes(reply.arrays, key, asked)
+                if len(got) != len(asked):
+                    raise MessageError(f"node {u}: {key} must list the {len(asked)} nodes asked about")
+                for w, share in zip(got, p.read_rows(reply.arrays, table, len(got), SHARE_BYTES), strict=True):
+                    store[w][u] = decode_element(share)
+            answered.add(u)
+        self.dropped[p.STAGE_UNMASK] = tuple(sorted(masked - answered))
+        return self_mask_shares, mask_key_shares
+
+    def remove_masks(
+        self, total: np.ndarray, masked: set[int], dropped: set[int], self_masks: SharesOf, mask_keys: SharesOf
+    ) -> None:
+        """Subtract the survivors' self masks and the dropouts' pairwise masks from ``total``, mod 2^m."""
+        expander = MaskExpander(total.size, total.dtype)
+        for w in sorted(masked):
+            expander.add(total, _reconstruct(self_masks[w], self.t, w, "self-mask seed"), -1)
+        for v in sorted(dropped):
+            partners = self.neighbours(v, masked)
+            if not partners:
+                continue
+            private = load_private(_reconstruct(mask_keys[v], self.t, v, "mask key"))
+            if public_bytes(private.public_key()) != self.keys[v][1]:
+                raise ProtocolAbort(f"shares of node {v}'s mask key do not match its advertised public key")
+            for u in partners:
+                seed = agree(
+                    private,
+                    self.keys[u][1],
+                    purpose=PURPOSE_MASK,
+                    run_id=self.spec.run_id,
+                    server_round=self.spec.server_round,
+                    a=u,
+                    b=v,
+                )
+                # u added +PRG(s_uv) if u < v, else -PRG(s_uv): remove it with the opposite sign.
+                expander.add(total, seed, -1 if u < v else 1)
+        total &= low_bits_mask(self.params.modulus_bits)
 
 
 def secagg_exchange(spec: RoundSpec, config: SecAggConfig) -> Exchange[SecAggRoundResult]:
@@ -90,149 +266,16 @@ def secagg_exchange(spec: RoundSpec, config: SecAggConfig) -> Exchange[SecAggRou
         ProtocolError, MessageError: a reply out of order or malformed.
         ConfigError: the configuration is unsafe for this number of clients.
     """
-    nodes = tuple(spec.nodes)
-    if len(set(nodes)) != len(nodes):
-        raise ConfigError("round nodes must be distinct")
-    if len(nodes) < 2:
-        raise ProtocolAbort(f"secure aggregation needs at least 2 clients, {len(nodes)} selected")
-    if any(name.startswith(p.PREFIX) for name in spec.parameters):
-        raise ConfigError(f"parameter names must not start with {p.PREFIX!r}")
-    params = config.round_params(len(nodes))
-    t = params.threshold
-    graph = neighbour_graph(nodes, params.num_neighbours)
-    result = SecAggRoundResult(params=params, total=np.zeros(0, dtype=params.dtype), survivors=())
-
-    def abort_if_empty(live: set[int], stage: str) -> None:
-        if not live:
-            raise ProtocolAbort(f"round {spec.server_round}: no client has {t} live neighbours after {stage}")
-
-    # Setup / AdvertiseKeys.
-    replies = yield [
-        spec.message_to(u, stage=p.STAGE_SETUP, arrays={p.NODES: p.node_array(graph[u])}, config=params.to_config())
-        for u in nodes
-    ]
-    keys: dict[int, tuple[bytes, bytes]] = {}
-    for reply in _collect(replies, spec, p.STAGE_SETUP, set(nodes)):
-        p.check_names(reply, [], [p.PK_ENC, p.PK_MASK])
-        keys[reply.metadata.src_node] = (p.read_key(reply, p.PK_ENC), p.read_key(reply, p.PK_MASK))
-    live1 = _prune(keys, graph, t)
-    result.dropped[p.STAGE_SETUP] = tuple(u for u in nodes if u not in keys)
-    result.excluded[p.STAGE_SETUP] = tuple(u for u in nodes if u in keys and u not in live1)
-    abort_if_empty(live1, p.STAGE_SETUP)
-
-    # ShareKeys: each client receives its live neighbours' public keys.
-    outbox = []
-    for u in sorted(live1):
-        nbrs = _live_neighbours(graph, u, live1)
-        arrays = {
-            p.NODES: p.node_array(nbrs),
-            p.PK_ENC: p.byte_rows([keys[v][0] for v in nbrs], KEY_BYTES),
-            p.PK_MASK: p.byte_rows([keys[v][1] for v in nbrs], KEY_BYTES),
-        }
-        outbox.append(spec.message_to(u, stage=p.STAGE_SHARE_KEYS, arrays=arrays, config={}))
-    replies = yield outbox
-    mailbox: dict[int, dict[int, bytes]] = defaultdict(dict)  # receiver -> sender -> ciphertext
-    shared: set[int] = set()
-    for reply in _collect(replies, spec, p.STAGE_SHARE_KEYS, live1):
-        u = reply.metadata.src_node
-        p.check_names(reply, [p.NODES, p.CIPHERTEXTS])
-        nbrs = _live_neighbours(graph, u, live1)
-        dests = p.read_nodes(reply.arrays, p.NODES, nbrs)
-        if len(dests) != len(nbrs):
-            raise MessageError(f"node {u} sent shares to {len(dests)} of its {len(nbrs)} live neighbours")
-        blobs = p.read_rows(reply.arrays, p.CIPHERTEXTS, len(dests), p.CIPHERTEXT_BYTES)
-        for v, blob in zip(dests, blobs, strict=True):
-            mailbox[v][u] = blob
-        shared.add(u)
-    live2 = _prune(shared, graph, t)
-    result.dropped[p.STAGE_SHARE_KEYS] = tuple(sorted(live1 - shared))
-    result.excluded[p.STAGE_SHARE_KEYS] = tuple(sorted(shared - live2))
-    abort_if_empty(live2, p.STAGE_SHARE_KEYS)
-
-    # MaskedInputCollection: forward the shares, sum masked vectors as they arrive.
-    outbox = []
-    for v in sorted(live2):
-        sources = _live_neighbours(graph, v, live2)
-        arrays = {
-            **spec.parameters,
-            p.NODES: p.node_array(sources),
-            p.CIPHERTEXTS: p.byte_rows([mailbox[v][u] for u in sources], p.CIPHERTEXT_BYTES),
-        }
-        outbox.append(spec.message_to(v, stage=p.STAGE_MASKED_INPUT, arrays=arrays))
-    del mailbox
-    replies = yield outbox
-    length = sum(int(np.size(a)) for a in spec.parameters.values()) + 1
-    total = np.zeros(length, dtype=params.dtype)
-    mask = low_bits_mask(params.modulus_bits)
-    masked: set[int] = set()
-    for reply in _collect(replies, spec, p.STAGE_MASKED_INPUT, live2):
-        p.check_names(reply, [p.MASKED])
-        vector = reply.arrays[p.MASKED]
-        if vector.dtype != params.dtype or vector.shape != (length,):
-            raise MessageError(
-                f"node {reply.metadata.src_node}: masked vector must be {params.dtype} of shape ({length},), "
-                f"got {vector.dtype} {vector.shape}"
-            )
-        if params.modulus_bits % (8 * params.dtype.itemsize) and vector.size and vector.max() > mask:
-            raise MessageError(f"node {reply.metadata.src_node}: masked values must be below 2^{params.modulus_bits}")
-        np.add(total, vector, out=total)
-        masked.add(reply.metadata.src_node)
-    result.dropped[p.STAGE_MASKED_INPUT] = tuple(sorted(live2 - masked))
-    short = [u for u in masked if len(_live_neighbours(graph, u, masked)) < t]
-    if not masked or short:
-        raise ProtocolAbort(
-            f"round {spec.server_round}: {len(masked)} masked inputs, {len(short)} of them with fewer than "
-            f"{t} surviving neighbours; their self masks cannot be removed"
-        )
-
-    # Unmasking: survivors' self-mask shares and dropouts' mask-key shares.
-    outbox = []
-    for u in sorted(masked):
-        arrays = {
-            p.SURVIVORS: p.node_array(_live_neighbours(graph, u, masked)),
-            p.DROPPED: p.node_array(_live_neighbours(graph, u, live2 - masked)),
-        }
-        outbox.append(spec.message_to(u, stage=p.STAGE_UNMASK, arrays=arrays, config={}))
-    replies = yield outbox
-    self_mask_shares: dict[int, dict[int, int]] = defaultdict(dict)
-    mask_key_shares: dict[int, dict[int, int]] = defaultdict(dict)
-    answered = []
-    for reply in _collect(replies, spec, p.STAGE_UNMASK, masked):
-        u = reply.metadata.src_node
-        p.check_names(reply, [p.SURVIVORS, p.SELF_MASK_SHARES, p.DROPPED, p.MASK_KEY_SHARES])
-        for key, shares_key, live, store in (
-            (p.SURVIVORS, p.SELF_MASK_SHARES, masked, self_mask_shares),
-            (p.DROPPED, p.MASK_KEY_SHARES, live2 - masked, mask_key_shares),
-        ):
-            asked = _live_neighbours(graph, u, live)
-            got = p.read_nodes(reply.arrays, key, asked)
-            if len(got) != len(asked):
-                raise MessageError(f"node {u}: {key} must list the {len(asked)} nodes asked about")
-            for w, share in zip(got, p.read_rows(reply.arrays, shares_key, len(got), SHARE_BYTES), strict=True):
-                store[w][u] = decode_element(share)
-        answered.append(u)
-    result.dropped[p.STAGE_UNMASK] = tuple(sorted(masked - set(answered)))
-
-    expander = MaskExpander(length, params.dtype)
-    for w in sorted(masked):
-        expander.add(total, _reconstruct(self_mask_shares[w], t, w, "self-mask seed"), -1)
-    for v in sorted(live2 - masked):
-        partners = _live_neighbours(graph, v, masked)
-        if not partners:
-            continue
-        private = load_private(_reconstruct(mask_key_shares[v], t, v, "mask key"))
-        if public_bytes(private.public_key()) != keys[v][1]:
-            raise ProtocolAbort(f"shares of node {v}'s mask key do not match its advertised public key")
-        for u in partners:
-            seed = agree(
-                private, keys[u][1], purpose=PURPOSE_MASK, run_id=spec.run_id, server_round=spec.server_round, a=u, b=v
-            )
-            # u added +PRG(s_uv) if u < v, else -PRG(s_uv): remove it with the opposite sign.
-            expander.add(total, seed, -1 if u < v else 1)
-    total &= mask
-    result.total = total
-    result.survivors = tuple(sorted(masked))
-    return result
+    rnd = _ServerRound(spec, config)
+    live = yield from rnd.setup()
+    live, mailbox = yield from rnd.share_keys(live)
+    masked, total = yield from rnd.masked_input(live, mailbox)
+    dropped = live - masked  # shared keys, so their pairwise masks may be in the sum
+    self_masks, mask_keys = yield from rnd.unmask(masked, dropped)
+    rnd.remove_masks(total, masked, dropped, self_masks, mask_keys)
+    return SecAggRoundResult(
+        params=rnd.params, total=total, survivors=tuple(sorted(masked)), dropped=rnd.dropped, excluded=rnd.excluded
+    )
 
 
 def _reconstruct(shares: dict[int, int], threshold: int, node: int, what: str) -> bytes:
