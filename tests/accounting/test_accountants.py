@@ -1,6 +1,7 @@
 """RdpAccountant and PldAccountant: composition, soundness against PLD, tightness against
 Opacus and dp_accounting, monotonicity, unsupported events and grid-edge warnings."""
 
+import subprocess
 import sys
 import warnings
 
@@ -173,3 +174,8 @@ def test_never_looser_than_opacus_or_dp_accounting_rdp(q, z, steps, delta):
         ours = _ours(runs, delta)
         reference = min(_opacus_eps(runs, delta), _google(dp_accounting.rdp.RdpAccountant(), runs, delta))
     assert ours <= reference * (1 + 1e-9)
+
+
+def test_importing_privfl_accounting_does_not_import_dp_accounting():
+    code = "import sys, privfl.accounting; sys.exit('dp_accounting' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
