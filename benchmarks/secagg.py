@@ -1,0 +1,461 @@
+"""SecAgg+ benchmark: privfl's SecAgg+ round vs its plain round vs Flower's SecAgg+, side by side.
+
+For each (n clients, d parameters, dropout) case, privfl rounds run with
+``FedAvg(aggregator=SecAggPlusAggregator())`` and with the plain aggregator, each
+mode in a fresh subprocess (so its peak RSS is its own), driven by
+``InProcessClients`` / ``drive`` as the bundled loop drives a round; the median of
+up to 5 rounds (within ~3 s) is kept. The client is synthetic: it returns the
+global model plus one of four precomputed random float32 updates, so training costs
+one vector add. Dropped clients (a fixed random 10%) fail where they would upload:
+at the masked-input stage of SecAgg+ (after sharing keys, so the server must
+reconstruct their pairwise masks), on the train task of the plain round. Each round
+checks that the new model is the survivors' mean update.
+
+Timing is by instrumentation:
+
+* client: time inside the client app (mods included), mean per client that uploaded,
+  and per SecAgg+ stage;
+* codec: time in the transport minus client time (encode/decode on both sides);
+* server: round time minus transport time (the exchange's own work, unmasking included);
+* mask: time in ``SecAggPlusClient._mask`` (quantise, key agreements, mask expansion)
+  and in its ``MaskExpander.add`` calls, against raw AES-256-CTR keystream for the
+  same number of bytes.
+
+Flower's SecAgg+ (``SecAggPlusWorkflow`` + ``secaggplus_mod``, simulation runtime)
+runs in its own virtualenv ``benchmarks/.flwr-venv``, created on first use, through
+``benchmarks/_flower_secagg_job.py``; it gets the same n, d, neighbour count
+(``num_shares`` = k + 1: Flower counts the client itself), threshold and dropped clients.
+
+Usage: ``python benchmarks/secagg.py [--quick | --full | --cases N,D,...] [--no-flower] [--markdown]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from privfl.client import ClientApp, NumPyClient
+from privfl.secagg import SecAggConfig, SecAggPlusAggregator, SecAggPlusClient, secagg_mod
+from privfl.secagg.prg import MaskExpander
+from privfl.secagg.protocol import STAGE_MASKED_INPUT
+from privfl.server import FailurePlan, FedAvg, InProcessClients, PlainAggregator, RoundSpec, SamplingInfo, drive
+
+HERE = Path(__file__).resolve().parent
+FLOWER_VENV = HERE / ".flwr-venv"
+FLOWER_SPEC = "flwr[simulation]==1.41.*"
+FLOWER_JOB = HERE / "_flower_secagg_job.py"
+FLOWER_MAX_WORDS = 4e8
+"""Flower is skipped when n * (k + 1) * d (mask words its clients expand) exceeds this: minutes per round."""
+
+FULL = [(n, d) for n in (10, 50, 100, 500) for d in (10**4, 10**5, 10**6)]
+QUICK = [(10, 10**4), (100, 10**5)]
+DROPOUTS = (0.0, 0.1)
+RSS_CASE = (500, 10**6)
+STAGES = ("setup", "share_keys", "masked_input", "unmask")
+
+
+def dropped_nodes(n: int, dropout: float) -> list[int]:
+    """The same fixed random subset of node ids 1..n for privfl and Flower."""
+    count = round(dropout * n)
+    return sorted(int(v) + 1 for v in np.random.default_rng(n).choice(n, count, replace=False))
+
+
+def neighbours(n: int) -> tuple[int, int]:
+    """(k, t) of privfl's SecAgg+ defaults for n clients."""
+    params = SecAggConfig().round_params(n)
+    return params.num_neighbours, params.threshold
+
+
+# ---------------------------------------------------------------- one privfl round (in a subprocess)
+
+
+def measure_round(mode: str, n: int, d: int, dropout: float) -> dict:
+    """Measure privfl rounds (``mode`` "plain" or "secagg"): up to 5 within ~3 s, the median one is kept."""
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    pool = np.random.default_rng(0).uniform(-0.5, 0.5, (4, d)).astype(np.float32)
+
+    class SyntheticClient(NumPyClient):
+        def __init__(self, node: int) -> None:
+            self.node = node
+
+        def fit(self, parameters, config):
+            return [parameters[0] + pool[self.node % 4]], 1, {}
+
+    secure = mode == "secagg"
+    app = ClientApp(SyntheticClient, mods=[secagg_mod] if secure else [])
+    aggregator = SecAggPlusAggregator(SecAggConfig(weighting="uniform")) if secure else PlainAggregator("uniform")
+    dropped = dropped_nodes(n, dropout)
+    upload_stage = STAGE_MASKED_INPUT if secure else "train"
+    spec = RoundSpec(
+        run_id=1,
+        server_round=1,
+        nodes=tuple(range(1, n + 1)),
+        parameters={"w": np.zeros(d, dtype=np.float32)},
+        config={},
+        sampling=SamplingInfo(n, 1.0, False),
+    )
+    survivors = [u for u in spec.nodes if u not in dropped]
+    residues = np.bincount(np.asarray(survivors) % 4, minlength=4)
+    expected = residues @ pool.astype(np.float64) / len(survivors)  # the survivors' mean update
+    timers: dict[str, float] = {}
+    client_time: dict[int, float] = {}
+    stage_time: dict[str, list] = {}  # stage -> [client seconds, messages handled]
+
+    def timed_app(message, context):
+        t0 = time.perf_counter()
+        try:
+            return app(message, context)
+        finally:
+            elapsed = time.perf_counter() - t0
+            timers["client"] += elapsed
+            client_time[context.node_id] += elapsed
+            entry = stage_time.setdefault(message.metadata.stage or "train", [0.0, 0])
+            entry[0] += elapsed
+            entry[1] += 1
+
+    def timed(original, key, only_in_mask=False):
+        # Adds the time spent in ``original`` to timers[key]. The expander also serves the
+        # server's unmasking, so its calls count only inside the client's _mask.
+        def wrapper(*args, **kwargs):
+            if only_in_mask and not timers["in_mask"]:
+                return original(*args, **kwargs)
+            timers["in_mask"] += not only_in_mask
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                timers[key] += time.perf_counter() - t0
+                timers["in_mask"] -= not only_in_mask
+
+        return wrapper
+
+    SecAggPlusClient._mask = timed(SecAggPlusClient._mask, "mask")
+    MaskExpander.add = timed(MaskExpander.add, "expand", only_in_mask=True)
+
+    def one_round() -> dict:
+        timers.update(client=0.0, transport=0.0, mask=0.0, expand=0.0, in_mask=0)
+        client_time.update(dict.fromkeys(spec.nodes, 0.0))
+        stage_time.clear()
+        clients = InProcessClients(timed_app, failures=FailurePlan.script((1, upload_stage, u) for u in dropped))
+        snapshots: list[tuple[str, int]] = []  # (stage, bytes up so far) when each stage starts
+
+        def deliver(outbox):
+            snapshots.append((outbox[0].metadata.stage or "train", clients.traffic.bytes_up))
+            replies = clients.deliver(outbox)
+            while True:
+                t0 = time.perf_counter()
+                reply = next(replies, None)
+                timers["transport"] += time.perf_counter() - t0
+                if reply is None:
+                    return
+                yield reply
+
+        t0 = time.perf_counter()
+        outcome = drive(FedAvg(aggregator=aggregator).fit_round(spec), deliver)
+        total = time.perf_counter() - t0
+        error = float(np.max(np.abs(outcome.parameters["w"] - expected)))
+        if outcome.num_clients != len(survivors) or error > 1e-2:
+            raise RuntimeError(f"{mode} round aggregated {outcome.num_clients} clients with max error {error}")
+        snapshots.append(("end", clients.traffic.bytes_up))
+        upload = {a[0]: b[1] - a[1] for a, b in itertools.pairwise(snapshots)}
+        return {
+            "total": total,
+            "client": statistics.mean(client_time[u] for u in survivors),
+            "stages": {stage: seconds / count for stage, (seconds, count) in stage_time.items()},
+            "codec": timers["transport"] - timers["client"],
+            "server": total - timers["transport"],
+            "up": clients.traffic.bytes_up / n,
+            "down": clients.traffic.bytes_down / n,
+            "up_vector": upload[upload_stage] / len(survivors),
+            "up_other": (clients.traffic.bytes_up - upload[upload_stage]) / n,
+            "mask": timers["mask"] / len(survivors),
+            "expand": timers["expand"] / len(survivors),
+            "error": error,
+        }
+
+    runs = [one_round()]
+    while len(runs) < 5 and sum(r["total"] for r in runs) < 3.0:
+        runs.append(one_round())
+    result = sorted(runs, key=lambda r: r["total"])[len(runs) // 2]
+
+    # Raw AES-256-CTR keystream for the bytes one client's masks take: k + 1 masks of d + 1 words.
+    k = neighbours(n)[0]
+    zeros = bytes((d + 1) * 4)
+
+    def keystream() -> float:
+        t0 = time.perf_counter()
+        for _ in range(k + 1):
+            Cipher(algorithms.AES(os.urandom(32)), modes.CTR(bytes(16))).encryptor().update(zeros)
+        return time.perf_counter() - t0
+
+    result.update(
+        runs=len(runs),
+        keystream=min(keystream() for _ in range(3)),
+        rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        rss_before_mb=rss_before / 1024,
+    )
+    return result
+
+
+def run_privfl(mode: str, n: int, d: int, dropout: float, timeout: float) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", f"{mode},{n},{d},{dropout}"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"error_text": f"timeout after {timeout:.0f} s"}
+    if proc.returncode != 0:
+        return {
+            "error_text": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
+        }
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- Flower (its own virtualenv, a subprocess)
+
+
+def ensure_flower() -> str:
+    """Create ``benchmarks/.flwr-venv`` with Flower if missing; return the installed version."""
+    python = FLOWER_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"installing {FLOWER_SPEC} into {FLOWER_VENV} ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(FLOWER_VENV)], check=True)
+        constraints = HERE.parent / "constraints.txt"
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "-c", str(constraints), FLOWER_SPEC],
+            check=True,
+        )
+    out = subprocess.run(
+        [str(python), "-c", "import flwr; print(flwr.__version__)"], capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
+
+
+def run_flower(n: int, d: int, dropout: float, timeout: float) -> dict:
+    k, t = neighbours(n)
+    if n * (k + 1) * d > FLOWER_MAX_WORDS:
+        return {"skipped": f"n*(k+1)*d = {n * (k + 1) * d:.1e} mask words > {FLOWER_MAX_WORDS:.0e}"}
+    env = {**os.environ, "PRIVFL_BENCH_DROPPED": ",".join(str(u - 1) for u in dropped_nodes(n, dropout))}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [str(FLOWER_VENV / "bin" / "python"), str(FLOWER_JOB), str(n), str(d), str(k + 1), str(t), str(out)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        except subprocess.TimeoutExpired:
+            return {"skipped": f"timeout after {timeout:.0f} s"}
+        if not out.exists() or proc.returncode != 0:
+            return {"skipped": f"Flower run failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}"}
+        result = json.loads(out.read_text())
+    expected = n - len(dropped_nodes(n, dropout))
+    if result["secagg_s"] is None or result["secagg_counts"][0] != expected:
+        return {"skipped": f"Flower SecAgg+ round did not aggregate {expected} clients: {result}"}
+    return result
+
+
+# ---------------------------------------------------------------- report
+
+
+def fmt_bytes(b: float) -> str:
+    return f"{b / 1e6:.2f} MB" if b >= 1e6 else f"{b / 1e3:.1f} KB"
+
+
+LEGEND = """\
+Seconds per round: privfl, median of up to 5 rounds (within ~3 s); Flower, one round after a warm-up round.
+x plain = SecAgg+ / plain round; client s = time in the client app per uploading client, all stages;
+server s = the server exchange's own work; codec s = encoding and decoding on both sides; up/down per
+selected client, all stages; vec/f32 = masked-vector message / float32 update (4 d bytes); RSS = peak
+resident memory of the round's process (server + in-process clients); flwr x = Flower SecAgg+ / plain;
+flwr/privfl = Flower SecAgg+ round / privfl SecAgg+ round."""
+CLIENT_LEGEND = """\
+privfl SecAgg+ client, ms per client: stages (masked_input includes the synthetic fit); mask = the
+masking step (quantise, k X25519 agreements, k + 1 mask expansions); expand = the expansions alone;
+keystream = raw AES-256-CTR (cryptography) over the same (k + 1)(d + 1) 4-byte words."""
+
+
+def render(head: list[str], body: list[list[str]], markdown: bool) -> str:
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body])
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)) for cells in [head, *body])
+
+
+def case_cells(r: dict) -> list[str]:
+    return [str(r["n"]), f"1e{round(math.log10(r['d']))}", f"{r['dropout']:.0%}", str(r["k"])]
+
+
+def round_table(rows: list[dict], markdown: bool) -> str:
+    """Round times side by side: privfl plain, privfl SecAgg+, Flower plain, Flower SecAgg+."""
+    head = ["n", "d", "drop", "k", "plain s", "secagg s", "x plain", "client s", "server s", "codec s"]
+    head += ["up/client", "down/client", "vec/f32", "RSS MB", "flwr plain s", "flwr secagg s", "flwr x", "flwr/privfl"]
+    body = []
+    for r in rows:
+        s, p, f = r["secagg"], r["plain"], r["flower"]
+        cells = case_cells(r)
+        if "error_text" in s or "error_text" in p:
+            cells += [p.get("error_text", f"{p.get('total', 0):.3f}"), s.get("error_text", "")] + [""] * 8
+        else:
+            cells += [f"{p['total']:.3f}", f"{s['total']:.3f}", f"{s['total'] / p['total']:.1f}"]
+            cells += [f"{s['client']:.4f}", f"{s['server']:.3f}", f"{s['codec']:.3f}"]
+            cells += [fmt_bytes(s["up"]), fmt_bytes(s["down"]), f"{s['up_vector'] / (4 * r['d']):.3f}"]
+            cells += [f"{s['rss_mb']:.0f}"]
+        if "skipped" in f:
+            cells += ["-", "-", "-", f"skipped: {f['skipped']}"]
+        else:
+            cells += [f"{f['plain_s']:.3f}", f"{f['secagg_s']:.3f}", f"{f['secagg_s'] / f['plain_s']:.1f}"]
+            cells += [f"{f['secagg_s'] / s['total']:.1f}" if "total" in s else ""]
+        body.append(cells)
+    return render(head, body, markdown)
+
+
+def client_table(rows: list[dict], markdown: bool) -> str:
+    """privfl SecAgg+ client time by stage, and masking against the raw keystream, in ms per client."""
+    head = ["n", "d", "drop", "k", "setup", "share_keys", "masked_input", "unmask", "mask", "expand", "keystream"]
+    head += ["mask/ks", "expand/ks"]
+    body = []
+    for r in rows:
+        s = r["secagg"]
+        if "total" not in s:
+            continue
+        cells = case_cells(r) + [f"{1e3 * s['stages'].get(f'secagg.{st}', 0.0):.2f}" for st in STAGES]
+        cells += [f"{1e3 * s[key]:.2f}" for key in ("mask", "expand", "keystream")]
+        cells += [f"{s['mask'] / s['keystream']:.2f}", f"{s['expand'] / s['keystream']:.2f}"]
+        body.append(cells)
+    return render(head, body, markdown)
+
+
+def targets(rows: list[dict]) -> list[str]:
+    ok = [r for r in rows if "total" in r["secagg"] and "total" in r["plain"]]
+    lines = []
+
+    def verdict(name: str, passed: bool | None, text: str) -> None:
+        mark = "n/a " if passed is None else ("PASS" if passed else "FAIL")
+        lines.append(f"({name}) {mark} {text}")
+
+    ref = [r for r in ok if (r["n"], r["d"], r["dropout"]) == (100, 10**5, 0.1) and "secagg_s" in r["flower"]]
+    if ref:
+        x = ref[0]["flower"]["secagg_s"] / ref[0]["secagg"]["total"]
+        verdict(
+            "a",
+            x >= 20,
+            f"n=100 d=1e5 10% drop: Flower {ref[0]['flower']['secagg_s']:.2f} s / privfl "
+            f"{ref[0]['secagg']['total']:.3f} s = {x:.1f}x faster (target >= 20x)",
+        )
+    else:
+        verdict("a", None, "case n=100 d=1e5 10% dropout with Flower not in this run")
+    big = [r for r in ok if r["d"] >= 10**5]
+    if big:
+        worst = max(big, key=lambda r: r["secagg"]["total"] / r["plain"]["total"])
+        x = worst["secagg"]["total"] / worst["plain"]["total"]
+        verdict(
+            "b",
+            x <= 3,
+            f"worst SecAgg+/plain round time for d >= 1e5: {x:.2f}x at n={worst['n']} "
+            f"d={worst['d']:.0e} drop={worst['dropout']:.0%} (target <= 3x)",
+        )
+    else:
+        verdict("b", None, "no case with d >= 1e5 in this run")
+    if ok:
+        worst = max(ok, key=lambda r: r["secagg"]["up_vector"] / (4 * r["d"]))
+        x = worst["secagg"]["up_vector"] / (4 * worst["d"])
+        other = max(r["secagg"]["up_other"] for r in ok)
+        verdict(
+            "c",
+            x <= 1.1,
+            f"masked-vector upload / float32 update: worst {x:.4f} at n={worst['n']} "
+            f"d={worst['d']:.0e}; key and share messages up to {fmt_bytes(other)} per client (target <= 1.1x)",
+        )
+        fails = [r for r in ok if r["secagg"]["mask"] > 2 * r["secagg"]["keystream"]]
+        worst = max(ok, key=lambda r: r["secagg"]["mask"] / r["secagg"]["keystream"])
+        x = worst["secagg"]["mask"] / worst["secagg"]["keystream"]
+        expand = max(r["secagg"]["expand"] / r["secagg"]["keystream"] for r in ok)
+        verdict(
+            "d",
+            not fails,
+            f"masking step / raw AES-CTR keystream for the same bytes: within 2x in {len(ok) - len(fails)}/{len(ok)} "
+            f"cases; worst {x:.2f}x at n={worst['n']} d={worst['d']:.0e}; mask expansion alone at most {expand:.2f}x",
+        )
+    big_n = [r for r in rows if r["n"] == 500]
+    done = [r for r in big_n if r in ok]
+    verdict("e", len(done) == len(big_n) if big_n else None, f"n=500: {len(done)}/{len(big_n)} cases completed")
+    rss = [r for r in ok if (r["n"], r["d"]) == RSS_CASE]
+    if rss:
+        r = max(rss, key=lambda r: r["secagg"]["rss_mb"])
+        grown = r["secagg"]["rss_mb"] - r["secagg"]["rss_before_mb"]
+        vector = r["d"] * 4 / 2**20
+        verdict(
+            "f",
+            grown < 0.1 * r["n"] * vector,
+            f"n=500 d=1e6 peak RSS of the round's process (server + in-process clients) {r['secagg']['rss_mb']:.0f} "
+            f"MB, {grown:.0f} MB above its pre-round {r['secagg']['rss_before_mb']:.0f} MB = {grown / vector:.0f} "
+            f"float32 vectors of {vector:.1f} MB "
+            f"(plain round: {r['plain']['rss_mb']:.0f} MB); holding all n vectors would take "
+            f"{r['n'] * vector:.0f} MB (target: growth < 10% of that)",
+        )
+    else:
+        verdict("f", None, "case n=500 d=1e6 not in this run")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    pick = parser.add_mutually_exclusive_group()
+    pick.add_argument("--quick", action="store_true", help="n,d in {(10,1e4), (100,1e5)} (default; < 2 minutes)")
+    pick.add_argument("--full", action="store_true", help="n in {10,50,100,500} x d in {1e4,1e5,1e6}")
+    pick.add_argument("--cases", help="comma-separated n,d pairs, e.g. 100,100000,500,1000000")
+    pick.add_argument("--one", help=argparse.SUPPRESS)  # internal: mode,n,d,dropout -> JSON on stdout
+    parser.add_argument("--no-flower", action="store_true", help="skip Flower's SecAgg+")
+    parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    parser.add_argument("--timeout", type=float, default=600.0, help="per-round timeout in seconds")
+    args = parser.parse_args()
+    if args.one:
+        mode, n, d, dropout = args.one.split(",")
+        print(json.dumps(measure_round(mode, int(n), int(d), float(dropout))))
+        return
+    if args.cases:
+        values = [int(float(v)) for v in args.cases.split(",")]
+        if len(values) % 2:
+            parser.error("--cases takes n,d pairs")
+        cases = list(zip(values[::2], values[1::2], strict=True))
+    else:
+        cases = FULL if args.full else QUICK
+    flower_version = None if args.no_flower else ensure_flower()
+    started = time.perf_counter()
+    rows = []
+    for n, d in cases:
+        for dropout in DROPOUTS:
+            print(f"n={n} d={d:.0e} dropout={dropout:.0%} ...", file=sys.stderr, flush=True)
+            row = {"n": n, "d": d, "dropout": dropout, "k": neighbours(n)[0]}
+            row["plain"] = run_privfl("plain", n, d, dropout, args.timeout)
+            row["secagg"] = run_privfl("secagg", n, d, dropout, args.timeout)
+            row["flower"] = {"skipped": "--no-flower"} if args.no_flower else run_flower(n, d, dropout, args.timeout)
+            rows.append(row)
+    print(
+        f"SecAgg+ round benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
+        f"total {time.perf_counter() - started:.0f} s; privfl {version('privfl')} (in-process clients), "
+        f"Flower {flower_version or '(not run)'} (simulation runtime, 1 actor)"
+    )
+    print(round_table(rows, args.markdown))
+    print(LEGEND)
+    print()
+    print(client_table(rows, args.markdown))
+    print(CLIENT_LEGEND)
+    print()
+    print("\n".join(targets(rows)))
+
+
+if __name__ == "__main__":
+    main()
