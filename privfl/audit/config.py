@@ -13,7 +13,9 @@ class AuditSettings:
 
     Attributes:
         dp_bulk_trials: trials per hypothesis of the bulk central-DP mechanism audit.
-        dp_loop_trials: trials per hypothesis of the end-to-end central-DP aggregator audit.
+        dp_loop_trials: trials per hypothesis of the end-to-end central-DP aggregator audits.
+        dp_secagg_trials: trials per hypothesis of the central-DP-over-SecAgg+ audit (a full
+            SecAgg+ round each).
         local_trials: trials per hypothesis of the local-DP mod audit.
         planted_trials: trials per hypothesis against each planted bug.
         secagg_trials: masked vectors collected per SecAgg+ statistical test.
@@ -26,6 +28,7 @@ class AuditSettings:
 
     dp_bulk_trials: int
     dp_loop_trials: int
+    dp_secagg_trials: int
     local_trials: int
     planted_trials: int
     secagg_trials: int
@@ -35,7 +38,14 @@ class AuditSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("dp_bulk_trials", "dp_loop_trials", "local_trials", "planted_trials", "secagg_trials"):
+        for name in (
+            "dp_bulk_trials",
+            "dp_loop_trials",
+            "dp_secagg_trials",
+            "local_trials",
+            "planted_trials",
+            "secagg_trials",
+        ):
             if getattr(self, name) < 10:
                 raise ConfigError(f"{name} must be at least 10, got {getattr(self, name)}")
         if not 0.5 <= self.confidence < 1.0:
@@ -47,11 +57,21 @@ class AuditSettings:
 
 
 QUICK = AuditSettings(
-    dp_bulk_trials=2_000_000, dp_loop_trials=10_000, local_trials=10_000, planted_trials=3_000, secagg_trials=20
+    dp_bulk_trials=2_000_000,
+    dp_loop_trials=10_000,
+    dp_secagg_trials=1_500,
+    local_trials=10_000,
+    planted_trials=3_000,
+    secagg_trials=20,
 )
 """Under two minutes on two cores."""
 
 FULL = AuditSettings(
-    dp_bulk_trials=20_000_000, dp_loop_trials=100_000, local_trials=100_000, planted_trials=10_000, secagg_trials=100
+    dp_bulk_trials=20_000_000,
+    dp_loop_trials=100_000,
+    dp_secagg_trials=20_000,
+    local_trials=100_000,
+    planted_trials=10_000,
+    secagg_trials=100,
 )
 """Tighter bounds; several minutes."""

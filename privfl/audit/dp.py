@@ -112,10 +112,10 @@ class CentralRound:
 
     The ``others`` clients send fixed updates of norm ``clip_norm / 2`` that the attacker
     knows (the strongest attacker of add/remove client-level DP); the canary client, when
-    present, sends ``canary_scale * clip_norm`` along the first axis, which the clip
-    brings back to the clip norm. Sampling is Poisson with rate 1 over ``others + 1``
-    clients, so one round is one Gaussian release (q = 1) and the denominator is the same
-    with and without the canary.
+    present, sends ``canary_scale * clip_norm`` along the diagonal, which an L2 clip brings
+    back to the clip norm (a per-coordinate clip alone would leave it sqrt(dim) times
+    longer). Sampling is Poisson with rate 1 over ``others + 1`` clients, so one round is
+    one Gaussian release (q = 1) and the denominator is the same with and without the canary.
 
     Args:
         clip_norm: the aggregator's clip norm C.
@@ -138,6 +138,11 @@ class CentralRound:
     def canary_node(self) -> int:
         return self.others + 1
 
+    @property
+    def direction(self) -> NDArray[np.float64]:
+        """The canary's direction: the diagonal, so that per-coordinate clipping alone does not bound it."""
+        return np.full(self.dim, 1.0 / np.sqrt(self.dim))
+
     def updates(self, canary: bool) -> dict[int, np.ndarray]:
         """Node id to raw update."""
         rng = np.random.default_rng(self.seed)
@@ -145,7 +150,7 @@ class CentralRound:
         known *= 0.5 * self.clip_norm / np.linalg.norm(known, axis=1, keepdims=True)
         out = {node: known[node - 1] for node in range(1, self.others + 1)}
         if canary:
-            out[self.canary_node] = np.eye(self.dim)[0] * self.canary_scale * self.clip_norm
+            out[self.canary_node] = self.direction * self.canary_scale * self.clip_norm
         return out
 
     def known_sum(self) -> np.ndarray:
@@ -170,14 +175,16 @@ class CentralRound:
 
         app = compose(train, self.client_mods)
 
+        contexts = {node: Context(node_id=node) for node in updates}  # one round: fresh clients, state kept
+
         def deliver(outbox: list[Message]) -> list[Message]:
-            return [app(m, Context(node_id=m.metadata.dst_node)) for m in outbox]
+            return [app(m, contexts[m.metadata.dst_node]) for m in outbox]
 
         return drive(aggregator.aggregate(spec), deliver)
 
     def score(self, update_sum: np.ndarray) -> NDArray[np.float64]:
         """Projection of released sums (last axis) on the canary direction, after removing the known clients."""
-        return (update_sum - self.known_sum())[..., 0]
+        return (update_sum - self.known_sum()) @ self.direction
 
 
 @dataclass(frozen=True)

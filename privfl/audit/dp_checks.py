@@ -10,6 +10,8 @@ is not 1 so that noise calibrated to z instead of z*C would show.
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -29,7 +31,7 @@ from privfl.audit.dp import (
     run_distinguishing,
 )
 from privfl.audit.planted import Bug, broken_central_dp, broken_local_dp
-from privfl.audit.report import Check, Status
+from privfl.audit.report import Check, Status, not_run
 from privfl.audit.stats import max_certifiable_epsilon
 from privfl.dp import AdaptiveClippingDp, CentralDp, FixedClippingMod, LocalDpMod
 from privfl.server.aggregation import PlainAggregator
@@ -125,17 +127,18 @@ def end_to_end_check(
     out_dir: Path | None,
     plot: str,
     how: str,
+    trials: int,
 ) -> Check:
     """Audit one release of the aggregator ``make(delta=...)`` builds, a fresh one per trial, end to end.
 
     The claim and the noise std are what a probe release reports (``dp_epsilon``, ``dp_noise_std``).
     """
-    probe = setup.run(make(delta=settings.delta), canary=True)
-    claim, std = probe.metrics["dp_epsilon"], probe.metrics["dp_noise_std"]
+    probe = setup.run(make(delta=settings.delta), canary=True).metrics
+    claim, std = probe["dp_epsilon"], probe["dp_noise_std"]
     release = CentralDpRelease(make, label, setup, claim, settings.delta)
     run, plots = _audit(
         release,
-        settings.dp_loop_trials,
+        trials,
         settings,
         out_dir,
         plot,
@@ -146,11 +149,11 @@ def end_to_end_check(
         FAMILY,
         f"{label}, one release: no epsilon violation, end to end",
         _verdict(run),
-        f"{settings.dp_loop_trials:,} full aggregation rounds per hypothesis ({how}; each its own noise draw "
+        f"{trials:,} full aggregation rounds per hypothesis ({how}; each its own noise draw "
         f"and ledger entry), {setup.others} known clients, with/without a canary whose update is clipped from "
         f"{setup.canary_scale:g}C to C.",
         (
-            *_figures(run, settings.dp_loop_trials, settings),
+            *_figures(run, trials, settings),
             ("empirical noise std / reported std", f"{spread:.4g} / {std:.4g} = {spread / std:.3f}"),
         ),
         plots=plots,
@@ -171,6 +174,7 @@ def end_to_end_checks(settings: AuditSettings, out_dir: Path | None) -> list[Che
             out_dir,
             "dp_central_loop.png",
             "CentralDp.with_server_clipping: the server clips, sums and adds noise",
+            settings.dp_loop_trials,
         ),
         end_to_end_check(
             "CentralDp (client clipping)",
@@ -180,6 +184,7 @@ def end_to_end_checks(settings: AuditSettings, out_dir: Path | None) -> list[Che
             out_dir,
             "dp_central_client_clipping.png",
             "every client runs FixedClippingMod, the server sums and adds noise",
+            settings.dp_loop_trials,
         ),
         end_to_end_check(
             "AdaptiveClippingDp",
@@ -190,8 +195,58 @@ def end_to_end_checks(settings: AuditSettings, out_dir: Path | None) -> list[Che
             "dp_adaptive.png",
             f"first round of AdaptiveClippingDp, count noise std {ADAPTIVE_COUNT_STD:g}; the score ignores the "
             "released unclipped fraction, so the bound covers the update release only",
+            settings.dp_loop_trials,
         ),
+        *secagg_dp_checks(settings, out_dir),
     ]
+
+
+def secagg_dp_checks(settings: AuditSettings, out_dir: Path | None) -> list[Check]:
+    """Central DP over SecAgg+ (clients clip with FixedClippingMod, then mask), and the same without the mod.
+
+    SecAgg+ clips each coordinate to [-c, c], which bounds the L2 norm only by c sqrt(d):
+    forgetting :class:`~privfl.dp.FixedClippingMod` is the planted bug (d = 64 makes it show).
+    """
+    label = "CentralDp over SecAgg+ (client clipping)"
+    if importlib.util.find_spec("privfl.secagg") is None:
+        return [not_run(FAMILY, f"{label}, one release", "NOT RUN (module missing: privfl.secagg)")]
+    from privfl.secagg import SecAggConfig, SecAggPlusAggregator, secagg_mod
+
+    # The per-coordinate SecAgg+ clip equals C, so it never shrinks an update already clipped to L2 norm C.
+    config = SecAggConfig(clip=CLIP_NORM, bits=16, weighting="uniform")
+    make = partial(CentralDp, SecAggPlusAggregator(config), noise_multiplier=NOISE_MULTIPLIER, clip_norm=CLIP_NORM)
+    clipping = CentralRound(
+        clip_norm=CLIP_NORM, dim=64, seed=settings.seed, client_mods=(secagg_mod, FixedClippingMod(CLIP_NORM))
+    )
+    real = end_to_end_check(
+        label,
+        make,
+        clipping,
+        settings,
+        out_dir,
+        "dp_secagg.png",
+        "clients run secagg_mod around FixedClippingMod; a full SecAgg+ round, then CentralDp noises the sum",
+        settings.dp_secagg_trials,
+    )
+    unclipped = dataclasses.replace(clipping, client_mods=(secagg_mod,))
+    planted = planted_check(
+        CentralDpRelease(
+            make,
+            "CentralDp over SecAgg+, clients without FixedClippingMod",
+            unclipped,
+            _claim(make, clipping, settings),
+            settings.delta,
+        ),
+        settings.dp_secagg_trials,
+        settings,
+        "clipping left to SecAgg+'s per-coordinate clip (L2 sensitivity up to C sqrt(64) = 8C)",
+    )
+    return [real, planted]
+
+
+def _claim(make: Callable[..., Aggregator], setup: CentralRound, settings: AuditSettings) -> float:
+    """The epsilon one release of ``make(delta=...)`` reports (its ledger's accountant)."""
+    return setup.run(make(delta=settings.delta), canary=True).metrics["dp_epsilon"]
 
 
 def local_check(settings: AuditSettings, out_dir: Path | None) -> Check:
@@ -217,8 +272,22 @@ def local_check(settings: AuditSettings, out_dir: Path | None) -> Check:
     )
 
 
+def planted_check(release: Release, trials: int, settings: AuditSettings, bug: str) -> Check:
+    """The audit run against a broken variant; PASS means it caught the bug (its verdict on the variant was FAIL)."""
+    run = run_distinguishing(release, trials, confidence=settings.confidence, seed=settings.seed)
+    return Check(
+        "DP planted bug",
+        f"audit catches {release.name}",
+        Status.PASS if run.violated else Status.FAIL,
+        f"Planted bug: {bug}. The broken variant still claims epsilon {run.claimed_epsilon:.3f}; the audit "
+        f"reports a lower bound of {run.bound.epsilon:.3f}, so its verdict on the variant is "
+        f"{'FAIL (bug caught)' if run.violated else 'PASS (bug missed)'}.",
+        _figures(run, trials, settings),
+    )
+
+
 def planted_checks(settings: AuditSettings) -> list[Check]:
-    """Run the audits against each planted bug; PASS means the audit caught it (its verdict on the bug was FAIL)."""
+    """Each planted bug in CentralDp (server clipping) and LocalDpMod, audited as the real ones are."""
     setup = CentralRound(clip_norm=CLIP_NORM, seed=settings.seed)
     n = setup.others + 1
     probe = CentralDp.with_server_clipping(noise_multiplier=NOISE_MULTIPLIER, clip_norm=CLIP_NORM, delta=settings.delta)
@@ -227,25 +296,21 @@ def planted_checks(settings: AuditSettings) -> list[Check]:
     for bug in Bug:
         central = partial(broken_central_dp, bug, clip_norm=CLIP_NORM, noise_multiplier=NOISE_MULTIPLIER, n=n)
         local = broken_local_dp(bug, clip_norm=CLIP_NORM, epsilon=LOCAL_EPSILON, delta=settings.delta, n=n)
-        releases: tuple[Release, ...] = (
-            CentralDpRelease(central, f"CentralDp, {bug.value}", setup, central_claim, settings.delta),
-            LocalDpRelease(local, f"LocalDpMod, {bug.value}", CLIP_NORM, LOCAL_EPSILON, settings.delta),
-        )
-        for release in releases:
-            run = run_distinguishing(
-                release, settings.planted_trials, confidence=settings.confidence, seed=settings.seed
-            )
-            checks.append(
-                Check(
-                    "DP planted bug",
-                    f"audit catches {release.name}",
-                    Status.PASS if run.violated else Status.FAIL,
-                    f"The broken variant (n = {n} clients) still claims epsilon {run.claimed_epsilon:.3f}; "
-                    f"the audit reports a lower bound of {run.bound.epsilon:.3f}, so its verdict on the variant is "
-                    f"{'FAIL (bug caught)' if run.violated else 'PASS (bug missed)'}.",
-                    _figures(run, settings.planted_trials, settings),
-                )
-            )
+        note = f"{bug.value} (n = {n} clients)"
+        checks += [
+            planted_check(
+                CentralDpRelease(central, f"CentralDp, {bug.value}", setup, central_claim, settings.delta),
+                settings.planted_trials,
+                settings,
+                note,
+            ),
+            planted_check(
+                LocalDpRelease(local, f"LocalDpMod, {bug.value}", CLIP_NORM, LOCAL_EPSILON, settings.delta),
+                settings.planted_trials,
+                settings,
+                note,
+            ),
+        ]
     return checks
 
 

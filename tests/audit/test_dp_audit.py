@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 
 import pytest
@@ -15,7 +16,14 @@ from privfl.audit.dp import (
     gaussian_epsilon,
     run_distinguishing,
 )
-from privfl.audit.dp_checks import CLIP_NORM, LOCAL_EPSILON, NOISE_MULTIPLIER, TIGHTNESS_TARGET, planted_checks
+from privfl.audit.dp_checks import (
+    CLIP_NORM,
+    LOCAL_EPSILON,
+    NOISE_MULTIPLIER,
+    TIGHTNESS_TARGET,
+    planted_checks,
+    secagg_dp_checks,
+)
 from privfl.audit.planted import Bug, broken_central_dp, broken_local_dp
 from privfl.audit.report import Status
 from privfl.dp import CentralDp, LocalDpMod, gaussian_delta
@@ -103,3 +111,14 @@ def test_planted_checks_all_catch_their_bug_at_quick_settings():
     checks = planted_checks(QUICK)
     assert len(checks) == 2 * len(Bug)
     assert all(c.status is Status.PASS for c in checks)
+
+
+def test_central_dp_over_secagg_passes_with_client_clipping():
+    real, _ = secagg_dp_checks(dataclasses.replace(QUICK, dp_secagg_trials=200), None)
+    assert real.status is Status.PASS, real
+
+
+@pytest.mark.slow
+def test_central_dp_over_secagg_without_client_clipping_is_caught():
+    _, planted = secagg_dp_checks(QUICK, None)
+    assert planted.status is Status.PASS, planted
