@@ -120,3 +120,19 @@ def test_client_with_too_few_live_neighbours_is_excluded_not_fatal(make_harness)
     assert set(result.excluded[p.STAGE_SETUP]) == set(h.nodes) - lost - expected_live
     assert set(result.survivors) == expected_live
     assert np.array_equal(result.total, h.expected_total(result))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(3, 10), drops=st.lists(st.tuples(st.sampled_from(p.STAGES), st.integers(1, 10)), max_size=5))
+def test_any_dropout_pattern_recovers_exactly_or_aborts(make_harness, n: int, drops) -> None:
+    h = make_harness(n, 3)
+    try:
+        result = h.run(drops=drops)
+    except ProtocolAbort:
+        return
+    assert np.array_equal(result.total, h.expected_total(result))
+    first_drop = {}
+    for stage, node in drops:
+        first_drop[node] = min(first_drop.get(node, 4), p.STAGES.index(stage))
+    lost_before_input = {u for u, i in first_drop.items() if i <= p.STAGES.index(p.STAGE_MASKED_INPUT)}
+    assert set(result.survivors).isdisjoint(lost_before_input)

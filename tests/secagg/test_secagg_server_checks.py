@@ -129,3 +129,26 @@ def test_no_numpy_or_random_module_generator_is_used(make_harness, monkeypatch: 
     h = make_harness(7, 30)
     result = h.run(drops=[(p.STAGE_MASKED_INPUT, 2)])
     assert np.array_equal(result.total, h.expected_total(result))
+
+
+def test_a_single_masked_vector_looks_uniform(make_harness) -> None:
+    """What the server receives from one client is uniform on [0, 2^m), unlike the client's quantised update."""
+    from scipy.stats import chisquare
+
+    h = make_harness(6, 20_000)
+    seen = {}
+
+    def deliver(outbox):
+        for reply in h.deliver(outbox):
+            if reply.metadata.stage == p.STAGE_MASKED_INPUT:
+                seen.setdefault(reply.metadata.src_node, reply.arrays[p.MASKED])
+            yield reply
+
+    exchange = h.exchange()
+    result = finish(exchange, deliver, next(exchange))
+    m = result.params.modulus_bits
+    node, vector = next(iter(seen.items()))
+    top_bits = lambda v: np.bincount((v >> np.uint32(m - 6)).astype(np.int64), minlength=64)  # noqa: E731
+    assert int(vector.max()) < 2**m
+    assert chisquare(top_bits(vector)).pvalue > 1e-4
+    assert chisquare(top_bits(h.encoded[(1, node)])).pvalue < 1e-9
