@@ -249,10 +249,11 @@ def independence_check(settings: AuditSettings) -> Check:
         rows.append((f"client {node}: pooled words, KS two-sample", float(stats.ks_2samp(a, b).pvalue)))
         rows.append((f"client {node}: 64-bin homogeneity chi-square", float(stats.chi2_contingency(hist).pvalue)))
 
+    d = reference.size
+
     def shift(vector: NDArray[np.unsignedinteger]) -> float:
         return float(np.mean(((vector[:d].astype(np.int64) - reference) % modulus) / modulus))
 
-    d = reference.size
     shifted = {swap: [shift(v) for v in vectors[swap][1]] for swap in (False, True)}
     rows.append(
         ("client 1: mean of (masked - Q(x1)) mod 2^m per round, KS", float(stats.ks_2samp(*shifted.values()).pvalue))
