@@ -181,3 +181,19 @@ def test_unsafe_setup_is_rejected(make_harness) -> None:
     with_self = {**message.arrays, p.NODES: np.append(message.arrays[p.NODES][:-1], message.metadata.dst_node)}
     with pytest.raises(MessageError):
         secagg_mod(message.replace(arrays=with_self), Context(node_id=message.metadata.dst_node), lambda m, c: m)
+
+
+@pytest.mark.parametrize("tamper", ["flip", "swap_senders"])
+def test_share_bundles_failing_authentication_are_rejected(make_harness, tamper: str) -> None:
+    from privfl.errors import DecryptionError
+
+    h = make_harness(8, 4, SecAggConfig(num_neighbours=6, threshold=4))
+    outbox = run_to(h.exchange(), h.deliver, p.STAGE_MASKED_INPUT)
+    message = next(m for m in outbox if m.metadata.dst_node == 1)
+    table = message.arrays[p.CIPHERTEXTS].copy()
+    if tamper == "flip":
+        table[0, -1] ^= 1
+    else:  # the bundle from one neighbour presented as coming from another: the AD names the sender
+        table[[0, 1]] = table[[1, 0]]
+    with pytest.raises(DecryptionError, match=r"^decryption failed$"):
+        h.send(message.replace(arrays={**message.arrays, p.CIPHERTEXTS: table}))
