@@ -21,7 +21,7 @@ from privfl.errors import ConfigError
 SEED_BYTES = 32
 """Size of a PRG seed (bytes): an AES-256 key."""
 _BLOCK = 16
-_ZERO_COUNTER = bytes(_BLOCK)
+_CTR = modes.CTR(bytes(_BLOCK))  # all-zero initial counter block; immutable, shared by all streams
 
 
 def word_dtype(modulus_bits: int) -> np.dtype:
@@ -46,7 +46,7 @@ def _zeros(num_bytes: int) -> bytes:
 def _encryptor(seed: bytes) -> Any:
     if not isinstance(seed, bytes) or len(seed) != SEED_BYTES:
         raise ConfigError(f"a PRG seed must be {SEED_BYTES} bytes")
-    return Cipher(algorithms.AES(seed), modes.CTR(_ZERO_COUNTER)).encryptor()
+    return Cipher(algorithms.AES(seed), _CTR).encryptor()
 
 
 def uniform_words(seed: bytes, count: int, dtype: np.dtype) -> np.ndarray:
