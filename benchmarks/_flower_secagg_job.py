@@ -5,7 +5,7 @@ Runs in Flower's own virtualenv, never imports privfl. Usage:
 listed (comma-separated) in ``PRIVFL_BENCH_DROPPED`` fail when they should upload:
 on the train task of the plain round, at the collect-masked-vectors stage of the
 SecAgg+ round. Round 1 is an untimed plain warm-up (actors start, modules load),
-round 2 the timed plain round, round 3 the timed SecAgg+ round.
+round 2 the timed plain round, round 3 the timed SecAgg+ round. Clients run in one Ray actor.
 """
 
 import json
@@ -101,7 +101,8 @@ def main(grid, context):
 
 if __name__ == "__main__":
     client_app = ClientApp(client_fn=client_fn, mods=[bench_mod])
-    run_simulation(server_app=server_app, client_app=client_app, num_supernodes=N)
+    one_actor = {"init_args": {"num_cpus": 1}, "client_resources": {"num_cpus": 1}}
+    run_simulation(server_app=server_app, client_app=client_app, num_supernodes=N, backend_config=one_actor)
     with open(OUT, "w") as f:
         json.dump(
             {

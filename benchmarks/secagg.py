@@ -13,13 +13,13 @@ checks that the new model is the survivors' mean update.
 
 Timing is by instrumentation:
 
-* client: time inside the client app (mods included), mean per client that uploaded,
-  and per SecAgg+ stage;
+* client: time inside the client app (mods included), median over clients that
+  uploaded, and per SecAgg+ stage;
 * codec: time in the transport minus client time (encode/decode on both sides);
 * server: round time minus transport time (the exchange's own work, unmasking included);
-* mask: time in ``SecAggPlusClient._mask`` (quantise, key agreements, mask expansion)
-  and in its ``MaskExpander.add`` calls, against raw AES-256-CTR keystream for the
-  same number of bytes.
+* encode / mask: median time per client in ``SecAggPlusClient._encode`` (quantisation)
+  and ``_mask`` (masking), and in the ``MaskExpander.add`` calls inside ``_mask``,
+  against raw AES-256-CTR keystream for the same number of bytes.
 
 Flower's SecAgg+ (``SecAggPlusWorkflow`` + ``secaggplus_mod``, simulation runtime)
 runs in its own virtualenv ``benchmarks/.flwr-venv``, created on first use, through
@@ -49,7 +49,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from privfl.client import ClientApp, NumPyClient
-from privfl.secagg import SecAggConfig, SecAggPlusAggregator, SecAggPlusClient, secagg_mod
+from privfl.secagg import RoundParams, SecAggConfig, SecAggPlusAggregator, SecAggPlusClient, secagg_mod
 from privfl.secagg.prg import MaskExpander
 from privfl.secagg.protocol import STAGE_MASKED_INPUT
 from privfl.server import FailurePlan, FedAvg, InProcessClients, PlainAggregator, RoundSpec, SamplingInfo, drive
@@ -74,10 +74,9 @@ def dropped_nodes(n: int, dropout: float) -> list[int]:
     return sorted(int(v) + 1 for v in np.random.default_rng(n).choice(n, count, replace=False))
 
 
-def neighbours(n: int) -> tuple[int, int]:
-    """(k, t) of privfl's SecAgg+ defaults for n clients."""
-    params = SecAggConfig().round_params(n)
-    return params.num_neighbours, params.threshold
+def round_params(n: int) -> RoundParams:
+    """privfl's default SecAgg+ parameters (neighbours k, threshold t, word size) for n clients."""
+    return SecAggConfig().round_params(n)
 
 
 # ---------------------------------------------------------------- one privfl round (in a subprocess)
@@ -113,7 +112,7 @@ def measure_round(mode: str, n: int, d: int, dropout: float) -> dict:
     expected = residues @ pool.astype(np.float64) / len(survivors)  # the survivors' mean update
     timers: dict[str, float] = {}
     client_time: dict[int, float] = {}
-    stage_time: dict[str, list] = {}  # stage -> [client seconds, messages handled]
+    stage_time: dict[str, list[float]] = {}  # stage -> client seconds per message
 
     def timed_app(message, context):
         t0 = time.perf_counter()
@@ -123,31 +122,45 @@ def measure_round(mode: str, n: int, d: int, dropout: float) -> dict:
             elapsed = time.perf_counter() - t0
             timers["client"] += elapsed
             client_time[context.node_id] += elapsed
-            entry = stage_time.setdefault(message.metadata.stage or "train", [0.0, 0])
-            entry[0] += elapsed
-            entry[1] += 1
+            stage_time.setdefault(message.metadata.stage or "train", []).append(elapsed)
 
-    def timed(original, key, only_in_mask=False):
-        # Adds the time spent in ``original`` to timers[key]. The expander also serves the
-        # server's unmasking, so its calls count only inside the client's _mask.
-        def wrapper(*args, **kwargs):
-            if only_in_mask and not timers["in_mask"]:
-                return original(*args, **kwargs)
-            timers["in_mask"] += not only_in_mask
-            t0 = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                timers[key] += time.perf_counter() - t0
-                timers["in_mask"] -= not only_in_mask
+    # Per masking client: seconds in its _encode (quantise) and _mask, and in the MaskExpander.add
+    # calls made inside that _mask (the expander also serves the server's unmasking).
+    steps: dict[str, list[float]] = {"encode": [], "mask": [], "expand": []}
+    encode_method, mask_method, add_method = SecAggPlusClient._encode, SecAggPlusClient._mask, MaskExpander.add
+    in_mask = [False]
 
-        return wrapper
+    def timed_encode(self, *args):
+        t0 = time.perf_counter()
+        try:
+            return encode_method(self, *args)
+        finally:
+            steps["encode"].append(time.perf_counter() - t0)
 
-    SecAggPlusClient._mask = timed(SecAggPlusClient._mask, "mask")
-    MaskExpander.add = timed(MaskExpander.add, "expand", only_in_mask=True)
+    def timed_mask(self, *args):
+        steps["expand"].append(0.0)
+        in_mask[0] = True
+        t0 = time.perf_counter()
+        try:
+            return mask_method(self, *args)
+        finally:
+            steps["mask"].append(time.perf_counter() - t0)
+            in_mask[0] = False
+
+    def timed_add(self, *args):
+        t0 = time.perf_counter()
+        try:
+            return add_method(self, *args)
+        finally:
+            if in_mask[0]:
+                steps["expand"][-1] += time.perf_counter() - t0
+
+    SecAggPlusClient._encode, SecAggPlusClient._mask, MaskExpander.add = timed_encode, timed_mask, timed_add
 
     def one_round() -> dict:
-        timers.update(client=0.0, transport=0.0, mask=0.0, expand=0.0, in_mask=0)
+        timers.update(client=0.0, transport=0.0)
+        for times in steps.values():
+            times.clear()
         client_time.update(dict.fromkeys(spec.nodes, 0.0))
         stage_time.clear()
         clients = InProcessClients(timed_app, failures=FailurePlan.script((1, upload_stage, u) for u in dropped))
@@ -174,16 +187,15 @@ def measure_round(mode: str, n: int, d: int, dropout: float) -> dict:
         upload = {a[0]: b[1] - a[1] for a, b in itertools.pairwise(snapshots)}
         return {
             "total": total,
-            "client": statistics.mean(client_time[u] for u in survivors),
-            "stages": {stage: seconds / count for stage, (seconds, count) in stage_time.items()},
+            "client": statistics.median(client_time[u] for u in survivors),
+            "stages": {stage: statistics.median(times) for stage, times in stage_time.items()},
             "codec": timers["transport"] - timers["client"],
             "server": total - timers["transport"],
             "up": clients.traffic.bytes_up / n,
             "down": clients.traffic.bytes_down / n,
             "up_vector": upload[upload_stage] / len(survivors),
             "up_other": (clients.traffic.bytes_up - upload[upload_stage]) / n,
-            "mask": timers["mask"] / len(survivors),
-            "expand": timers["expand"] / len(survivors),
+            **{step: statistics.median(times) if times else 0.0 for step, times in steps.items()},
             "error": error,
         }
 
@@ -192,19 +204,21 @@ def measure_round(mode: str, n: int, d: int, dropout: float) -> dict:
         runs.append(one_round())
     result = sorted(runs, key=lambda r: r["total"])[len(runs) // 2]
 
-    # Raw AES-256-CTR keystream for the bytes one client's masks take: k + 1 masks of d + 1 words.
-    k = neighbours(n)[0]
-    zeros = bytes((d + 1) * 4)
+    # Raw AES-256-CTR keystream, written in place (the fastest use of the library), for the
+    # bytes one client's masks take: k + 1 masks of d + 1 words.
+    params = round_params(n)
+    zeros = bytes((d + 1) * params.dtype.itemsize)
+    out = bytearray(len(zeros) + 16)
 
     def keystream() -> float:
         t0 = time.perf_counter()
-        for _ in range(k + 1):
-            Cipher(algorithms.AES(os.urandom(32)), modes.CTR(bytes(16))).encryptor().update(zeros)
+        for _ in range(params.num_neighbours + 1):
+            Cipher(algorithms.AES(os.urandom(32)), modes.CTR(bytes(16))).encryptor().update_into(zeros, out)
         return time.perf_counter() - t0
 
     result.update(
         runs=len(runs),
-        keystream=min(keystream() for _ in range(3)),
+        keystream=statistics.median(keystream() for _ in range(5)),
         rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         rss_before_mb=rss_before / 1024,
     )
@@ -245,7 +259,7 @@ def ensure_flower() -> str:
 
 
 def run_flower(n: int, d: int, dropout: float, timeout: float) -> dict:
-    k, t = neighbours(n)
+    k, t = round_params(n).num_neighbours, round_params(n).threshold
     if n * (k + 1) * d > FLOWER_MAX_WORDS:
         return {"skipped": f"n*(k+1)*d = {n * (k + 1) * d:.1e} mask words > {FLOWER_MAX_WORDS:.0e}"}
     env = {**os.environ, "PRIVFL_BENCH_DROPPED": ",".join(str(u - 1) for u in dropped_nodes(n, dropout))}
@@ -274,15 +288,16 @@ def fmt_bytes(b: float) -> str:
 
 LEGEND = """\
 Seconds per round: privfl, median of up to 5 rounds (within ~3 s); Flower, one round after a warm-up round.
-x plain = SecAgg+ / plain round; client s = time in the client app per uploading client, all stages;
+x plain = SecAgg+ / plain round; client s = time in the client app per uploading client (median), all stages;
 server s = the server exchange's own work; codec s = encoding and decoding on both sides; up/down per
 selected client, all stages; vec/f32 = masked-vector message / float32 update (4 d bytes); RSS = peak
 resident memory of the round's process (server + in-process clients); flwr x = Flower SecAgg+ / plain;
 flwr/privfl = Flower SecAgg+ round / privfl SecAgg+ round."""
 CLIENT_LEGEND = """\
-privfl SecAgg+ client, ms per client: stages (masked_input includes the synthetic fit); mask = the
-masking step (quantise, k X25519 agreements, k + 1 mask expansions); expand = the expansions alone;
-keystream = raw AES-256-CTR (cryptography) over the same (k + 1)(d + 1) 4-byte words."""
+privfl SecAgg+ client, ms per client (medians): stages (masked_input includes the synthetic fit); encode =
+SecAggPlusClient._encode (clip, scale, stochastic rounding); mask = SecAggPlusClient._mask (k key
+agreements, k + 1 mask expansions); expand = the expansions alone; keystream = raw AES-256-CTR
+(cryptography, in place) over the same (k + 1)(d + 1) words."""
 
 
 def render(head: list[str], body: list[list[str]], markdown: bool) -> str:
@@ -323,7 +338,8 @@ def round_table(rows: list[dict], markdown: bool) -> str:
 
 def client_table(rows: list[dict], markdown: bool) -> str:
     """privfl SecAgg+ client time by stage, and masking against the raw keystream, in ms per client."""
-    head = ["n", "d", "drop", "k", "setup", "share_keys", "masked_input", "unmask", "mask", "expand", "keystream"]
+    head = ["n", "d", "drop", "k", "setup", "share_keys", "masked_input", "unmask", "encode", "mask", "expand"]
+    head += ["keystream"]
     head += ["mask/ks", "expand/ks"]
     body = []
     for r in rows:
@@ -331,7 +347,7 @@ def client_table(rows: list[dict], markdown: bool) -> str:
         if "total" not in s:
             continue
         cells = case_cells(r) + [f"{1e3 * s['stages'].get(f'secagg.{st}', 0.0):.2f}" for st in STAGES]
-        cells += [f"{1e3 * s[key]:.2f}" for key in ("mask", "expand", "keystream")]
+        cells += [f"{1e3 * s[key]:.2f}" for key in ("encode", "mask", "expand", "keystream")]
         cells += [f"{s['mask'] / s['keystream']:.2f}", f"{s['expand'] / s['keystream']:.2f}"]
         body.append(cells)
     return render(head, body, markdown)
@@ -438,7 +454,7 @@ def main() -> None:
     for n, d in cases:
         for dropout in DROPOUTS:
             print(f"n={n} d={d:.0e} dropout={dropout:.0%} ...", file=sys.stderr, flush=True)
-            row = {"n": n, "d": d, "dropout": dropout, "k": neighbours(n)[0]}
+            row = {"n": n, "d": d, "dropout": dropout, "k": round_params(n).num_neighbours}
             row["plain"] = run_privfl("plain", n, d, dropout, args.timeout)
             row["secagg"] = run_privfl("secagg", n, d, dropout, args.timeout)
             row["flower"] = {"skipped": "--no-flower"} if args.no_flower else run_flower(n, d, dropout, args.timeout)
