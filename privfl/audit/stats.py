@@ -137,7 +137,8 @@ def epsilon_lower_bound(
         negatives, positives: one score per trial (at least 2 each).
         delta: the delta of the claim under audit.
         confidence: joint confidence of the bound (e.g. 0.95).
-        max_thresholds: thresholds tried on the selection half (quantiles of its scores).
+        max_thresholds: thresholds tried on the selection half (quantiles of its scores, dense
+            in both tails); every distinct score is tried when there are fewer.
         rng: shuffles the trials before splitting (the experiment's own generator).
     """
     if not 0.0 < confidence < 1.0:
@@ -155,7 +156,11 @@ def epsilon_lower_bound(
     alpha = 1.0 - confidence
     pooled = np.concatenate([sel_neg, sel_pos])
     if pooled.size > max_thresholds:
-        pooled = np.quantile(pooled, np.linspace(0.0, 1.0, max_thresholds))
+        # Half the thresholds evenly spaced in probability, half log-spaced toward both tails,
+        # where the strongest tests of a Gaussian live (small FPR or small FNR).
+        tail = np.logspace(-math.log10(pooled.size), math.log10(0.5), max_thresholds // 4)
+        levels = np.concatenate([np.linspace(0.0, 1.0, max_thresholds // 2), tail, 1.0 - tail])
+        pooled = np.quantile(pooled, np.clip(levels, 0.0, 1.0))
     candidates = np.unique(pooled)
     selection, *_ = _bounds(sel_neg, sel_pos, candidates, delta, alpha)
     threshold = candidates[int(np.argmax(selection))]
