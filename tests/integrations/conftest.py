@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 
 import pytest
@@ -9,9 +10,14 @@ import pytest
 
 @pytest.fixture
 def flower_task() -> Iterator[None]:
-    """The process identity Flower stamps on new messages (set by Flower's runtime inside a real app)."""
-    task_identity = pytest.importorskip("flwr.supercore.task_identity").TaskIdentity
-    saved = (task_identity._run_id, task_identity._node_id, task_identity._task_id)
-    task_identity.run_id, task_identity.node_id, task_identity.task_id = 99, 1, 7
+    """The process identity recent Flower (>= 1.4x) stamps on new messages; its runtime sets it inside an app."""
+    pytest.importorskip("flwr")
+    if importlib.util.find_spec("flwr.supercore.task_identity") is None:
+        yield  # older Flower builds messages without one
+        return
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 99, 1, 7
     yield
-    task_identity._run_id, task_identity._node_id, task_identity._task_id = saved
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
