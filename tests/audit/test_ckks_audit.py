@@ -1,4 +1,4 @@
-"""CKKS audits pass against the real HE module."""
+"""CKKS audits pass against the real HE module and fail when what they check is broken."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ pytest.importorskip("tenseal")
 
 from privfl.audit import ckks
 from privfl.audit.report import Status
+from privfl.he import FL_4096, CkksKeys
 
 
 def test_ckks_checks_pass():
@@ -15,6 +16,15 @@ def test_ckks_checks_pass():
     assert [c.status for c in checks] == [Status.PASS] * 4, checks
 
 
-def test_the_auditors_table_is_the_he_standard():
-    # Albrecht et al. (2018), Table 1, 128-bit classical security, ternary secret.
-    assert ckks.HE_STANDARD_128[8192] == 218 and ckks.HE_STANDARD_128[4096] == 109
+def test_parameter_check_fails_when_a_preset_exceeds_the_table(monkeypatch):
+    monkeypatch.setattr(ckks, "HE_STANDARD_128", {**ckks.HE_STANDARD_128, 4096: 90})
+    check = ckks.parameter_check()
+    assert check.status is Status.FAIL
+    assert any("fl-4096" in line and "EXCEEDED" in line for line in check.evidence)
+
+
+def test_server_key_check_fails_if_the_server_gets_the_secret_context(monkeypatch):
+    monkeypatch.setattr(CkksKeys, "public", lambda self: self)  # a key holder that hands out its secret
+    check = ckks.server_key_check(FL_4096)
+    assert check.status is Status.FAIL
+    assert "NO: CkksKeys.has_secret is False" in check.evidence
