@@ -1,4 +1,4 @@
-"""privfl on Flower's runtime (the ``flower`` extra; tested with flwr 1.41).
+"""privfl on Flower's runtime (the ``flower`` extra; tested with flwr 1.21, 1.22, 1.25, 1.30, 1.41 and 1.42).
 
 - :mod:`~privfl.integrations.flower.convert`: privfl Message <-> Flower Message, :class:`NodeMap`.
 - :mod:`~privfl.integrations.flower.client`: :func:`flower_client_app` (a privfl client app,
