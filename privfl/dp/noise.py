@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from privfl.errors import ConfigError
 
 _KEY_BYTES = 32
+_CHUNK_PAIRS = 1 << 18  # Box-Muller pairs per keystream chunk (4 MiB of keystream)
 _NONCE = bytes(16)  # a fresh key per call makes a fixed nonce safe (RFC 8439 section 2.4 needs unique (key, nonce))
 
 
@@ -50,7 +51,8 @@ def uniform_open(count: int, rng: np.random.Generator | None = None) -> np.ndarr
     """``count`` float64 uniforms ``(k + 1/2) * 2**-52`` with k uniform on [0, 2**52): never 0 or 1."""
     words = random_words(count, rng)
     # The top 52 bits as the mantissa of a float in [1, 2) (integer ops only: converting uint64 is slow).
-    mantissa = (words >> np.uint64(12)) | np.uint64(0x3FF0000000000000)
+    mantissa = words >> np.uint64(12)
+    mantissa |= np.uint64(0x3FF0000000000000)
     uniforms = mantissa.view(np.float64)
     uniforms -= 1.0 - 2.0**-53
     return uniforms
@@ -70,17 +72,24 @@ def gaussian_noise(shape: int | tuple[int, ...], std: float, *, rng: np.random.G
     if std == 0 or size == 0:
         return np.zeros(shape, dtype=np.float64)
     pairs = (size + 1) // 2
-    u = uniform_open(2 * pairs, rng)
-    # Box & Muller (1958): R = sqrt(-2 ln U1), angle 2 pi U2 give two independent N(0, 1).
-    radius = np.log(u[:pairs])
-    radius *= -2.0
-    np.sqrt(radius, out=radius)
-    radius *= std
-    angle = u[pairs:]
-    angle *= 2.0 * np.pi
     normals = np.empty(2 * pairs, dtype=np.float64)
-    np.multiply(radius, np.cos(angle), out=normals[:pairs])
-    np.multiply(radius, np.sin(angle), out=normals[pairs:])
+    # Chunks keep the temporaries small (no gigabytes of page faults for 10^7 coordinates).
+    for start in range(0, pairs, _CHUNK_PAIRS):
+        count = min(_CHUNK_PAIRS, pairs - start)
+        u = uniform_open(2 * count, rng)
+        # Box & Muller (1958): R = sqrt(-2 ln U1) and angle 2 pi U2 give two independent N(0, 1): R cos, R sin.
+        radius = np.log(u[:count])
+        radius *= -2.0
+        np.sqrt(radius, out=radius)
+        radius *= std
+        angle = u[count:]
+        angle *= 2.0 * np.pi
+        for half, trig in (
+            (normals[start : start + count], np.cos),
+            (normals[pairs + start : pairs + start + count], np.sin),
+        ):
+            trig(angle, out=half)
+            half *= radius
     return normals[:size].reshape(shape)
 
 
@@ -129,4 +138,8 @@ def add_gaussian_noise(
     arrays: Mapping[str, np.ndarray], std: float, *, rng: np.random.Generator | None = None
 ) -> dict[str, np.ndarray]:
     """A float64 copy of ``arrays`` with independent N(0, std^2) noise added to every coordinate."""
-    return {name: value + gaussian_noise(np.shape(value), std, rng=rng) for name, value in arrays.items()}
+    out = {}
+    for name, value in arrays.items():
+        noise = gaussian_noise(np.shape(value), std, rng=rng)
+        out[name] = np.add(value, noise, out=noise)
+    return out
