@@ -97,3 +97,19 @@ def test_a_resumed_run_continues_from_the_checkpointed_encrypted_model(plain, ke
     assert len(resumed.history.rounds) == ROUNDS
     model = decrypt_model(resumed.parameters, ClientCipher(keys))
     np.testing.assert_allclose(model["weight"], plain.parameters["weight"], atol=1e-5)
+
+
+def test_dp_mods_inside_the_ckks_mod_see_plaintext(keys):
+    """HE outermost, DP inside: clipping gives the same model as plain FedAvg with clipping; local DP runs."""
+    from privfl.dp.client_mods import FixedClippingMod, LocalDpMod
+
+    clip = FixedClippingMod(clip_norm=0.5)
+    clipped_plain = _run([clip])
+    clipped_he = _run([CkksClientMod(keys), clip], HEFedAvg(keys.public()))
+    model = decrypt_model(clipped_he.parameters, ClientCipher(keys))
+    for name, value in clipped_plain.parameters.items():
+        np.testing.assert_allclose(model[name], value, atol=1e-5)
+    local = _run([CkksClientMod(keys), LocalDpMod(clip_norm=0.5, epsilon=8.0, delta=1e-5)], HEFedAvg(keys.public()))
+    assert [r.status for r in local.history.rounds] == ["ok"] * ROUNDS
+    noisy = decrypt_model(local.parameters, ClientCipher(keys))
+    assert not np.allclose(noisy["weight"], model["weight"], atol=1e-3)  # the noise is there
