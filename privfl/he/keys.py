@@ -69,6 +69,8 @@ class CkksKeys:
     has_secret: bool = field(init=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.params, CkksParams) or not isinstance(self.context, bytes):
+            raise ConfigError("CkksKeys needs a CkksParams and the serialised context as bytes")
         try:
             public = _proto.field_bytes(self.context, _CTX_PUBLIC)
             public_key = _proto.field_bytes(public, _PUBLIC_KEY) if public is not None else None
