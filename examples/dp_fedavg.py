@@ -30,7 +30,7 @@ from privfl.server.history import History
 from privfl.server.sampling import PoissonSampler
 from privfl.server.simulation import run_simulation
 from privfl.server.strategy import FedAvg
-from privfl.tasks.digits import DigitsFederation, initial_parameters
+from privfl.tasks.digits import initial_parameters
 
 CLIENTS, RATE, ROUNDS, CLIP, DELTA = 1000, 0.1, 60, 1.0, 1e-5
 TARGETS = (1.0, 3.0, 8.0)
@@ -45,7 +45,7 @@ def train(aggregator, seed: int) -> History:
         initial_parameters=initial_parameters(),
         strategy=FedAvg(aggregator=aggregator, min_clients=0),
         sampler=PoissonSampler(RATE),
-        centralized_evaluate=DigitsFederation(num_clients=1, seed=0).evaluate,
+        centralized_evaluate=population.evaluate,
         seed=seed,
         progress=False,
     )

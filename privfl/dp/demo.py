@@ -18,40 +18,27 @@ from pathlib import Path
 import numpy as np
 
 from privfl.errors import ConfigError
-from privfl.tasks.digits import DigitsClient, load_digits_data
+from privfl.tasks.digits import DigitsFederation, load_digits_data
 
 
 @dataclass(frozen=True)
-class DigitsPopulation:
+class DigitsPopulation(DigitsFederation):
     """Digits training data split IID into ``num_clients`` shards of near-equal size, one per client.
 
-    Picklable (module-level, frozen), so it serves as ``client_fn`` with worker processes.
+    A :class:`~privfl.tasks.digits.DigitsFederation` whose partition is IID shards instead
+    of a Dirichlet label split (``alpha`` is unused), so it scales to as many clients as
+    there are training images. Picklable, so it serves as ``client_fn`` with worker processes.
     """
 
     num_clients: int = 1000
-    seed: int = 0
-    epochs: int = 1
-    batch_size: int = 16
-    lr: float = 0.5
 
     def __post_init__(self) -> None:
         available = len(load_digits_data(self.seed).y_train)
         if not 1 <= self.num_clients <= available:
             raise ConfigError(f"num_clients must be in [1, {available}] for digits, got {self.num_clients}")
 
-    def __call__(self, node_id: int) -> DigitsClient:
-        """The client of ``node_id`` (1-based)."""
-        data = load_digits_data(self.seed)
-        idx = _shards(self.num_clients, self.seed)[node_id - 1]
-        return DigitsClient(
-            data.x_train[idx],
-            data.y_train[idx],
-            node_id=node_id,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            seed=self.seed,
-        )
+    def partitions(self) -> list[np.ndarray]:
+        return _shards(self.num_clients, self.seed)
 
 
 @lru_cache(maxsize=8)
@@ -127,7 +114,7 @@ def run_dp_demo(args: argparse.Namespace) -> int:
         initial_parameters=initial_parameters(),
         strategy=FedAvg(aggregator=dp, server_lr=args.server_lr, min_clients=0),
         sampler=PoissonSampler(args.sample_rate),
-        centralized_evaluate=_evaluator(args.seed),
+        centralized_evaluate=population.evaluate,
         seed=args.seed,
         progress=False,
         callbacks=() if args.quiet else (print_round,),
@@ -143,10 +130,3 @@ def run_dp_demo(args: argparse.Namespace) -> int:
         print(f"stopped early: {result.stopped}")
     print(f"plot written to {plot}")
     return 0
-
-
-def _evaluator(seed: int):
-    from privfl.tasks.digits import DigitsFederation
-
-    # Centralized evaluation on the held-out test split; the partition of the federation is not used.
-    return DigitsFederation(num_clients=1, seed=seed).evaluate

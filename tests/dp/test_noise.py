@@ -6,8 +6,11 @@ import math
 
 import numpy as np
 import pytest
+from conftest import fixed_trainer, round_spec, run_exchange, train_message
 from scipy import stats
 
+from privfl.core.context import Context
+from privfl.dp import AdaptiveClippingDp, CentralDp, LocalDpMod
 from privfl.dp.noise import discrete_gaussian, gaussian_noise, random_words, uniform_open
 from privfl.errors import ConfigError
 
@@ -61,6 +64,18 @@ def test_default_noise_never_touches_numpy_random(monkeypatch: pytest.MonkeyPatc
         monkeypatch.setattr(np.random, name, forbidden)
     assert gaussian_noise(1000, 1.0).shape == (1000,)
     assert discrete_gaussian(1000, 2.0).shape == (1000,)
+    # And the mods and aggregators that draw noise, end to end.
+    params = {"w": np.zeros(50, np.float32)}
+    for dp in (
+        CentralDp.with_server_clipping(noise_multiplier=1.0, clip_norm=1.0),
+        AdaptiveClippingDp(noise_multiplier=1.0, initial_clip_norm=1.0, count_noise_std=1.0),
+    ):
+        agg = run_exchange(dp.aggregate(round_spec(params, (1, 2))), lambda m: fixed_trainer({"w": 1.0})(m, None))
+        assert agg.update_sum["w"].std() > 0
+    reply = LocalDpMod(clip_norm=1.0, epsilon=1.0, delta=1e-5)(
+        train_message(params), Context(1), fixed_trainer({"w": 0})
+    )
+    assert np.any(reply.arrays["w"] != 0)
 
 
 @pytest.mark.parametrize("sigma", [1.0, 3.0, 20.0])
