@@ -1,6 +1,6 @@
 """DP-FedAvg on digits with client-level central DP at three budgets, and a privacy-utility plot.
 
-Run: ``python examples/dp_fedavg.py [--out runs/dp_fedavg.png] [--seeds 3]``
+Run: ``python examples/dp_fedavg.py [--out runs/dp_fedavg.png] [--seeds 5]``
 
 Digits has only 1,347 training images, so to make client-level DP meaningful the example
 simulates a cross-device population: the training set is split IID into 1,000 clients of
@@ -57,7 +57,7 @@ def train(aggregator, seed: int) -> History:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/dp_fedavg.png"))
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
 
     print(f"{CLIENTS} clients, q={RATE}, {ROUNDS} rounds, clip {CLIP}, delta {DELTA:g}")
