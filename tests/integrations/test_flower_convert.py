@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import pkgutil
 import subprocess
@@ -190,8 +192,17 @@ def test_hostile_records_are_refused() -> None:
         from_recorddict(RecordDict({"arrays": ArrayRecord({"a": torch_like})}), MessageKind.TRAIN, md)
     lying = Array(np.zeros((2, 2)))
     lying.shape = (4,)
-    with pytest.raises(MessageError, match="shape"):
+    with pytest.raises(MessageError, match="its record says"):
         from_recorddict(RecordDict({"arrays": ArrayRecord({"a": lying})}), MessageKind.TRAIN, md)
+    for header, match in [
+        ({"descr": "<f8", "fortran_order": False, "shape": (10**12,)}, "declares shape"),  # no 8 TB allocation
+        ({"descr": "|O", "fortran_order": False, "shape": (1,)}, "dtype object"),  # would need pickle
+    ]:
+        buffer = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buffer, header)
+        forged = Array(dtype="float64", shape=header["shape"], stype="numpy.ndarray", data=buffer.getvalue() + bytes(8))
+        with pytest.raises(MessageError, match=match):
+            from_recorddict(RecordDict({"arrays": ArrayRecord({"a": forged})}), MessageKind.TRAIN, md)
     bad_meta = RecordDict({"config": ConfigRecord({META_KEY: [0, 1, 0], "privfl:stage": ""})})
     with pytest.raises(MessageError, match="four ints"):
         from_recorddict(bad_meta, MessageKind.TRAIN)
@@ -201,6 +212,18 @@ def test_hostile_records_are_refused() -> None:
     with pytest.raises(MessageError, match="not train, evaluate or query"):
         kind_of("reconnect")
     assert kind_of("train.custom") is MessageKind.TRAIN
+
+
+NPY_PREFIX = b"\x93NUMPY\x01\x00"
+
+
+@FAST
+@given(st.one_of(st.binary(max_size=300), st.binary(max_size=300).map(lambda b: NPY_PREFIX + b)))
+def test_arbitrary_array_bytes_decode_or_raise_message_error(data: bytes) -> None:
+    forged = Array(dtype="float64", shape=(1,), stype="numpy.ndarray", data=data)
+    md = Metadata(0, 1, 0, 1, MessageKind.TRAIN)
+    with contextlib.suppress(MessageError):  # anything else escaping fails the test
+        from_recorddict(RecordDict({"arrays": ArrayRecord({"a": forged})}), MessageKind.TRAIN, md)
 
 
 def test_node_map_is_a_bijection_over_sorted_flower_ids() -> None:

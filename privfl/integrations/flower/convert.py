@@ -19,6 +19,8 @@ dtypes the privfl wire refuses (object, complex, strings) in either direction.
 
 from __future__ import annotations
 
+import io
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -26,6 +28,7 @@ from typing import Any, TypeVar
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.app import Message as FlowerMessage
+from numpy.lib import format as npy_format
 
 from privfl.core.message import SERVER_NODE_ID, Config, Message, MessageKind, Metadata, Metrics
 from privfl.errors import MessageError
@@ -100,19 +103,41 @@ def arrays_to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
     return ArrayRecord(out)
 
 
+def _decode_npy(data: bytes, name: str) -> np.ndarray:
+    """Parse ``.npy`` bytes; the declared size must match the data before anything is allocated."""
+    buffer = io.BytesIO(data)
+    try:
+        version = npy_format.read_magic(buffer)
+        if version == (1, 0):
+            shape, fortran_order, dtype = npy_format.read_array_header_1_0(buffer)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = npy_format.read_array_header_2_0(buffer)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except Exception as exc:  # numpy raises several types on a damaged header; none may escape untyped
+        raise MessageError(f"array {name!r} cannot be decoded: {type(exc).__name__}: {exc}") from None
+    _check_dtype(dtype, f"array {name!r}")
+    count = math.prod(shape)
+    if len(data) - buffer.tell() != count * dtype.itemsize:
+        raise MessageError(
+            f"array {name!r} declares shape {shape} of {dtype} ({count * dtype.itemsize} bytes) "
+            f"but carries {len(data) - buffer.tell()} bytes"
+        )
+    flat = np.frombuffer(data, dtype=dtype, count=count, offset=buffer.tell()).copy()
+    return flat.reshape(shape, order="F" if fortran_order else "C")
+
+
 def arrays_from_record(record: ArrayRecord) -> dict[str, np.ndarray]:
-    """The arrays of a Flower ``ArrayRecord``, validated (dtype, shape) and decoded without pickle."""
+    """The arrays of a Flower ``ArrayRecord``, validated (dtype, size, shape) and decoded without pickle."""
     out: dict[str, np.ndarray] = {}
     for name, array in record.items():
         if array.stype != _NUMPY_STYPE:
             raise MessageError(f"array {name!r} has serialisation type {array.stype!r}; expected {_NUMPY_STYPE!r}")
-        try:
-            arr = array.numpy()  # np.load(allow_pickle=False)
-        except ValueError as exc:
-            raise MessageError(f"array {name!r} cannot be decoded: {exc}") from None
-        _check_dtype(arr.dtype, f"array {name!r}")
-        if tuple(arr.shape) != tuple(array.shape):
-            raise MessageError(f"array {name!r} decodes to shape {arr.shape}, its record says {tuple(array.shape)}")
+        arr = _decode_npy(array.data, name)
+        if tuple(arr.shape) != tuple(array.shape) or arr.dtype.str != np.dtype(array.dtype).str:
+            raise MessageError(
+                f"array {name!r} decodes to {arr.dtype} {arr.shape}, its record says {array.dtype} {tuple(array.shape)}"
+            )
         out[name] = arr
     return out
 
