@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from privfl.accounting import GaussianEvent, PrivacyBudget, PrivacyLedger
+from privfl.client.app import NUM_EXAMPLES
 from privfl.core.context import Context
 from privfl.core.message import ArrayDict, Message, MessageKind, check_same_layout
 from privfl.core.mods import App
@@ -92,6 +93,11 @@ class LocalDpMod:
     :data:`LOCAL_LEDGER_KEY`, so it is checkpointed and restored on resume; the ledger
     composes the releases over rounds (RDP of ``GaussianEvent(sigma / 2C)``).
 
+    The reply's other fit metrics (training loss, accuracy, ...) are computed on the private
+    data without noise, so they are dropped; only ``num_examples`` (which weighting needs;
+    it is not covered by the guarantee) and the mod's own ``local_dp_noise_std`` and
+    ``local_dp_epsilon`` go out.
+
     Args:
         clip_norm: L2 bound C on the update (> 0).
         epsilon: per-release epsilon (> 0).
@@ -151,7 +157,7 @@ class LocalDpMod:
             locality="local",
             note=f"{self.mechanism} Gaussian, per release epsilon={self.epsilon:g} delta={self.delta:g}",
         )
-        metrics = dict(reply.metrics)
+        metrics = {key: reply.metrics[key] for key in (NUM_EXAMPLES,) if key in reply.metrics}
         metrics["local_dp_noise_std"] = self.noise_std
         epsilon = ledger.epsilon(self.delta)
         if math.isfinite(epsilon):

@@ -65,6 +65,17 @@ def test_local_dp_noise_and_ledger() -> None:
     assert reply.metrics["local_dp_epsilon"] > 2.0  # two releases cost more than one
 
 
+def test_local_dp_drops_metrics_computed_on_private_data() -> None:
+    def app(message, context):
+        return fixed_trainer({k: 0 * v for k, v in PARAMS.items()}, num_examples=7)(message, context).replace(
+            metrics={"num_examples": 7, "train_loss": 0.25, "train_accuracy": 1.0}
+        )
+
+    reply = LocalDpMod(clip_norm=1.0, epsilon=1.0, delta=1e-5)(train_message(PARAMS), Context(1), app)
+    assert set(reply.metrics) == {"num_examples", "local_dp_noise_std", "local_dp_epsilon"}
+    assert reply.metrics["num_examples"] == 7
+
+
 def test_local_dp_ledger_is_checkpointed_and_restored_by_the_context() -> None:
     mod = LocalDpMod(clip_norm=1.0, epsilon=1.0, delta=1e-5)
     ctx = Context(2)
