@@ -17,6 +17,7 @@ class AuditSettings:
         dp_secagg_trials: trials per hypothesis of the central-DP-over-SecAgg+ audit (a full
             SecAgg+ round each).
         local_trials: trials per hypothesis of the local-DP mod audit.
+        dp_sgd_trials: trials per hypothesis of the Opacus DP-SGD audit (one training each).
         planted_trials: trials per hypothesis against each planted bug.
         secagg_trials: masked vectors collected per SecAgg+ statistical test.
         confidence: joint confidence of every epsilon lower bound.
@@ -30,6 +31,7 @@ class AuditSettings:
     dp_loop_trials: int
     dp_secagg_trials: int
     local_trials: int
+    dp_sgd_trials: int
     planted_trials: int
     secagg_trials: int
     confidence: float = 0.95
@@ -43,6 +45,7 @@ class AuditSettings:
             "dp_loop_trials",
             "dp_secagg_trials",
             "local_trials",
+            "dp_sgd_trials",
             "planted_trials",
             "secagg_trials",
         ):
@@ -61,6 +64,7 @@ QUICK = AuditSettings(
     dp_loop_trials=10_000,
     dp_secagg_trials=1_500,
     local_trials=10_000,
+    dp_sgd_trials=1_500,
     planted_trials=3_000,
     secagg_trials=20,
 )
@@ -71,6 +75,7 @@ FULL = AuditSettings(
     dp_loop_trials=100_000,
     dp_secagg_trials=20_000,
     local_trials=100_000,
+    dp_sgd_trials=20_000,
     planted_trials=10_000,
     secagg_trials=100,
 )

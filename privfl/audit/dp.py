@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -348,3 +348,74 @@ def gaussian_epsilon(noise_multiplier: float, delta: float) -> float:
     while gaussian_delta(noise_multiplier, hi) > delta:
         hi *= 2.0
     return float(brentq(lambda e: gaussian_delta(noise_multiplier, e) - delta, 0.0, hi, xtol=1e-10))
+
+
+@dataclass(frozen=True)
+class DpSgdRelease:
+    """One full-batch DP-SGD step of :func:`privfl.integrations.opacus.fit_dp_sgd`, with or without a canary record.
+
+    A zero-initialised linear model (no bias, two classes) trains on ``records`` examples
+    for one epoch with batch size = dataset size, so Poisson sampling has rate q = 1 and
+    there is exactly one noisy step. The canary (label 0) is the only record with a
+    non-zero first feature, so only its clipped gradient moves the first weight column;
+    without the canary it is replaced by an all-zero record, whose gradient is zero (as if
+    removed, with the same batch normalisation). The score is that column's movement
+    along the canary's gradient direction times batch size / learning rate: C with the
+    canary, 0 without, plus noise of std z C (Jagielski et al. 2020's gradient canary,
+    white-box: the auditor sees the model after the step).
+
+    Args:
+        settings: the :class:`~privfl.integrations.opacus.DpSgdSettings` audited
+            (``batch_size`` must equal ``records``, ``epochs`` 1).
+        name, claimed_epsilon, delta: label and the claim (what the client's ledger reports).
+        records: examples in the client's dataset.
+        features: input features.
+    """
+
+    settings: Any
+    name: str
+    claimed_epsilon: float
+    delta: float
+    records: int = 8
+    features: int = 4
+
+    def data(self, canary: bool) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """The client's dataset: features and labels."""
+        rng = np.random.default_rng(0)
+        x = np.zeros((self.records, self.features), dtype=np.float32)
+        x[1:, 1:] = rng.normal(size=(self.records - 1, self.features - 1))
+        if canary:
+            x[0, 0] = 100.0
+        labels = rng.integers(0, 2, self.records)
+        labels[0] = 0
+        return x, labels
+
+    def scores(self, canary: bool, trials: int) -> NDArray[np.float64]:
+        import torch
+
+        from privfl.integrations.opacus import fit_dp_sgd
+
+        features, labels = self.data(canary)
+        out = np.empty(trials)
+        for i in range(trials):
+            model = torch.nn.Linear(self.features, 2, bias=False)
+            torch.nn.init.zeros_(model.weight)
+            fit_dp_sgd(model, features, labels, self.settings)
+            column = model.weight.detach().numpy()[:, 0].astype(np.float64)
+            # The canary's clipped gradient on column 0 is C (-1, 1) / sqrt 2; SGD moves against it.
+            out[i] = (column[0] - column[1]) / math.sqrt(2.0) * self.records / self.settings.lr
+        return out
+
+    def ledger_epsilon(self) -> float:
+        """The epsilon the client's DP-SGD ledger reports after one fit (through ``DpSgdLedgerMod``)."""
+        import torch
+
+        from privfl.integrations.opacus import EPSILON, DpSgdLedgerMod, fit_dp_sgd
+
+        def train(message: Message, context: Context) -> Message:
+            model = torch.nn.Linear(self.features, 2, bias=False)
+            metrics = fit_dp_sgd(model, *self.data(True), self.settings)
+            return message.reply(arrays=message.arrays, metrics=metrics)
+
+        reply = DpSgdLedgerMod(self.delta)(_train_message(self.features), Context(node_id=1), train)
+        return float(reply.metrics[EPSILON])

@@ -3,9 +3,9 @@
 Setting audited: one release (q = 1) of :class:`privfl.dp.CentralDp` at clip norm 2 and
 noise multiplier 1 (server-side clipping, in bulk and end to end; client-side clipping with
 :class:`privfl.dp.FixedClippingMod`), the first release of :class:`privfl.dp.AdaptiveClippingDp`
-(initial clip norm 2, total noise multiplier 1), and one release of :class:`privfl.dp.LocalDpMod`
-at epsilon 3, all at the settings' delta. The clip norm
-is not 1 so that noise calibrated to z instead of z*C would show.
+(initial clip norm 2, total noise multiplier 1), central DP over SecAgg+, one release of
+:class:`privfl.dp.LocalDpMod` at epsilon 3, and one DP-SGD step of the Opacus helper, all at the
+settings' delta. The clip norm is not 1 so that noise calibrated to z instead of z*C would show.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from privfl.audit.dp import (
     CentralNoiseRelease,
     CentralRound,
     DistinguishingRun,
+    DpSgdRelease,
     LocalDpRelease,
     Release,
     gaussian_epsilon,
@@ -249,6 +250,38 @@ def _claim(make: Callable[..., Aggregator], setup: CentralRound, settings: Audit
     return setup.run(make(delta=settings.delta), canary=True).metrics["dp_epsilon"]
 
 
+def dp_sgd_check(settings: AuditSettings, out_dir: Path | None) -> Check:
+    """Record-level DP of the Opacus path: one DP-SGD step with or without a gradient canary record."""
+    name = "Opacus DP-SGD (fit_dp_sgd), one step"
+    missing = [m for m in ("torch", "opacus", "privfl.integrations.opacus") if importlib.util.find_spec(m) is None]
+    if missing:
+        return not_run(FAMILY, name, f"NOT RUN (module missing: {', '.join(missing)})")
+    from privfl.integrations.opacus import DpSgdSettings
+
+    dp_sgd = DpSgdSettings(noise_multiplier=NOISE_MULTIPLIER, max_grad_norm=CLIP_NORM, batch_size=8, lr=1.0)
+    probe = DpSgdRelease(dp_sgd, name, 0.0, settings.delta)
+    release = dataclasses.replace(probe, claimed_epsilon=probe.ledger_epsilon())
+    run, plots = _audit(
+        release,
+        settings.dp_sgd_trials,
+        settings,
+        out_dir,
+        "dp_sgd.png",
+        reference_epsilon=gaussian_epsilon(NOISE_MULTIPLIER, settings.delta),
+    )
+    return Check(
+        FAMILY,
+        f"{name}: no record-level epsilon violation",
+        _verdict(run),
+        f"{settings.dp_sgd_trials:,} trainings per hypothesis of a linear model on {release.records} records, one "
+        f"full-batch step (q = 1, z = {NOISE_MULTIPLIER:g}, per-example clip {CLIP_NORM:g}), with a canary record "
+        "whose gradient alone moves one weight column, or an all-zero record in its place; the claim is the "
+        "epsilon the client's ledger (DpSgdLedgerMod) reports for the fit.",
+        _figures(run, settings.dp_sgd_trials, settings),
+        plots=plots,
+    )
+
+
 def local_check(settings: AuditSettings, out_dir: Path | None) -> Check:
     """Audit of one release of :class:`LocalDpMod` on its worst-case pair of inputs."""
     mod = LocalDpMod(clip_norm=CLIP_NORM, epsilon=LOCAL_EPSILON, delta=settings.delta)
@@ -320,5 +353,6 @@ def dp_checks(settings: AuditSettings, out_dir: Path | None) -> list[Check]:
         *mechanism_checks(settings, out_dir),
         *end_to_end_checks(settings, out_dir),
         local_check(settings, out_dir),
+        dp_sgd_check(settings, out_dir),
         *planted_checks(settings),
     ]

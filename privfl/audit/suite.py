@@ -79,14 +79,15 @@ FAMILIES: tuple[Family, ...] = (
             "CentralDp audit tightness",
             "CentralDp one release, end to end",
             "LocalDpMod one release",
+            "Opacus DP-SGD one step",
             "planted bugs caught",
         ),
-        "**DP**: a distinguishing game between neighbouring inputs (with/without a canary client, or the two "
-        "ends of the clipping ball for local DP); the best threshold test's error rates, bounded by "
-        "Clopper-Pearson intervals, give an epsilon lower bound at the claim's delta (Kairouz et al. 2015; "
-        "Jagielski et al. 2020; Nasr et al. 2021). FAIL means the bound exceeds the accountant's epsilon: "
-        "the claim is false at 95% confidence. Planted-bug checks PASS when the audit FAILs a deliberately "
-        "broken variant.",
+        "**DP**: a distinguishing game between neighbouring inputs (with/without a canary client, the two "
+        "ends of the clipping ball for local DP, or a gradient-canary record for Opacus DP-SGD); the best "
+        "threshold test's error rates, bounded by Clopper-Pearson intervals, give an epsilon lower bound at "
+        "the claim's delta (Kairouz et al. 2015; Jagielski et al. 2020; Nasr et al. 2021). FAIL means the "
+        "bound exceeds the claimed epsilon: the claim is false at 95% confidence. Planted-bug checks PASS "
+        "when the audit FAILs a deliberately broken variant.",
     ),
     Family(
         "SecAgg+",

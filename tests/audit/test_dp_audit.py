@@ -7,11 +7,13 @@ from functools import partial
 
 import pytest
 
+from privfl.accounting import GaussianEvent, RdpAccountant
 from privfl.audit.config import QUICK
 from privfl.audit.dp import (
     CentralDpRelease,
     CentralNoiseRelease,
     CentralRound,
+    DpSgdRelease,
     LocalDpRelease,
     gaussian_epsilon,
     run_distinguishing,
@@ -29,6 +31,13 @@ from privfl.audit.report import Status
 from privfl.dp import CentralDp, LocalDpMod, gaussian_delta
 
 DELTA = 1e-5
+
+
+def gaussian_epsilon_rdp(noise_multiplier: float) -> float:
+    """The RDP accountant's epsilon of one Gaussian release (q = 1)."""
+    return RdpAccountant().compose(GaussianEvent(noise_multiplier)).get_epsilon(DELTA)
+
+
 TRIALS = 3000
 SETUP = CentralRound(clip_norm=CLIP_NORM)
 
@@ -122,3 +131,24 @@ def test_central_dp_over_secagg_passes_with_client_clipping():
 def test_central_dp_over_secagg_without_client_clipping_is_caught():
     _, planted = secagg_dp_checks(QUICK, None)
     assert planted.status is Status.PASS, planted
+
+
+@pytest.mark.parametrize(("noise_multiplier", "violated"), [(2.0, False), (0.05, True)])
+def test_dp_sgd_audit_passes_the_real_step_and_catches_too_little_noise(noise_multiplier, violated):
+    pytest.importorskip("opacus")
+    from privfl.integrations.opacus import DpSgdSettings
+
+    # The claim of z = 2 (epsilon about 2.2), small enough for 600 trials to refute.
+    honest = DpSgdRelease(
+        DpSgdSettings(noise_multiplier=2.0, max_grad_norm=CLIP_NORM, batch_size=8, lr=1.0), "", 0.0, DELTA
+    )
+    claim = honest.ledger_epsilon()
+    assert claim == pytest.approx(gaussian_epsilon_rdp(2.0))
+    audited = DpSgdRelease(
+        DpSgdSettings(noise_multiplier=noise_multiplier, max_grad_norm=CLIP_NORM, batch_size=8, lr=1.0),
+        "",
+        claim,
+        DELTA,
+    )
+    run = run_distinguishing(audited, 600)
+    assert run.violated is violated
