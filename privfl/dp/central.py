@@ -37,7 +37,7 @@ from privfl.dp.clipping import check_clip_norm, clip_l2
 from privfl.dp.noise import add_gaussian_noise, gaussian_noise
 from privfl.errors import ConfigError
 from privfl.server.aggregation import PlainAggregator
-from privfl.server.exchange import Aggregate, Aggregator, Exchange, RoundSpec
+from privfl.server.exchange import Aggregate, Aggregator, BoundedDistortion, Exchange, RoundSpec
 
 
 class ClipEachUpdate:
@@ -113,7 +113,9 @@ class CentralDp(_LedgeredDp):
     Clipping happens either on the server (:meth:`with_server_clipping`, the inner
     aggregator clips each update) or on the clients (:class:`~privfl.dp.client_mods.FixedClippingMod`,
     the inner aggregator may then be SecAgg+, whose unmasked sum the server noises). The
-    noise std is ``noise_multiplier * clip_norm`` on the sum (McMahan et al. 2018).
+    noise std is ``noise_multiplier * clip_norm`` on the sum (McMahan et al. 2018), with the
+    clip norm raised by the inner aggregator's :class:`~privfl.server.exchange.BoundedDistortion`
+    bound if it has one (SecAgg+ rounding).
 
     Args:
         inner: the aggregator producing the sum of clipped updates with uniform weights; a
@@ -157,14 +159,19 @@ class CentralDp(_LedgeredDp):
     def aggregate(self, spec: RoundSpec) -> Exchange[Aggregate]:
         event = PoissonSampledEvent(spec.sampling.rate, GaussianEvent(self.noise_multiplier))
         self._admit(spec, event)
+        # Sensitivity: the clip norm, plus any distortion the inner aggregator adds to a
+        # client's contribution (SecAgg+ rounding), so N(0, (z * sensitivity)^2) is z-private.
+        sensitivity = self.clip_norm
+        if isinstance(self.inner, BoundedDistortion):
+            sensitivity += self.inner.contribution_error_bound(spec)
         agg = yield from self.inner.aggregate(spec)
         return self._release(
             spec,
             agg,
-            std=self.noise_multiplier * self.clip_norm,
+            std=self.noise_multiplier * sensitivity,
             event=event,
-            note=f"DP-FedAvg, clip norm {self.clip_norm:g}",
-            metrics={"dp_clip_norm": self.clip_norm},
+            note=f"DP-FedAvg, clip norm {self.clip_norm:g}, sensitivity {sensitivity:g}",
+            metrics={"dp_clip_norm": self.clip_norm, "dp_sensitivity": sensitivity},
         )
 
     def state_dict(self) -> dict[str, Any]:

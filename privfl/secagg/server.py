@@ -14,6 +14,7 @@ Whenever what remains cannot be unmasked, the round ends with :class:`ProtocolAb
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from privfl.secagg.config import RoundParams, SecAggConfig
 from privfl.secagg.crypto import KEY_BYTES, PURPOSE_MASK, agree, load_private, public_bytes
 from privfl.secagg.graph import neighbour_graph
 from privfl.secagg.prg import MaskExpander, low_bits_mask
+from privfl.secagg.quantization import Quantizer
 from privfl.secagg.shamir import SHARE_BYTES, combine, decode_element
 from privfl.server.exchange import Aggregate, ClientResult, Exchange, RoundSpec
 
@@ -334,6 +336,16 @@ class SecAggPlusAggregator:
             dropped=tuple(u for u in spec.nodes if u not in set(result.survivors)),
             metrics=metrics,
         )
+
+    def contribution_error_bound(self, spec: RoundSpec) -> float:
+        """L2 bound on the rounding error of one client's contribution (see :class:`BoundedDistortion`).
+
+        Each of the d coordinates moves by less than one quantisation step 2c / (2^b - 1)
+        of the w/W-scaled value, i.e. W steps in update units (W = 1 with uniform weights).
+        """
+        d = sum(int(np.size(v)) for v in spec.parameters.values())
+        weight = self.config.max_weight if self.config.weighting == "examples" else 1
+        return math.sqrt(d) * Quantizer(self.config.clip, self.config.bits).step * weight
 
     def state_dict(self) -> dict[str, Any]:
         return {}

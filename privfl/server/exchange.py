@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -123,6 +123,20 @@ class Aggregate:
     results: list[ClientResult] = field(default_factory=list)
     dropped: tuple[int, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class BoundedDistortion(Protocol):
+    """An aggregator whose summed contribution of a client may differ from the client's update.
+
+    SecAgg+ rounds each coordinate to a quantisation level, which can lengthen a
+    clipped update slightly; central DP adds this bound to the clip norm so its noise
+    covers the true sensitivity.
+    """
+
+    def contribution_error_bound(self, spec: RoundSpec) -> float:
+        """Largest L2 distance (update units) between one client's contribution to the sum and its update."""
+        ...
 
 
 class Aggregator(Protocol):

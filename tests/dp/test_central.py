@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import FakeSecAgg, fixed_trainer, round_spec, run_exchange
+from dp_helpers import FakeSecAgg, fixed_trainer, round_spec, run_exchange
 
 from privfl.accounting import GaussianEvent, PoissonSampledEvent, PrivacyBudget, epsilon_for
 from privfl.client.app import NUM_EXAMPLES
@@ -86,6 +86,31 @@ def test_wrapping_a_secagg_like_aggregator_with_client_clipping() -> None:
     assert residual.std() == pytest.approx(0.05, rel=0.05)
     assert dp.state_dict()["inner"] == {"rounds": 1}
     assert len(dp.ledger.entries) == 1
+
+
+class RoundingFakeSecAgg(FakeSecAgg):
+    """A SecAgg-like aggregator that declares a rounding distortion bound, as SecAgg+ does."""
+
+    def contribution_error_bound(self, spec) -> float:
+        return 0.25
+
+
+def test_noise_covers_the_inner_aggregators_rounding_distortion() -> None:
+    params = {"w": np.zeros((200, 100), np.float32)}
+    dp = CentralDp(RoundingFakeSecAgg(), noise_multiplier=2.0, clip_norm=1.0, rng=np.random.default_rng(1))
+    agg = run_exchange(dp.aggregate(round_spec(params, (1, 2), rate=0.2, population=10)), echo)
+    assert agg.metrics["dp_sensitivity"] == pytest.approx(1.25)
+    assert agg.metrics["dp_noise_std"] == pytest.approx(2.0 * 1.25)
+    assert agg.update_sum["w"].std() == pytest.approx(2.5, rel=0.03)
+    assert dp.ledger.entries[0].event == PoissonSampledEvent(0.2, GaussianEvent(2.0))
+
+
+def test_secagg_rounding_bound_is_sqrt_d_quantisation_steps() -> None:
+    from privfl.secagg import SecAggConfig, SecAggPlusAggregator
+
+    params = {"w": np.zeros((30, 30), np.float32), "b": np.zeros(100, np.float32)}
+    agg = SecAggPlusAggregator(SecAggConfig(clip=2.0, bits=10, weighting="uniform"))
+    assert agg.contribution_error_bound(round_spec(params, (1, 2, 3))) == pytest.approx(math.sqrt(1000) * 4.0 / 1023)
 
 
 def test_budget_is_checked_before_any_message_and_nothing_is_recorded_early() -> None:

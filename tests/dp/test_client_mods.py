@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import fixed_trainer, train_message
+from dp_helpers import fixed_trainer, train_message
 
 from privfl.accounting import GaussianEvent, PrivacyBudget
 from privfl.core.context import Context

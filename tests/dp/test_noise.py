@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import fixed_trainer, round_spec, run_exchange, train_message
+from dp_helpers import fixed_trainer, round_spec, run_exchange, train_message
 from scipy import stats
 
 from privfl.core.context import Context

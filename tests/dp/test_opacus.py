@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import train_message
+from dp_helpers import train_message
 
 from privfl.accounting import ComposedEvent, GaussianEvent, PoissonSampledEvent
 from privfl.client.app import NUM_EXAMPLES

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import graph_of, run_to
 from scipy.stats import chisquare
+from secagg_helpers import graph_of, run_to
 
 from privfl.errors import ConfigError, DecryptionError, MessageError, ProtocolAbort, ProtocolError
 from privfl.secagg import SecAggConfig

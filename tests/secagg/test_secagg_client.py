@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import run_to
+from secagg_helpers import run_to
 
 from privfl.core.context import Context
 from privfl.core.message import Message, MessageKind, Metadata

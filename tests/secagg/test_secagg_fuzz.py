@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
-from conftest import finish, run_to
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from secagg_helpers import finish, run_to
 
 from privfl.core.message import Message, MessageKind, Metadata
 from privfl.errors import PrivflError

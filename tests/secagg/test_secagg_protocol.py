@@ -6,9 +6,9 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import FixedClient, Harness, client_update, client_weight, finish, graph_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from secagg_helpers import FixedClient, Harness, client_update, client_weight, finish, graph_of
 
 from privfl.client.app import ClientApp
 from privfl.errors import ProtocolAbort

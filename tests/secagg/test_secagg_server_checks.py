@@ -8,7 +8,7 @@ import weakref
 
 import numpy as np
 import pytest
-from conftest import finish, run_to
+from secagg_helpers import finish, run_to
 
 from privfl.core.message import Metadata
 from privfl.errors import MessageError, ProtocolError

@@ -1,0 +1,106 @@
+"""Shared SecAgg+ test harness: n clients running ``secagg_mod`` around a fixed-update client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from privfl.client.app import ClientApp
+from privfl.client.numpy_client import NumPyClient
+from privfl.core.context import Context
+from privfl.core.message import Message
+from privfl.secagg import SecAggConfig, secagg_exchange, secagg_mod
+from privfl.secagg.server import SecAggRoundResult
+from privfl.server.exchange import Exchange, RoundSpec, SamplingInfo
+from privfl.server.failures import FailureInjector, FailurePlan
+from privfl.server.transport import drive
+
+
+def client_update(node: int, d: int) -> np.ndarray:
+    """A deterministic update in [-1, 1] (no random generator involved)."""
+    return (np.sin(np.arange(d) * 0.37 * node + node) * (1.0 + 0.1 * node)).astype(np.float32)
+
+
+def client_weight(node: int) -> int:
+    return 3 * node + 1
+
+
+class FixedClient(NumPyClient):
+    def __init__(self, node: int, d: int) -> None:
+        self.node, self.d = node, d
+
+    def get_parameters(self, config: dict) -> list[np.ndarray]:
+        return [np.zeros(self.d, np.float32)]
+
+    def fit(self, parameters: list[np.ndarray], config: dict) -> tuple[list[np.ndarray], int, dict]:
+        w = parameters[0]
+        return [w + client_update(self.node, w.size).reshape(w.shape)], client_weight(self.node), {"loss": 0.5}
+
+    def evaluate(self, parameters: list[np.ndarray], config: dict) -> tuple[float, int, dict]:
+        return 0.0, 1, {}
+
+
+class Harness:
+    """Clients 1..n kept in this process; messages go straight to the app (no wire codec)."""
+
+    def __init__(self, n: int, d: int, config: SecAggConfig, encoded: dict[tuple[int, int], np.ndarray]) -> None:
+        self.nodes = tuple(range(1, n + 1))
+        self.d = d
+        self.config = config
+        self.app = ClientApp(lambda node: FixedClient(node, d), mods=[secagg_mod])
+        self.contexts = {u: Context(node_id=u) for u in self.nodes}
+        self.parameters = {"w": np.zeros(d, np.float32)}
+        self.encoded = encoded  # (round, node) -> the client's unmasked vector
+        self.drops: set[tuple[str, int]] = set()
+        self.failures = FailureInjector(None)
+
+    def spec(self, server_round: int = 1, run_id: int = 7) -> RoundSpec:
+        n = len(self.nodes)
+        return RoundSpec(run_id, server_round, self.nodes, self.parameters, {}, SamplingInfo(n, 1.0, False))
+
+    def exchange(self, server_round: int = 1) -> Exchange[SecAggRoundResult]:
+        return secagg_exchange(self.spec(server_round), self.config)
+
+    def send(self, message: Message) -> Message:
+        return self.app(message, self.contexts[message.metadata.dst_node])
+
+    def deliver(self, outbox: Sequence[Message]) -> Iterator[Message]:
+        for message in outbox:
+            dropped = (message.metadata.stage, message.metadata.dst_node) in self.drops
+            if not dropped and not self.failures.drops(message):
+                yield self.send(message)
+
+    def run(
+        self, server_round: int = 1, drops: Iterable[tuple[str, int]] = (), failures: FailurePlan | None = None
+    ) -> SecAggRoundResult:
+        """One round; ``drops`` lists (stage, node) dropouts, ``failures`` adds random ones."""
+        self.drops = set(drops)
+        self.failures = FailureInjector(failures)
+        return drive(self.exchange(server_round), self.deliver)
+
+    def expected_total(self, result: SecAggRoundResult, server_round: int = 1) -> np.ndarray:
+        total = sum(self.encoded[(server_round, u)].astype(np.uint64) for u in result.survivors)
+        return (total & np.uint64((1 << result.params.modulus_bits) - 1)).astype(result.total.dtype)
+
+
+def run_to(exchange: Exchange, deliver, stage: str) -> list[Message]:
+    """Drive ``exchange`` until it asks for ``stage``; return that outbox (not yet delivered)."""
+    outbox = next(exchange)
+    while outbox[0].metadata.stage != stage:
+        outbox = exchange.send(iter(deliver(outbox)))
+    return outbox
+
+
+def finish(exchange: Exchange, deliver, outbox: list[Message]):
+    """Deliver ``outbox`` and drive ``exchange`` to its result."""
+    try:
+        while True:
+            outbox = exchange.send(iter(deliver(outbox)))
+    except StopIteration as stop:
+        return stop.value
+
+
+def graph_of(setup_outbox: list[Message]) -> dict[int, tuple[int, ...]]:
+    """The neighbour graph the server announced in its setup messages."""
+    return {m.metadata.dst_node: tuple(int(v) for v in m.arrays["secagg.nodes"]) for m in setup_outbox}
