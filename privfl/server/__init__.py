@@ -5,9 +5,9 @@ from privfl.server.exchange import Aggregate, Aggregator, Exchange, RoundSpec, S
 from privfl.server.failures import FailurePlan
 from privfl.server.history import History, RoundRecord
 from privfl.server.sampling import FixedFractionSampler, PoissonSampler, Sampler
-from privfl.server.simulation import SimulationResult, run_simulation
+from privfl.server.simulation import SimulationResult, run_rounds, run_simulation
 from privfl.server.strategy import FedAvg, FitOutcome, Strategy
-from privfl.server.transport import InProcessClients, ProcessPoolClients, drive
+from privfl.server.transport import InProcessClients, ProcessPoolClients, Transport, drive
 
 __all__ = [
     "Aggregate",
@@ -28,6 +28,8 @@ __all__ = [
     "SamplingInfo",
     "SimulationResult",
     "Strategy",
+    "Transport",
     "drive",
+    "run_rounds",
     "run_simulation",
 ]

@@ -10,6 +10,7 @@ never a torn one. Loading never unpickles (``allow_pickle=False``).
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import tempfile
@@ -65,17 +66,59 @@ def _unflatten(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
     return obj
 
 
-def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
-    """Atomically write ``state`` (nested dicts/lists of JSON values, bytes and arrays) to ``path``."""
-    path = Path(path)
+def dumps(state: dict[str, Any]) -> bytes:
+    """The checkpoint form of ``state`` (nested dicts/lists of JSON values, bytes and arrays) as bytes."""
     arrays: dict[str, np.ndarray] = {}
     tree = {"format": FORMAT, "state": _flatten(state, arrays)}
     blob = np.frombuffer(json.dumps(tree).encode("utf-8"), dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **{_TREE: blob}, **arrays)
+    return buffer.getvalue()
+
+
+def loads(data: bytes, what: str = "checkpoint") -> dict[str, Any]:
+    """Parse bytes produced by :func:`dumps` without unpickling.
+
+    Raises:
+        CheckpointError: the bytes are truncated, tampered with or of another format
+            (``what`` names the source in the message).
+    """
+    try:
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise CheckpointError(f"{what} is not an .npz archive")
+        with loaded as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except CheckpointError:
+        raise
+    except Exception as exc:  # zipfile/numpy raise many types on damaged data (incl. NotImplementedError)
+        raise CheckpointError(f"{what} is unreadable: {type(exc).__name__}: {exc}") from None
+    blob = arrays.pop(_TREE, None)
+    if blob is None or blob.dtype != np.uint8:
+        raise CheckpointError(f"{what} has no state tree")
+    try:
+        tree = json.loads(blob.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{what} has a corrupt state tree: {exc}") from None
+    if not isinstance(tree, dict) or tree.get("format") != FORMAT or "state" not in tree:
+        raise CheckpointError(f"{what} is not in format {FORMAT}")
+    try:
+        return _unflatten(tree["state"], arrays)
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError) as exc:  # tampered markers, e.g. bad base64 or a non-string array key
+        raise CheckpointError(f"{what} has a corrupt state tree: {exc!r}") from None
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    """Atomically write ``state`` (nested dicts/lists of JSON values, bytes and arrays) to ``path``."""
+    path = Path(path)
+    data = dumps(state)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **{_TREE: blob}, **arrays)
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -100,27 +143,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise CheckpointError(f"checkpoint {path} is not an .npz archive")
-        with loaded as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except CheckpointError:
-        raise
-    except Exception as exc:  # zipfile/numpy raise many types on a damaged file (incl. NotImplementedError)
-        raise CheckpointError(f"checkpoint {path} is unreadable: {type(exc).__name__}: {exc}") from None
-    blob = arrays.pop(_TREE, None)
-    if blob is None or blob.dtype != np.uint8:
-        raise CheckpointError(f"checkpoint {path} has no state tree")
-    try:
-        tree = json.loads(blob.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"checkpoint {path} has a corrupt state tree: {exc}") from None
-    if not isinstance(tree, dict) or tree.get("format") != FORMAT or "state" not in tree:
-        raise CheckpointError(f"checkpoint {path} is not in format {FORMAT}")
-    try:
-        return _unflatten(tree["state"], arrays)
-    except CheckpointError:
-        raise
-    except (TypeError, ValueError) as exc:  # tampered markers, e.g. bad base64 or a non-string array key
-        raise CheckpointError(f"checkpoint {path} has a corrupt state tree: {exc!r}") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path} is unreadable: {exc}") from None
+    return loads(data, what=f"checkpoint {path}")

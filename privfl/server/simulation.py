@@ -32,7 +32,7 @@ from privfl.server.failures import FailurePlan
 from privfl.server.history import History, RoundRecord
 from privfl.server.sampling import FixedFractionSampler, Sampler
 from privfl.server.strategy import FedAvg, Strategy
-from privfl.server.transport import InProcessClients, ProcessPoolClients, drive
+from privfl.server.transport import InProcessClients, ProcessPoolClients, Transport, drive
 
 CentralizedEvaluate = Callable[[int, ArrayDict], dict[str, float]]
 """``(server_round, parameters) -> metrics`` evaluated by the server on held-out data."""
@@ -80,7 +80,7 @@ def run_simulation(
     callbacks: Sequence[Callable[[RoundRecord], None]] = (),
     limits: WireLimits = DEFAULT_LIMITS,
 ) -> SimulationResult:
-    """Run federated training of ``client_app`` on clients ``1..num_clients``.
+    """Run federated training of ``client_app`` on simulated clients ``1..num_clients``.
 
     Args:
         client_app: the client side (a :class:`~privfl.client.app.ClientApp` with its mods).
@@ -97,32 +97,76 @@ def run_simulation(
         seed: seed of client sampling. ``None`` draws one from the OS CSPRNG (it is
             stored in the checkpoint so a resumed run samples identically).
         run_id: id stamped on every message.
-        workers: 0 runs clients in this process; k > 0 spreads them over k processes.
+        workers: 0 runs clients in this process; k > 0 spreads them over k processes
+            (their client-side state is then not checkpointed).
         checkpoint: path of the checkpoint file; if it exists the run resumes from it.
         progress: show a progress bar.
         callbacks: called with each round's record after it is checkpointed.
         limits: wire limits for decoding on both sides.
     """
-    if num_clients < 1 or num_rounds < 0:
-        raise ConfigError(f"need num_clients >= 1 and num_rounds >= 0, got {num_clients}, {num_rounds}")
-    if not 0.0 <= evaluate_fraction <= 1.0:
-        raise ConfigError(f"evaluate_fraction must be in [0, 1], got {evaluate_fraction}")
-    strategy = strategy if strategy is not None else FedAvg()
-    sampler = sampler if sampler is not None else FixedFractionSampler(1.0)
-    population = tuple(range(1, num_clients + 1))
-    parameters = {k: np.asarray(v) for k, v in initial_parameters.items()}
-    history = History()
-    start_round = 0
-    seed = secrets.randbits(63) if seed is None else int(seed)
-
+    if num_clients < 1:
+        raise ConfigError(f"num_clients must be >= 1, got {num_clients}")
     clients = (
         ProcessPoolClients(client_app, workers, failures=failures, limits=limits)
         if workers > 0
         else InProcessClients(client_app, failures=failures, limits=limits)
     )
+    try:
+        return run_rounds(
+            clients,
+            population=tuple(range(1, num_clients + 1)),
+            num_rounds=num_rounds,
+            initial_parameters=initial_parameters,
+            strategy=strategy,
+            sampler=sampler,
+            fit_config=fit_config,
+            centralized_evaluate=centralized_evaluate,
+            evaluate_fraction=evaluate_fraction,
+            seed=seed,
+            run_id=run_id,
+            checkpoint=checkpoint,
+            progress=progress,
+            callbacks=callbacks,
+        )
+    finally:
+        clients.close()
+
+
+def run_rounds(
+    clients: Transport,
+    *,
+    population: tuple[int, ...],
+    num_rounds: int,
+    initial_parameters: ArrayDict,
+    strategy: Strategy | None = None,
+    sampler: Sampler | None = None,
+    fit_config: Config | None = None,
+    centralized_evaluate: CentralizedEvaluate | None = None,
+    evaluate_fraction: float = 0.0,
+    seed: int | None = None,
+    run_id: int = 0,
+    checkpoint: str | Path | None = None,
+    progress: bool = True,
+    callbacks: Sequence[Callable[[RoundRecord], None]] = (),
+) -> SimulationResult:
+    """The round loop over any :class:`~privfl.server.transport.Transport` (simulated clients, Flower's grid).
+
+    Arguments are those of :func:`run_simulation`; ``population`` lists the client node
+    ids. The transport is not closed.
+    """
+    if not population or num_rounds < 0:
+        raise ConfigError(f"need a non-empty population and num_rounds >= 0, got {len(population)}, {num_rounds}")
+    if not 0.0 <= evaluate_fraction <= 1.0:
+        raise ConfigError(f"evaluate_fraction must be in [0, 1], got {evaluate_fraction}")
+    strategy = strategy if strategy is not None else FedAvg()
+    sampler = sampler if sampler is not None else FixedFractionSampler(1.0)
+    parameters = {k: np.asarray(v) for k, v in initial_parameters.items()}
+    history = History()
+    start_round = 0
+    seed = secrets.randbits(63) if seed is None else int(seed)
     if checkpoint is not None and Path(checkpoint).exists():
         state = load_checkpoint(checkpoint)
-        start_round, seed, parameters, history = _restore(state, strategy, clients, num_clients, run_id)
+        start_round, seed, parameters, history = _restore(state, strategy, clients, len(population), run_id)
 
     stopped = ""
     bar = tqdm(total=num_rounds, initial=start_round, desc="rounds", unit="round", disable=not progress, leave=False)
@@ -148,8 +192,7 @@ def run_simulation(
             history.rounds.append(record)
             if checkpoint is not None:
                 save_checkpoint(
-                    checkpoint,
-                    _snapshot(rnd, seed, run_id, num_clients, parameters, strategy, history, clients),
+                    checkpoint, _snapshot(rnd, seed, run_id, len(population), parameters, strategy, history, clients)
                 )
             bar.update(1)
             acc = record.centralized.get("accuracy", record.evaluate.get("accuracy"))
@@ -159,7 +202,6 @@ def run_simulation(
                 callback(record)
     finally:
         bar.close()
-        clients.close()
     return SimulationResult(parameters=parameters, history=history, strategy=strategy, stopped=stopped)
 
 
@@ -167,7 +209,7 @@ def _run_round(
     rnd: int,
     strategy: Strategy,
     sampler: Sampler,
-    clients: InProcessClients,
+    clients: Transport,
     population: tuple[int, ...],
     parameters: ArrayDict,
     fit_config: Config | None,
@@ -232,7 +274,7 @@ def _snapshot(
     parameters: ArrayDict,
     strategy: Strategy,
     history: History,
-    clients: InProcessClients,
+    clients: Transport,
 ) -> dict[str, Any]:
     return {
         "round": rnd,
@@ -244,12 +286,12 @@ def _snapshot(
         "strategy": strategy.state_dict(),
         "history": history.to_dict(),
         # Client state lives in this process only when clients do; worker processes keep theirs.
-        "clients": {str(n): ctx.checkpoint_state() for n, ctx in clients.contexts.items()},
+        "clients": clients.client_state(),
     }
 
 
 def _restore(
-    state: dict[str, Any], strategy: Strategy, clients: InProcessClients, num_clients: int, run_id: int
+    state: dict[str, Any], strategy: Strategy, clients: Transport, num_clients: int, run_id: int
 ) -> tuple[int, int, ArrayDict, History]:
     try:
         if state["num_clients"] != num_clients or state["run_id"] != run_id:
@@ -259,8 +301,7 @@ def _restore(
             )
         parameters = dict(zip(state["parameter_names"], state["parameters"], strict=False))
         strategy.load_state_dict(state["strategy"])
-        for node, saved in state["clients"].items():
-            clients.context(int(node)).restore_state(saved)
+        clients.restore_client_state(state["clients"])
         return int(state["round"]), int(state["seed"]), parameters, History.from_dict(state["history"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint does not hold a valid run state: {exc!r}") from None

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing import connection as mp_connection
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from privfl.core.context import Context
 from privfl.core.message import Message
@@ -38,6 +38,26 @@ class TrafficCounter:
 
     def reset(self) -> None:
         self.bytes_down = self.bytes_up = self.messages_down = self.messages_up = 0
+
+
+class Transport(Protocol):
+    """Moves a round's messages between the server and clients (see :func:`drive`)."""
+
+    traffic: TrafficCounter
+
+    def deliver(self, outbox: Sequence[Message]) -> Iterator[Message]:
+        """Send ``outbox`` and yield the replies that arrive (a missing reply is a dropout)."""
+        ...
+
+    def client_state(self) -> dict[str, dict[str, Any]]:
+        """Checkpoint form of the client-side state this transport holds, by node id."""
+        ...
+
+    def restore_client_state(self, saved: dict[str, dict[str, Any]]) -> None:
+        """Give clients back the state of :meth:`client_state` (on resume)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class ClientError(PrivflError):
@@ -74,6 +94,13 @@ class InProcessClients:
     def context(self, node_id: int) -> Context:
         """The persistent context of ``node_id``."""
         return self.contexts.setdefault(node_id, Context(node_id=node_id))
+
+    def client_state(self) -> dict[str, dict[str, Any]]:
+        return {str(n): ctx.checkpoint_state() for n, ctx in self.contexts.items()}
+
+    def restore_client_state(self, saved: dict[str, dict[str, Any]]) -> None:
+        for node, state in saved.items():
+            self.context(int(node)).restore_state(state)
 
     def _handle_bytes(self, node_id: int, data: bytes) -> bytes:
         message = decode(data, self.limits)

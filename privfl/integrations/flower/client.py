@@ -33,13 +33,10 @@ actor (``init_args.num_cpus = client_resources.num_cpus``).
 
 from __future__ import annotations
 
-import io
-import json
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-import numpy as np
 from flwr.app import ConfigRecord
 from flwr.app import Context as FlowerContext
 from flwr.app import Message as FlowerMessage
@@ -49,7 +46,7 @@ from privfl.client.app import NUM_EXAMPLES
 from privfl.core.context import Context
 from privfl.core.message import SERVER_NODE_ID, Message, Metadata
 from privfl.core.mods import App, Mod, compose
-from privfl.errors import MessageError, ProtocolError
+from privfl.errors import CheckpointError, MessageError, ProtocolError
 from privfl.integrations.flower.convert import (
     FLOWER_NUM_EXAMPLES,
     from_recorddict,
@@ -70,25 +67,11 @@ _contexts: dict[tuple[int, int], tuple[int, Context]] = {}
 """This process's privfl contexts by (Flower run id, Flower node id), with the version they are at."""
 
 
-def _dump_state(state: dict[str, Any]) -> bytes:
-    """The checkpoint form of Stateful objects as bytes (the checkpoint file format, in memory)."""
-    arrays: dict[str, np.ndarray] = {}
-    tree = json.dumps({"format": checkpoint.FORMAT, "state": checkpoint._flatten(state, arrays)}).encode()
-    buffer = io.BytesIO()
-    np.savez(buffer, **{checkpoint._TREE: np.frombuffer(tree, dtype=np.uint8)}, **arrays)
-    return buffer.getvalue()
-
-
 def _load_state(blob: bytes) -> dict[str, Any]:
     try:
-        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        tree = json.loads(arrays.pop(checkpoint._TREE).tobytes())
-        if tree.get("format") != checkpoint.FORMAT:
-            raise ValueError(f"format {tree.get('format')!r}")
-        return checkpoint._unflatten(tree["state"], arrays)
-    except Exception as exc:  # a damaged blob raises many types; none may escape untyped
-        raise ProtocolError(f"saved privfl client state is unreadable: {type(exc).__name__}: {exc}") from None
+        return checkpoint.loads(blob, what="saved privfl client state")
+    except CheckpointError as exc:
+        raise ProtocolError(str(exc)) from None
 
 
 def _enter(flower_ctx: FlowerContext, node_id: int) -> tuple[Context, int]:
@@ -111,7 +94,7 @@ def _leave(flower_ctx: FlowerContext, context: Context, version: int) -> None:
     _contexts[(flower_ctx.run_id, flower_ctx.node_id)] = (version + 1, context)
     saved = context.checkpoint_state()
     flower_ctx.state.config_records[CONTEXT_RECORD] = ConfigRecord(
-        {"version": version + 1, "saved": _dump_state(saved) if saved else b""}
+        {"version": version + 1, "saved": checkpoint.dumps(saved) if saved else b""}
     )
 
 

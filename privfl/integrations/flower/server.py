@@ -19,12 +19,10 @@ Example::
 from __future__ import annotations
 
 import logging
-import secrets
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
-import numpy as np
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
@@ -33,10 +31,10 @@ from privfl.core.wire import encode
 from privfl.errors import ConfigError
 from privfl.integrations.flower.convert import NodeMap, from_flower_reply, to_flower
 from privfl.server.failures import FailureInjector, FailurePlan
-from privfl.server.history import History, RoundRecord
-from privfl.server.sampling import FixedFractionSampler, Sampler
-from privfl.server.simulation import CentralizedEvaluate, SimulationResult, _run_round
-from privfl.server.strategy import FedAvg, Strategy
+from privfl.server.history import RoundRecord
+from privfl.server.sampling import Sampler
+from privfl.server.simulation import CentralizedEvaluate, SimulationResult, run_rounds
+from privfl.server.strategy import Strategy
 from privfl.server.transport import ClientError, TrafficCounter
 
 logger = logging.getLogger(__name__)
@@ -107,6 +105,14 @@ class GridClients:
             raise ClientError(f"client {node} (Flower node {flower_id}) failed: error {code}: {reason}")
         logger.warning("client %s (Flower node %s) dropped out: error %s: %s", node, flower_id, code, reason)
 
+    def client_state(self) -> dict[str, dict[str, Any]]:
+        """Empty: client state lives on the Flower nodes (in their node-local Context)."""
+        return {}
+
+    def restore_client_state(self, saved: dict[str, dict[str, Any]]) -> None:
+        """Nothing to restore here: Flower nodes keep their own state."""
+        del saved
+
     def close(self) -> None:
         """Nothing to release: the grid belongs to the ServerApp."""
 
@@ -158,38 +164,24 @@ def run_on_grid(
         on_client_error: "raise" or "drop" when a ClientApp fails (see :class:`GridClients`).
         Other arguments: as :func:`privfl.server.run_simulation`.
     """
-    if num_rounds < 0:
-        raise ConfigError(f"num_rounds must be >= 0, got {num_rounds}")
-    if not 0.0 <= evaluate_fraction <= 1.0:
-        raise ConfigError(f"evaluate_fraction must be in [0, 1], got {evaluate_fraction}")
-    strategy = strategy if strategy is not None else FedAvg()
-    sampler = sampler if sampler is not None else FixedFractionSampler(1.0)
-    seed = secrets.randbits(63) if seed is None else int(seed)
     node_map = wait_for_nodes(grid, min_nodes, wait_timeout)
     clients = GridClients(grid, node_map, timeout=timeout, on_client_error=on_client_error, failures=failures)
-    parameters = {k: np.asarray(v) for k, v in initial_parameters.items()}
-    history = History()
-    stopped = ""
-    for rnd in range(1, num_rounds + 1):
-        record, new_parameters, stopped = _run_round(
-            rnd,
-            strategy,
-            sampler,
-            clients,  # type: ignore[arg-type]  # the transport interface _run_round uses
-            node_map.population,
-            parameters,
-            fit_config,
-            seed,
-            run_id,
-            centralized_evaluate,
-            evaluate_fraction,
-        )
-        if stopped:
-            warnings.warn(f"run stopped before round {rnd}: {stopped}", stacklevel=2)
-            break
-        parameters = new_parameters
-        history.rounds.append(record)
-        logger.info("round %d: %s", rnd, {**record.fit, **record.centralized})
-        for callback in callbacks:
-            callback(record)
-    return SimulationResult(parameters=parameters, history=history, strategy=strategy, stopped=stopped)
+
+    def log_round(record: RoundRecord) -> None:
+        logger.info("round %d: %s", record.server_round, {**record.fit, **record.centralized})
+
+    return run_rounds(
+        clients,
+        population=node_map.population,
+        num_rounds=num_rounds,
+        initial_parameters=initial_parameters,
+        strategy=strategy,
+        sampler=sampler,
+        fit_config=fit_config,
+        centralized_evaluate=centralized_evaluate,
+        evaluate_fraction=evaluate_fraction,
+        seed=seed,
+        run_id=run_id,
+        progress=False,
+        callbacks=(log_round, *callbacks),
+    )
