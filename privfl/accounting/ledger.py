@@ -243,9 +243,15 @@ class PrivacyLedger:
         return ledger
 
     def load_state_dict(self, state: Any) -> None:
-        """Replace this ledger's budget, accountant and entries with ``state`` (validated first)."""
+        """Replace this ledger's accountant and entries with ``state`` (validated first).
+
+        A budget this ledger was built with wins over the saved one: a resumed run is held
+        to the budget it is given now (spent epsilon always comes from the saved entries).
+        """
         other = self.from_state_dict(state)
+        budget = self._budget if self._budget is not None else other.budget
         self.__dict__.update(other.__dict__)
+        self._budget = budget
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the ledger as JSON atomically (temp file, fsync, os.replace), with a SHA-256

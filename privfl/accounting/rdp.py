@@ -77,10 +77,19 @@ def rdp_poisson_subsampled_gaussian(*, q: float, noise_multiplier: float, orders
     log_am1 = np.empty_like(alphas)
     if is_int.any():
         log_am1[is_int] = _log_a_minus_one_int(q, z, alphas[is_int].astype(np.int64))
-    if not is_int.all():
-        log_am1[~is_int] = _log_a_minus_one_frac(q, z, alphas[~is_int])
+    frac = ~is_int
+    coarse = frac & (_frac_grid_points(z, float(alphas.max())) > _MAX_GRID_POINTS)
+    if coarse.any():
+        # Tiny z needs a quadrature grid too fine to hold; RDP is non-decreasing in the order
+        # (van Erven & Harremoes 2014, Thm 3), so eps at ceil(alpha) is a sound upper bound.
+        frac &= ~coarse
+        ceil = np.ceil(alphas[coarse])
+        log_am1[coarse] = _log_a_minus_one_int(q, z, ceil.astype(np.int64))
+    if frac.any():
+        log_am1[frac] = _log_a_minus_one_frac(q, z, alphas[frac])
     # log A = log(1 + (A - 1)), exact for tiny A - 1 (small q).
-    return np.logaddexp(0.0, log_am1) / (alphas - 1.0)  # MTZ19 Sec. 3.3: eps = log(A) / (alpha - 1)
+    denominators = np.where(coarse, np.ceil(alphas) - 1.0, alphas - 1.0)
+    return np.logaddexp(0.0, log_am1) / denominators  # MTZ19 Sec. 3.3: eps = log(A) / (alpha - 1)
 
 
 def _log_a_minus_one_int(q: float, z: float, alphas: NDArray[np.int64]) -> NDArray[np.float64]:
@@ -111,6 +120,8 @@ def _log_a_minus_one_int(q: float, z: float, alphas: NDArray[np.int64]) -> NDArr
 _SERIES_TERMS = 14  # binomial series of g(x) for |x| < _SERIES_MAX; remainder < 1e-20 relative
 _SERIES_MAX = 0.01
 _TAIL_SIGMAS = 13.0  # integrand tails beyond 13 sigma are < exp(-84) of the peak
+_MAX_GRID_POINTS = 30_000_000
+"""Largest quadrature grid for fractional orders; beyond it they are bounded by integer orders."""
 _MAX_CELLS = 1 << 19  # (orders x points) evaluated at once
 
 
@@ -137,6 +148,18 @@ def _log_g(alpha: NDArray[np.float64], log_abs_x: NDArray[np.float64], positive:
     return np.where(small, log_small, np.where(log_abs_x <= 0.0, log_mid, log_large))
 
 
+def _frac_grid(z: float, alpha_max: float) -> tuple[float, float, float]:
+    """Interval [lo, hi] and step h of the quadrature in :func:`_log_a_minus_one_frac`."""
+    a = min(0.9 * math.pi * z * z, 2.0 * z)  # strip half-width; beyond 2z the Gaussian factor grows
+    h = 2.0 * math.pi * a / (45.0 + a * a / (2.0 * z * z))
+    return -_TAIL_SIGMAS * z, alpha_max + _TAIL_SIGMAS * z, h  # mass lies around x = 0 ... alpha
+
+
+def _frac_grid_points(z: float, alpha_max: float) -> float:
+    lo, hi, h = _frac_grid(z, alpha_max)
+    return (hi - lo) / h
+
+
 def _log_a_minus_one_frac(q: float, z: float, alphas: NDArray[np.float64]) -> NDArray[np.float64]:
     """log(A_alpha - 1) for fractional alpha > 1 by the trapezoidal rule.
 
@@ -149,10 +172,7 @@ def _log_a_minus_one_frac(q: float, z: float, alphas: NDArray[np.float64]) -> ND
     SIAM Rev. 2014, Thm 5.1) with a = strip half-width; h below targets exp(-45).
     Orders are processed in chunks so memory stays bounded at small z (fine grids).
     """
-    a = min(0.9 * math.pi * z * z, 2.0 * z)  # strip half-width; beyond 2z the Gaussian factor grows
-    h = 2.0 * math.pi * a / (45.0 + a * a / (2.0 * z * z))
-    lo = -_TAIL_SIGMAS * z
-    hi = float(alphas.max()) + _TAIL_SIGMAS * z  # mass lies around x = 0 ... alpha
+    lo, hi, h = _frac_grid(z, float(alphas.max()))
     x = np.arange(lo, hi + h, h)[None, :]
     w = (2.0 * x - 1.0) / (2.0 * z * z)
     with np.errstate(divide="ignore"):

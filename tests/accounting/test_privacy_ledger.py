@@ -191,3 +191,14 @@ def test_record_validates_before_changing_anything():
 def test_budget_validation(epsilon, delta, message):
     with pytest.raises(ConfigError, match=message):
         PrivacyBudget(epsilon, delta)
+
+
+def test_a_resumed_ledger_keeps_the_budget_it_is_given_now():
+    saved = _ledger().state_dict()
+    tighter = PrivacyBudget(epsilon=0.5 * _ledger().epsilon(), delta=_ledger().budget.delta)
+    resumed = PrivacyLedger(budget=tighter)
+    resumed.load_state_dict(saved)
+    assert resumed.budget == tighter
+    assert resumed.entries == _ledger().entries
+    with pytest.raises(BudgetExceededError):
+        resumed.check(SGM)

@@ -138,3 +138,20 @@ def test_monotone_in_noise_and_sampling_rate():
 def test_bad_arguments_name_the_value(kwargs, bad):
     with pytest.raises(ConfigError, match=bad):
         rdp_poisson_subsampled_gaussian(**kwargs)
+
+
+def test_tiny_noise_falls_back_to_a_sound_integer_order_bound(monkeypatch):
+    """Below the quadrature's reach, fractional orders take eps(ceil(alpha)) >= eps(alpha)."""
+    from privfl.accounting import rdp
+
+    orders = np.array([1.5, 2.25, 3.7, 10.5])
+    exact = rdp_poisson_subsampled_gaussian(q=0.1, noise_multiplier=0.3, orders=orders)
+    monkeypatch.setattr(rdp, "_MAX_GRID_POINTS", 10)
+    bound = rdp_poisson_subsampled_gaussian(q=0.1, noise_multiplier=0.3, orders=orders)
+    assert np.all(bound >= exact)
+    np.testing.assert_allclose(
+        bound, rdp_poisson_subsampled_gaussian(q=0.1, noise_multiplier=0.3, orders=np.ceil(orders)), rtol=1e-12
+    )
+    # A noise multiplier far below any useful value gives a finite, huge epsilon quickly (no giant grid).
+    tiny = rdp_poisson_subsampled_gaussian(q=0.1, noise_multiplier=1e-6, orders=DEFAULT_ORDERS)
+    assert np.all(np.isfinite(tiny)) and tiny.min() > 1e6
