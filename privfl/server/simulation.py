@@ -97,8 +97,7 @@ def run_simulation(
         seed: seed of client sampling. ``None`` draws one from the OS CSPRNG (it is
             stored in the checkpoint so a resumed run samples identically).
         run_id: id stamped on every message.
-        workers: 0 runs clients in this process; k > 0 spreads them over k processes
-            (their client-side state is then not checkpointed).
+        workers: 0 runs clients in this process; k > 0 spreads them over k processes.
         checkpoint: path of the checkpoint file; if it exists the run resumes from it.
         progress: show a progress bar.
         callbacks: called with each round's record after it is checkpointed.

@@ -133,6 +133,10 @@ class InProcessClients:
         """Release resources (nothing to release in-process)."""
 
 
+_STATE = -1
+"""Job "node id" asking a worker for (or giving it) its clients' checkpoint state."""
+
+
 def _worker_main(app: App, limits: WireLimits, conn: Any) -> None:
     contexts: dict[int, Context] = {}
     while True:
@@ -140,6 +144,15 @@ def _worker_main(app: App, limits: WireLimits, conn: Any) -> None:
         if job is None:
             return
         node_id, data = job
+        if node_id == _STATE:
+            # Between rounds only: our own parent process, never another party's bytes.
+            if data is None:
+                conn.send((True, {str(n): ctx.checkpoint_state() for n, ctx in contexts.items()}))
+            else:
+                for node, state in data.items():
+                    contexts.setdefault(int(node), Context(node_id=int(node))).restore_state(state)
+                conn.send((True, None))
+            continue
         try:
             message = decode(data, limits)
             ctx = contexts.setdefault(node_id, Context(node_id=node_id))
@@ -226,6 +239,19 @@ class ProcessPoolClients(InProcessClients):
         if node is None or self.on_client_error == "drop":
             return
         raise ClientError(f"client {node} failed in worker {worker}:\n{detail}")
+
+    def client_state(self) -> dict[str, dict[str, Any]]:
+        """The checkpoint state of every client, gathered from the workers that hold them."""
+        saved: dict[str, dict[str, Any]] = {}
+        for conn in self._conns:
+            conn.send((_STATE, None))
+            saved.update(conn.recv()[1])
+        return saved
+
+    def restore_client_state(self, saved: dict[str, dict[str, Any]]) -> None:
+        for w, conn in enumerate(self._conns):
+            conn.send((_STATE, {n: s for n, s in saved.items() if int(n) % len(self._conns) == w}))
+            conn.recv()
 
     def close(self) -> None:
         for conn in self._conns:
