@@ -12,9 +12,13 @@ Two pieces, so a torch client keeps its training code:
   kept in the client's Context (checkpointed, restored on resume), and adds the
   client's cumulative ``dp_sgd_epsilon`` to the reply.
 
-Randomness: Opacus draws its noise from a torch generator. Without ``secure_mode`` (which
-needs the ``torchcsprng`` package) that is a dedicated ``torch.Generator`` seeded here
-from ``os.urandom``: unpredictable seed, but Mersenne Twister output, not a CSPRNG.
+Randomness: the DP-SGD noise comes from privfl's CSPRNG (:func:`privfl.dp.noise.gaussian_noise`,
+a ChaCha20 keystream under fresh ``os.urandom`` keys): the optimizer's ``add_noise`` is
+replaced after ``make_private``, since Opacus' own cryptographic mode needs the
+``torchcsprng`` package, which has no build for current torch. Poisson batch sampling
+uses a torch generator seeded from ``os.urandom`` (unpredictable seed, Mersenne Twister
+stream): it hides who is in a batch from an observer of the updates, not from one who
+can read the generator's state.
 
 torch and opacus are imported when these functions run, never at import time (``privfl[torch]``).
 """
@@ -34,6 +38,7 @@ from privfl.core.context import Context
 from privfl.core.message import Message, MessageKind
 from privfl.core.mods import App
 from privfl.dp.calibration import check_positive
+from privfl.dp.noise import gaussian_noise
 from privfl.errors import ConfigError, MessageError
 
 SAMPLE_RATE = "dp_sgd_sample_rate"
@@ -54,7 +59,6 @@ class DpSgdSettings:
         batch_size: expected batch size; the Poisson sampling rate is batch_size / dataset size.
         epochs: local passes over the data per fit (>= 1).
         lr: SGD learning rate (> 0).
-        secure_mode: Opacus' cryptographic noise (needs ``torchcsprng``).
     """
 
     noise_multiplier: float
@@ -62,7 +66,6 @@ class DpSgdSettings:
     batch_size: int
     epochs: int = 1
     lr: float = 0.1
-    secure_mode: bool = False
 
     def __post_init__(self) -> None:
         for name in ("noise_multiplier", "max_grad_norm", "lr"):
@@ -105,16 +108,14 @@ def fit_dp_sgd(
     dataset = TensorDataset(torch.as_tensor(features, dtype=torch.float32), torch.as_tensor(labels))
     loader = DataLoader(dataset, batch_size=min(settings.batch_size, len(dataset)))
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr)
-    noise_generator = None
-    if not settings.secure_mode:
-        noise_generator = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
+    sampling_generator = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
     loss_fn = loss_fn if loss_fn is not None else torch.nn.CrossEntropyLoss()
-    # Opacus warns that secure_mode is off (the module docstring says so) and torch that a linear first
-    # layer's inputs need no gradient; neither is actionable by the caller.
+    # Opacus warns that its secure_mode is off (our CSPRNG noise replaces it) and torch that a linear
+    # first layer's inputs need no gradient; neither is actionable by the caller.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        engine = PrivacyEngine(accountant="rdp", secure_mode=settings.secure_mode)
+        engine = PrivacyEngine(accountant="rdp")
         private_model, private_optimizer, private_loader = engine.make_private(
             module=model,
             optimizer=optimizer,
@@ -122,8 +123,9 @@ def fit_dp_sgd(
             noise_multiplier=settings.noise_multiplier,
             max_grad_norm=settings.max_grad_norm,
             poisson_sampling=True,
-            noise_generator=noise_generator,
+            noise_generator=sampling_generator,
         )
+        _use_csprng_noise(private_optimizer)
         sample_rate = 1.0 / len(private_loader)  # Opacus: expected batch size / dataset size
         steps, total_loss, seen = 0, 0.0, 0
         private_model.train()
@@ -145,6 +147,22 @@ def fit_dp_sgd(
         STEPS: steps,
         "train_loss": total_loss / max(seen, 1),
     }
+
+
+def _use_csprng_noise(optimizer: Any) -> None:
+    """Make an Opacus ``DPOptimizer`` draw N(0, (z C)^2) from privfl's CSPRNG (same math as its ``add_noise``)."""
+    import torch
+    from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+
+    def add_noise() -> None:
+        std = optimizer.noise_multiplier * optimizer.max_grad_norm
+        for p in optimizer.params:
+            _check_processed_flag(p.summed_grad)
+            noise = torch.from_numpy(gaussian_noise(tuple(p.summed_grad.shape), std))
+            p.grad = (p.summed_grad + noise.to(p.summed_grad.dtype)).view_as(p)
+            _mark_as_processed(p.summed_grad)
+
+    optimizer.add_noise = add_noise
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
-pytest.importorskip("tenseal")
+import tenseal  # noqa: F401
 
 from privfl.audit import ckks
 from privfl.audit.report import Status

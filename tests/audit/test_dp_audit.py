@@ -135,7 +135,8 @@ def test_central_dp_over_secagg_without_client_clipping_is_caught():
 
 @pytest.mark.parametrize(("noise_multiplier", "violated"), [(2.0, False), (0.05, True)])
 def test_dp_sgd_audit_passes_the_real_step_and_catches_too_little_noise(noise_multiplier, violated):
-    pytest.importorskip("opacus")
+    import opacus  # noqa: F401
+
     from privfl.integrations.opacus import DpSgdSettings
 
     # The claim of z = 2 (epsilon about 2.2), small enough for 600 trials to refute.

@@ -217,7 +217,7 @@ def test_base_client_methods_raise_not_implemented() -> None:
 
 
 def test_a_real_flower_numpy_client_subclass_runs_unchanged() -> None:
-    flwr_client = pytest.importorskip("flwr.client")
+    import flwr.client as flwr_client
 
     class FlwrClient(flwr_client.NumPyClient):  # defined exactly as for Flower
         def __init__(self, cid: int) -> None:

@@ -33,8 +33,8 @@ def test_privfl_imports_without_torch() -> None:
 
 
 def test_dp_sgd_fit_is_recorded_per_round_and_matches_opacus() -> None:
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("opacus")
+    import opacus  # noqa: F401
+    import torch as torch
     from opacus.accountants import RDPAccountant
 
     rng = np.random.default_rng(0)
@@ -83,3 +83,23 @@ def test_a_fit_without_dp_sgd_is_refused() -> None:
 def test_settings_refuse_bad_values(kwargs: dict, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         DpSgdSettings(**kwargs)
+
+
+def test_dp_sgd_noise_comes_from_privfls_csprng(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import privfl.integrations.opacus as dp_sgd
+
+    stds: list[float] = []
+
+    def spy(shape, std, *, rng=None):
+        stds.append(std)
+        return np.zeros(shape)  # no noise: the step must then be the plain clipped-gradient step
+
+    monkeypatch.setattr(dp_sgd, "gaussian_noise", spy)
+    x, y = np.ones((8, 2), np.float32), np.zeros(8, dtype=np.int64)
+    model = torch.nn.Linear(2, 2)
+    before = [p.detach().clone() for p in model.parameters()]
+    metrics = fit_dp_sgd(model, x, y, DpSgdSettings(noise_multiplier=1.5, max_grad_norm=0.5, batch_size=8))
+    assert len(stds) == 2 * metrics[STEPS] and set(stds) == {1.5 * 0.5}  # weight and bias, every step
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
 import pytest
+import tenseal  # noqa: F401
 
 from privfl.he import FL_8192, FL_8192_SEEDED, CkksKeys, ClientCipher
-
-pytest.importorskip("tenseal")
 
 
 @pytest.fixture(scope="session")

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import sklearn  # noqa: F401
 
 from privfl.client.app import ClientApp
 from privfl.he import CkksClientMod, ClientCipher, HEFedAvg, decrypt_model
 from privfl.server.simulation import run_simulation
 from privfl.tasks.digits import DigitsFederation, initial_parameters
-
-pytest.importorskip("sklearn")
 
 FED = DigitsFederation(num_clients=10, seed=0)
 ROUNDS = 3

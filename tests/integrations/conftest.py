@@ -11,7 +11,8 @@ import pytest
 @pytest.fixture
 def flower_task() -> Iterator[None]:
     """The process identity recent Flower (>= 1.4x) stamps on new messages; its runtime sets it inside an app."""
-    pytest.importorskip("flwr")
+    import flwr  # noqa: F401
+
     if importlib.util.find_spec("flwr.supercore.task_identity") is None:
         yield  # older Flower builds messages without one
         return

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
+import flwr  # noqa: F401
 import numpy as np
 import pytest
-
-pytest.importorskip("flwr")
-
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 from flwr.app import Message as FlowerMessage
 from flwr.client import NumPyClient as FlowerNumPyClient
@@ -96,7 +94,8 @@ def test_a_new_clientapp_process_rebuilds_the_context_as_a_resume_does() -> None
 @pytest.mark.usefixtures("flower_task")
 def test_local_dp_ledger_follows_the_node_across_clientapp_processes() -> None:
     """Flower's deployment runtime runs one ClientApp process per message: the ledger must survive it."""
-    dp = pytest.importorskip("privfl.dp")
+    import privfl.dp as dp
+
     local_dp = dp.LocalDpMod(clip_norm=1.0, epsilon=1.0, delta=1e-5, rng=np.random.default_rng(0))
     app = flower_client_app(ClientApp(lambda node: ExistingFlowerClient(), mods=[local_dp]))
     ctx = flower_context(run_id=8)
@@ -132,7 +131,8 @@ class StubGrid:
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("clip", [1.0, 2.5, 5.0, 9.0])
 def test_privfl_fixed_clipping_matches_flower_fixedclipping_mod(dtype: type, clip: float) -> None:
-    dp = pytest.importorskip("privfl.dp")
+    import privfl.dp as dp
+
     strategy = DifferentialPrivacyClientSideFixedClipping(
         FlowerFedAvg(fraction_train=1.0, min_train_nodes=1, min_available_nodes=1),
         noise_multiplier=1.0,

@@ -9,11 +9,9 @@ import pkgutil
 import subprocess
 import sys
 
+import flwr  # noqa: F401
 import numpy as np
 import pytest
-
-pytest.importorskip("flwr")
-
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.app import Message as FlowerMessage
 from flwr.common.serde import message_from_proto, message_to_proto

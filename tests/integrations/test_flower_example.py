@@ -5,15 +5,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import flwr  # noqa: F401
 import pytest
-
-pytest.importorskip("flwr")
-pytest.importorskip("ray")
-pytest.importorskip("privfl.secagg")
-pytest.importorskip("privfl.dp")
-
+import ray  # noqa: F401
 from flwr.simulation import run_simulation as flower_run_simulation
 
+import privfl.dp
+import privfl.secagg  # noqa: F401
 from privfl.accounting import PrivacyLedger
 from privfl.server import run_simulation as bundled_run_simulation
 from privfl.tasks.digits import initial_parameters

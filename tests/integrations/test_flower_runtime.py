@@ -10,25 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 
+import flwr  # noqa: F401
 import numpy as np
 import pytest
-
-pytest.importorskip("flwr")
-pytest.importorskip("ray")
-
+import ray  # noqa: F401
 from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation as flower_run_simulation
 
+import privfl.dp as dp
+import privfl.secagg as secagg
 from privfl.client import ClientApp, NumPyClient
 from privfl.core.message import Message
+from privfl.integrations.flower import flower_client_app, run_on_grid
 from privfl.server import FailurePlan, FedAvg, PoissonSampler
 from privfl.server import run_simulation as bundled_run_simulation
 from privfl.tasks.digits import DigitsFederation, initial_parameters
-
-secagg = pytest.importorskip("privfl.secagg")
-dp = pytest.importorskip("privfl.dp")
-
-from privfl.integrations.flower import flower_client_app, run_on_grid  # noqa: E402
 
 NUM_NODES = 8
 ONE_ACTOR = {"init_args": {"num_cpus": 1}, "client_resources": {"num_cpus": 1}}

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
+import flwr  # noqa: F401
 import numpy as np
 import pytest
-
-pytest.importorskip("flwr")
-
 from flwr.app import Array, ArrayRecord, Context, Error, MetricRecord, RecordDict
 from flwr.app import Message as FlowerMessage
 from flwr.clientapp import ClientApp as FlowerClientApp
@@ -151,7 +149,8 @@ class HalfIntegerUpdate(NumPyClient):
 
 @pytest.mark.usefixtures("flower_task")
 def test_an_existing_flower_message_api_app_gains_secagg_through_flower_mod() -> None:
-    secagg = pytest.importorskip("privfl.secagg")
+    import privfl.secagg as secagg
+
     node_map = NodeMap.from_flower_ids(FLOWER_IDS)
     app = FlowerClientApp(mods=[flower_mod(secagg.secagg_mod)])
 
@@ -180,9 +179,11 @@ def test_an_existing_flower_message_api_app_gains_secagg_through_flower_mod() ->
 
 @pytest.mark.usefixtures("flower_task")
 def test_ckks_aggregation_runs_over_the_grid() -> None:
-    he = pytest.importorskip("privfl.he")
-    pytest.importorskip("tenseal")
-    digits = pytest.importorskip("privfl.tasks.digits")
+    import tenseal  # noqa: F401
+
+    import privfl.he as he
+    import privfl.tasks.digits as digits
+
     fed = digits.DigitsFederation(num_clients=4, seed=0)
     secret = he.CkksKeys.generate(he.FL_8192)
     client = ClientApp(fed, mods=[he.CkksClientMod(secret)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import sklearn  # noqa: F401
 
 from privfl.client.app import ClientApp
 from privfl.secagg import SecAggConfig, SecAggPlusAggregator, secagg_mod
@@ -12,8 +13,6 @@ from privfl.server.failures import FailurePlan
 from privfl.server.simulation import run_simulation
 from privfl.server.strategy import FedAvg
 from privfl.tasks.digits import DigitsFederation, initial_parameters
-
-pytest.importorskip("sklearn")
 
 
 def simulate(secure: bool, failures: FailurePlan | None = None, num_rounds: int = 3):
