@@ -106,20 +106,28 @@ class InProcessClients:
         message = decode(data, self.limits)
         return encode(self.app(message, self.context(node_id)))
 
+    def _outgoing(self, message: Message) -> bytes | None:
+        """``message`` encoded and counted, or None if its destination has failed."""
+        if self.failures.drops(message):
+            return None
+        data = encode(message)
+        self.traffic.bytes_down += len(data)
+        self.traffic.messages_down += 1
+        return data
+
+    def _incoming(self, data: bytes) -> Message:
+        """A client's reply, counted and decoded."""
+        self.traffic.bytes_up += len(data)
+        self.traffic.messages_up += 1
+        return decode(data, self.limits)
+
     def deliver(self, outbox: Sequence[Message]) -> Iterator[Message]:
         """Send ``outbox`` and yield replies lazily, as each client finishes."""
         for message in outbox:
-            if self.failures.drops(message):
-                continue
-            data = encode(message)
-            self.traffic.bytes_down += len(data)
-            self.traffic.messages_down += 1
-            reply = self._call(message.metadata.dst_node, data)
-            if reply is None:
-                continue
-            self.traffic.bytes_up += len(reply)
-            self.traffic.messages_up += 1
-            yield decode(reply, self.limits)
+            data = self._outgoing(message)
+            reply = None if data is None else self._call(message.metadata.dst_node, data)
+            if reply is not None:
+                yield self._incoming(reply)
 
     def _call(self, node_id: int, data: bytes) -> bytes | None:
         try:
@@ -190,13 +198,10 @@ class ProcessPoolClients(InProcessClients):
         # can then never wait on a parent blocked on sending it the next job.
         queues: list[list[tuple[int, bytes]]] = [[] for _ in self._conns]
         for message in outbox:
-            if self.failures.drops(message):
-                continue
-            data = encode(message)
-            self.traffic.bytes_down += len(data)
-            self.traffic.messages_down += 1
-            node = message.metadata.dst_node
-            queues[node % len(self._conns)].append((node, data))
+            data = self._outgoing(message)
+            if data is not None:
+                node = message.metadata.dst_node
+                queues[node % len(self._conns)].append((node, data))
         busy: dict[Any, tuple[int, int]] = {}
 
         def submit(w: int) -> None:
@@ -223,9 +228,7 @@ class ProcessPoolClients(InProcessClients):
                     if not ok:
                         self._fail(node, w, payload)
                         continue
-                    self.traffic.bytes_up += len(payload)
-                    self.traffic.messages_up += 1
-                    yield decode(payload, self.limits)
+                    yield self._incoming(payload)
         finally:
             # A consumer that stops early (an exchange that aborts, or unread replies) must not
             # leave answers in the pipes for the next delivery to mistake for its own.
