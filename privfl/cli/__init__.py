@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
+from privfl.cli import audit, budget, demo
 from privfl.errors import PrivflError
-
-# Modules under privfl.cli that each define register(subparsers).
-_SUBCOMMANDS = ("demo", "budget", "audit")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,13 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in _SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"privfl.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if not f"privfl.cli.{name}".startswith(exc.name or "\0"):
-                raise
-            continue
+    for module in (demo, budget, audit):
         module.register(sub)
     return parser
 

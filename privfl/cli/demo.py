@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import time
 from pathlib import Path
 
+from privfl.dp import demo as dp_demo
+from privfl.he import demo as he_demo
+from privfl.secagg import demo as secagg_demo
 from privfl.server.history import History, RoundRecord
-
-# Modules that each define add_demo_parser(demo_subparsers) for `privfl demo NAME`.
-_DEMO_MODULES = ("privfl.dp.demo", "privfl.secagg.demo", "privfl.he.demo")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,13 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=0, help="client worker processes (0: in-process)")
     parser.set_defaults(func=run_plain_demo)
     demos = parser.add_subparsers(dest="demo", metavar="DEMO")
-    for name in _DEMO_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if not name.startswith(exc.name or "\0"):
-                raise
-            continue
+    for module in (dp_demo, secagg_demo, he_demo):
         module.add_demo_parser(demos)
 
 
