@@ -94,8 +94,11 @@ def run_simulation(
         evaluate_fraction: fraction of clients asked for federated evaluation each
             round (0 disables it).
         failures: injected client dropouts.
-        seed: seed of client sampling. ``None`` draws one from the OS CSPRNG (it is
-            stored in the checkpoint so a resumed run samples identically).
+        seed: seed of client sampling. ``None`` draws a 128-bit one from the OS CSPRNG
+            (stored in the checkpoint so a resumed run samples identically). Who is
+            sampled must stay hidden for DP's amplification by subsampling: leave it
+            ``None`` in private runs. The draws are PCG64 streams keyed by the seed:
+            unpredictable without it, though PCG64 is not a CSPRNG.
         run_id: id stamped on every message.
         workers: 0 runs clients in this process; k > 0 spreads them over k processes.
         checkpoint: path of the checkpoint file; if it exists the run resumes from it.
@@ -162,7 +165,7 @@ def run_rounds(
     parameters = {k: np.asarray(v) for k, v in initial_parameters.items()}
     history = History()
     start_round = 0
-    seed = secrets.randbits(63) if seed is None else int(seed)
+    seed = secrets.randbits(128) if seed is None else int(seed)
     if checkpoint is not None and Path(checkpoint).exists():
         state = load_checkpoint(checkpoint)
         start_round, seed, parameters, history = _restore(state, strategy, clients, len(population), run_id)
