@@ -58,8 +58,9 @@ HERE = Path(__file__).resolve().parent
 FLOWER_VENV = HERE / ".flwr-venv"
 FLOWER_SPEC = "flwr[simulation]==1.41.*"
 FLOWER_JOB = HERE / "_flower_secagg_job.py"
-FLOWER_MAX_WORDS = 4e8
-"""Flower is skipped when n * (k + 1) * d (mask words its clients expand) exceeds this: minutes per round."""
+FLOWER_MAX_ND = 1e8
+"""Flower is skipped when n * d exceeds this: its ``Grid.send_and_receive`` returns all n masked vectors at
+once as int64 (n * d * 8 bytes: 4 GB at n = 500, d = 1e6), and such a round takes many minutes here."""
 
 FULL = [(n, d) for n in (10, 50, 100, 500) for d in (10**4, 10**5, 10**6)]
 QUICK = [(10, 10**4), (100, 10**5)]
@@ -259,13 +260,14 @@ def ensure_flower() -> str:
 
 
 def run_flower(n: int, d: int, dropout: float, timeout: float) -> dict:
-    k, t = round_params(n).num_neighbours, round_params(n).threshold
-    if n * (k + 1) * d > FLOWER_MAX_WORDS:
-        return {"skipped": f"n*(k+1)*d = {n * (k + 1) * d:.1e} mask words > {FLOWER_MAX_WORDS:.0e}"}
+    params = round_params(n)
+    if n * d > FLOWER_MAX_ND:
+        return {"skipped": f"n*d > {FLOWER_MAX_ND:.0e}: Flower holds all n int64 vectors ({n * d * 8 / 1e9:.0f} GB)"}
     env = {**os.environ, "PRIVFL_BENCH_DROPPED": ",".join(str(u - 1) for u in dropped_nodes(n, dropout))}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        cmd = [str(FLOWER_VENV / "bin" / "python"), str(FLOWER_JOB), str(n), str(d), str(k + 1), str(t), str(out)]
+        cmd = [str(FLOWER_VENV / "bin" / "python"), str(FLOWER_JOB), str(n), str(d), str(params.num_neighbours + 1)]
+        cmd += [str(params.threshold), str(out)]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
         except subprocess.TimeoutExpired:
@@ -286,13 +288,14 @@ def fmt_bytes(b: float) -> str:
     return f"{b / 1e6:.2f} MB" if b >= 1e6 else f"{b / 1e3:.1f} KB"
 
 
-LEGEND = """\
+LEGEND = f"""\
 Seconds per round: privfl, median of up to 5 rounds (within ~3 s); Flower, one round after a warm-up round.
 x plain = SecAgg+ / plain round; client s = time in the client app per uploading client (median), all stages;
 server s = the server exchange's own work; codec s = encoding and decoding on both sides; up/down per
 selected client, all stages; vec/f32 = masked-vector message / float32 update (4 d bytes); RSS = peak
 resident memory of the round's process (server + in-process clients); flwr x = Flower SecAgg+ / plain;
-flwr/privfl = Flower SecAgg+ round / privfl SecAgg+ round."""
+flwr/privfl = Flower SecAgg+ round / privfl SecAgg+ round. Flower is skipped where n * d > {FLOWER_MAX_ND:.0e}:
+its server receives all n masked vectors at once as int64, and such a round takes many minutes here."""
 CLIENT_LEGEND = """\
 privfl SecAgg+ client, ms per client (medians): stages (masked_input includes the synthetic fit); encode =
 SecAggPlusClient._encode (clip, scale, stochastic rounding); mask = SecAggPlusClient._mask (k key
@@ -459,6 +462,7 @@ def main() -> None:
             row["secagg"] = run_privfl("secagg", n, d, dropout, args.timeout)
             row["flower"] = {"skipped": "--no-flower"} if args.no_flower else run_flower(n, d, dropout, args.timeout)
             rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)  # partial results, should the run be cut short
     print(
         f"SecAgg+ round benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
         f"total {time.perf_counter() - started:.0f} s; privfl {version('privfl')} (in-process clients), "
