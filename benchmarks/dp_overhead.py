@@ -25,11 +25,11 @@ from functools import partial
 
 import numpy as np
 
-from privfl.client.app import NUM_EXAMPLES
+from privfl.core.exchange import RoundSpec, SamplingInfo
 from privfl.core.message import Message
+from privfl.core.names import NUM_EXAMPLES
+from privfl.core.plain import PlainAggregator
 from privfl.dp import AdaptiveClippingDp, CentralDp, gaussian_noise
-from privfl.server.aggregation import PlainAggregator
-from privfl.server.exchange import RoundSpec, SamplingInfo
 from privfl.server.strategy import FedAvg
 
 

@@ -4,7 +4,7 @@ Run: ``python examples/dp_fedavg.py [--out runs/dp_fedavg.png] [--seeds 5]``
 
 Digits has only 1,347 training images, so to make client-level DP meaningful the example
 simulates a cross-device population: the training set is split IID into 1,000 clients of
-one or two images each (:class:`privfl.dp.demo.DigitsPopulation`). Each round, clients are
+one or two images each (:class:`privfl.tasks.digits.DigitsPopulation`). Each round, clients are
 Poisson-sampled with q = 0.1 (about 100 per round); the server clips every update to L2
 norm C = 1, adds N(0, (zC)^2) to the sum and divides by the expected 100 clients
 (McMahan et al. 2018). For each target epsilon (1, 3, 8 at delta 1e-5 over 60 rounds) the
@@ -23,14 +23,13 @@ import numpy as np
 
 from privfl.accounting import PrivacyBudget, calibrate_noise_multiplier
 from privfl.client.app import ClientApp
+from privfl.core.plain import PlainAggregator
 from privfl.dp import CentralDp, ClipEachUpdate
-from privfl.dp.demo import DigitsPopulation
-from privfl.server.aggregation import PlainAggregator
 from privfl.server.history import History
 from privfl.server.sampling import PoissonSampler
 from privfl.server.simulation import run_simulation
 from privfl.server.strategy import FedAvg
-from privfl.tasks.digits import initial_parameters
+from privfl.tasks.digits import DigitsPopulation, initial_parameters
 
 CLIENTS, RATE, ROUNDS, CLIP, DELTA = 1000, 0.1, 60, 1.0, 1e-5
 TARGETS = (1.0, 3.0, 8.0)

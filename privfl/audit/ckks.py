@@ -16,6 +16,7 @@ import numpy as np
 from privfl.audit.config import AuditSettings
 from privfl.audit.report import Check, Status
 from privfl.core.context import Context
+from privfl.core.exchange import RoundSpec, SamplingInfo
 from privfl.core.message import Message
 from privfl.core.mods import compose
 from privfl.errors import ConfigError, PrivflError
@@ -30,7 +31,6 @@ from privfl.he import (
     PackLayout,
     decrypt_model,
 )
-from privfl.server.exchange import RoundSpec, SamplingInfo
 from privfl.server.transport import InProcessClients, drive
 
 FAMILY = "CKKS"

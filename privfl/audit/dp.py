@@ -25,11 +25,11 @@ from scipy.optimize import brentq
 
 from privfl.audit.stats import EpsilonBound, epsilon_lower_bound, roc_curve
 from privfl.core.context import Context
+from privfl.core.exchange import Aggregate, Aggregator, RoundSpec, SamplingInfo
 from privfl.core.message import Message, MessageKind, Metadata
 from privfl.core.mods import App, Mod, compose
 from privfl.dp.calibration import gaussian_delta
 from privfl.dp.noise import gaussian_noise
-from privfl.server.exchange import Aggregate, Aggregator, RoundSpec, SamplingInfo
 from privfl.server.transport import drive
 
 _BULK_CHUNK = 1 << 20

@@ -34,9 +34,9 @@ from privfl.audit.dp import (
 from privfl.audit.planted import Bug, broken_central_dp, broken_local_dp
 from privfl.audit.report import Check, Status, not_run
 from privfl.audit.stats import max_certifiable_epsilon
+from privfl.core.exchange import Aggregator
+from privfl.core.plain import PlainAggregator
 from privfl.dp import AdaptiveClippingDp, CentralDp, FixedClippingMod, LocalDpMod
-from privfl.server.aggregation import PlainAggregator
-from privfl.server.exchange import Aggregator
 
 FAMILY = "DP"
 CLIP_NORM = 2.0

@@ -14,9 +14,9 @@ from enum import Enum
 from typing import Any
 
 from privfl.accounting import GaussianEvent
+from privfl.core.exchange import Aggregate, RoundSpec
+from privfl.core.plain import PlainAggregator
 from privfl.dp import CentralDp, LocalDpMod
-from privfl.server.aggregation import PlainAggregator
-from privfl.server.exchange import Aggregate, RoundSpec
 
 
 class Bug(str, Enum):

@@ -28,6 +28,7 @@ from scipy import stats
 from privfl.audit.config import AuditSettings
 from privfl.audit.report import Check, Status
 from privfl.core.context import Context
+from privfl.core.exchange import RoundSpec, SamplingInfo
 from privfl.core.message import Message
 from privfl.core.mods import App, Mod, compose
 from privfl.core.wire import decode, encode
@@ -38,7 +39,6 @@ from privfl.secagg.client import STATE_KEY, Phase, SecAggClientState, SecAggPlus
 from privfl.secagg.crypto import PURPOSE_MASK, agree, load_private
 from privfl.secagg.prg import MaskExpander, low_bits_mask
 from privfl.secagg.shamir import combine, decode_element
-from privfl.server.exchange import RoundSpec, SamplingInfo
 from privfl.server.transport import drive
 
 FAMILY = "SecAgg+"

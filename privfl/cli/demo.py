@@ -6,9 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from privfl.dp import demo as dp_demo
-from privfl.he import demo as he_demo
-from privfl.secagg import demo as secagg_demo
+from privfl.cli import demo_dp, demo_he, demo_secagg
 from privfl.server.history import History, RoundRecord
 
 
@@ -27,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=0, help="client worker processes (0: in-process)")
     parser.set_defaults(func=run_plain_demo)
     demos = parser.add_subparsers(dest="demo", metavar="DEMO")
-    for module in (dp_demo, secagg_demo, he_demo):
+    for module in (demo_dp, demo_secagg, demo_he):
         module.add_demo_parser(demos)
 
 

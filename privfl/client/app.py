@@ -10,12 +10,8 @@ from privfl.client.numpy_client import NumPyClient
 from privfl.core.context import Context
 from privfl.core.message import ConfigValue, Message, MessageKind, arrays_from_list
 from privfl.core.mods import Mod, compose
+from privfl.core.names import LOSS, NUM_EXAMPLES
 from privfl.errors import MessageError
-
-NUM_EXAMPLES = "num_examples"
-"""Metric key under which a reply reports how many examples the client used."""
-LOSS = "loss"
-"""Metric key under which an evaluate reply reports the loss."""
 
 ClientFn = Callable[[int], NumPyClient]
 

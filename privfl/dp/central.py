@@ -1,6 +1,6 @@
 """Client-level central DP around aggregation: DP-FedAvg (McMahan et al., ICLR 2018) and adaptive clipping.
 
-The wrappers are :class:`~privfl.server.exchange.Aggregator`\\ s, so ``FedAvg(aggregator=CentralDp(...),
+The wrappers are :class:`~privfl.core.exchange.Aggregator`\\ s, so ``FedAvg(aggregator=CentralDp(...),
 min_clients=0)`` runs DP-FedAvg and :class:`CentralDp` can wrap any inner aggregator,
 SecAgg+ included. Each round:
 
@@ -17,7 +17,7 @@ SecAgg+ included. Each round:
    the round's aggregate exists; the ledger is in ``state_dict()``, so the loop's
    snapshot/restore on abort and its checkpoints neither lose nor double-count it.
 
-Per-client metrics (:class:`~privfl.server.exchange.ClientResult`, e.g. training loss and
+Per-client metrics (:class:`~privfl.core.exchange.ClientResult`, e.g. training loss and
 example counts) pass through to the server unchanged: they are not covered by the
 guarantee, which protects the model updates released by the server.
 """
@@ -31,13 +31,13 @@ import numpy as np
 
 from privfl.accounting import DpEvent, GaussianEvent, PoissonSampledEvent, PrivacyBudget, PrivacyLedger
 from privfl.accounting.conversion import check_delta
+from privfl.core.exchange import Aggregate, Aggregator, BoundedDistortion, Exchange, RoundSpec
 from privfl.core.message import ArrayDict
+from privfl.core.plain import PlainAggregator
 from privfl.dp.calibration import check_positive
 from privfl.dp.clipping import check_clip_norm, clip_l2
 from privfl.dp.noise import add_gaussian_noise, gaussian_noise
 from privfl.errors import ConfigError
-from privfl.server.aggregation import PlainAggregator
-from privfl.server.exchange import Aggregate, Aggregator, BoundedDistortion, Exchange, RoundSpec
 
 
 class ClipEachUpdate:
@@ -114,7 +114,7 @@ class CentralDp(_LedgeredDp):
     aggregator clips each update) or on the clients (:class:`~privfl.dp.client_mods.FixedClippingMod`,
     the inner aggregator may then be SecAgg+, whose unmasked sum the server noises). The
     noise std is ``noise_multiplier * clip_norm`` on the sum (McMahan et al. 2018), with the
-    clip norm raised by the inner aggregator's :class:`~privfl.server.exchange.BoundedDistortion`
+    clip norm raised by the inner aggregator's :class:`~privfl.core.exchange.BoundedDistortion`
     bound if it has one (SecAgg+ rounding).
 
     Args:

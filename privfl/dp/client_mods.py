@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from privfl.accounting import GaussianEvent, PrivacyBudget, PrivacyLedger
-from privfl.client.app import NUM_EXAMPLES
 from privfl.core.context import Context
 from privfl.core.message import ArrayDict, Message, MessageKind, check_same_layout
 from privfl.core.mods import App
+from privfl.core.names import NUM_EXAMPLES
 from privfl.dp.calibration import MECHANISMS, check_epsilon_delta, gaussian_sigma
 from privfl.dp.clipping import add_update_toward, check_clip_norm, clip_l2
 from privfl.dp.noise import add_gaussian_noise

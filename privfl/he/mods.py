@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from privfl.client.app import NUM_EXAMPLES
 from privfl.core.context import Context
 from privfl.core.message import ArrayDict, Message, MessageKind, check_same_layout
 from privfl.core.mods import App
+from privfl.core.names import NUM_EXAMPLES
 from privfl.errors import ConfigError, MessageError
 from privfl.he.cipher import ClientCipher
 from privfl.he.codec import EncryptedModel, ciphertext_arrays, is_encrypted_model

@@ -12,16 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from privfl.client.app import NUM_EXAMPLES
+from privfl.core.exchange import ClientResult, Exchange, FitOutcome, RoundSpec
 from privfl.core.message import ArrayDict, Message
+from privfl.core.names import NUM_EXAMPLES
+from privfl.core.plain import evaluate_exchange, weighted_client_metrics
 from privfl.errors import ConfigError, MessageError, ProtocolAbort
 from privfl.he.cipher import EncryptedSum
 from privfl.he.codec import EncryptedModel, is_encrypted_model, read_ciphertext_arrays
 from privfl.he.keys import CkksKeys
 from privfl.he.mods import NUM_CLIENTS
 from privfl.he.packing import PackLayout, chunk_sizes
-from privfl.server.exchange import ClientResult, Exchange, RoundSpec
-from privfl.server.strategy import FitOutcome, evaluate_exchange, weighted_client_metrics
 
 
 @dataclass

@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from privfl.client.app import NUM_EXAMPLES
 from privfl.core.context import Context
 from privfl.core.message import SERVER_NODE_ID, Message, MessageKind, check_same_layout
 from privfl.core.mods import App
+from privfl.core.names import NUM_EXAMPLES
 from privfl.errors import MessageError, ProtocolAbort, ProtocolError
 from privfl.secagg import protocol as p
 from privfl.secagg.config import RoundParams

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from privfl.core.exchange import Aggregate, ClientResult, Exchange, RoundSpec
 from privfl.core.message import SERVER_NODE_ID, Config, Message
 from privfl.errors import ConfigError, MessageError, ProtocolAbort, ProtocolError
 from privfl.secagg import protocol as p
@@ -31,7 +32,6 @@ from privfl.secagg.graph import neighbour_graph
 from privfl.secagg.prg import MaskExpander, low_bits_mask
 from privfl.secagg.quantization import Quantizer
 from privfl.secagg.shamir import SHARE_BYTES, combine, decode_element
-from privfl.server.exchange import Aggregate, ClientResult, Exchange, RoundSpec
 
 SharesOf = dict[int, dict[int, int]]
 """Whose secret -> share holder -> share value."""
@@ -288,7 +288,7 @@ def _reconstruct(shares: dict[int, int], threshold: int, node: int, what: str) -
 
 @dataclass(frozen=True)
 class SecAggPlusAggregator:
-    """An :class:`~privfl.server.exchange.Aggregator` that sums client updates with SecAgg+.
+    """An :class:`~privfl.core.exchange.Aggregator` that sums client updates with SecAgg+.
 
     ``FedAvg(aggregator=SecAggPlusAggregator(SecAggConfig()))`` trains with the server
     seeing only masked vectors and the sum. Clients need :func:`privfl.secagg.client.secagg_mod`.

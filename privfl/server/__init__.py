@@ -1,12 +1,12 @@
 """Server side: strategies, aggregators, sampling, failures, checkpoints and the bundled loop."""
 
-from privfl.server.aggregation import PlainAggregator
-from privfl.server.exchange import Aggregate, Aggregator, Exchange, RoundSpec, SamplingInfo
+from privfl.core.exchange import Aggregate, Aggregator, Exchange, FitOutcome, RoundSpec, SamplingInfo, Strategy
+from privfl.core.plain import PlainAggregator
 from privfl.server.failures import FailurePlan
 from privfl.server.history import History, RoundRecord
 from privfl.server.sampling import FixedFractionSampler, PoissonSampler, Sampler
 from privfl.server.simulation import SimulationResult, run_rounds, run_simulation
-from privfl.server.strategy import FedAvg, FitOutcome, Strategy
+from privfl.server.strategy import FedAvg
 from privfl.server.transport import InProcessClients, ProcessPoolClients, Transport, drive
 
 __all__ = [

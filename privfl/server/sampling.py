@@ -13,8 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
+from privfl.core.exchange import SamplingInfo
 from privfl.errors import ConfigError
-from privfl.server.exchange import SamplingInfo
 
 
 class Sampler(Protocol):

@@ -22,16 +22,16 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from privfl.core.exchange import RoundSpec, Strategy
 from privfl.core.message import ArrayDict, Config, MessageKind
 from privfl.core.mods import App
 from privfl.core.wire import DEFAULT_LIMITS, WireLimits
 from privfl.errors import BudgetExceededError, CheckpointError, ConfigError, MessageError, ProtocolError
 from privfl.server.checkpoint import load_checkpoint, save_checkpoint
-from privfl.server.exchange import RoundSpec
 from privfl.server.failures import FailurePlan
 from privfl.server.history import History, RoundRecord
 from privfl.server.sampling import FixedFractionSampler, Sampler
-from privfl.server.strategy import FedAvg, Strategy
+from privfl.server.strategy import FedAvg
 from privfl.server.transport import InProcessClients, ProcessPoolClients, Transport, drive
 
 CentralizedEvaluate = Callable[[int, ArrayDict], dict[str, float]]

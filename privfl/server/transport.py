@@ -17,11 +17,11 @@ from multiprocessing import connection as mp_connection
 from typing import Any, Protocol, TypeVar
 
 from privfl.core.context import Context
+from privfl.core.exchange import Exchange
 from privfl.core.message import Message
 from privfl.core.mods import App
 from privfl.core.wire import DEFAULT_LIMITS, WireLimits, decode, encode
 from privfl.errors import ConfigError, PrivflError
-from privfl.server.exchange import Exchange
 from privfl.server.failures import FailureInjector, FailurePlan
 
 T = TypeVar("T")

@@ -175,3 +175,29 @@ class DigitsFederation:
 @lru_cache(maxsize=16)
 def _partitions(num_clients: int, alpha: float, seed: int) -> list[np.ndarray]:
     return dirichlet_partition(load_digits_data(seed).y_train, num_clients, alpha, seed)
+
+
+@dataclass(frozen=True)
+class DigitsPopulation(DigitsFederation):
+    """Digits training data split IID into ``num_clients`` shards of near-equal size, one per client.
+
+    A :class:`~privfl.tasks.digits.DigitsFederation` whose partition is IID shards instead
+    of a Dirichlet label split (``alpha`` is unused), so it scales to as many clients as
+    there are training images. Picklable, so it serves as ``client_fn`` with worker processes.
+    """
+
+    num_clients: int = 1000
+
+    def __post_init__(self) -> None:
+        available = len(load_digits_data(self.seed).y_train)
+        if not 1 <= self.num_clients <= available:
+            raise ConfigError(f"num_clients must be in [1, {available}] for digits, got {self.num_clients}")
+
+    def partitions(self) -> list[np.ndarray]:
+        return _shards(self.num_clients, self.seed)
+
+
+@lru_cache(maxsize=8)
+def _shards(num_clients: int, seed: int) -> list[np.ndarray]:
+    order = np.random.default_rng([seed, num_clients]).permutation(len(load_digits_data(seed).y_train))
+    return np.array_split(order, num_clients)

@@ -7,11 +7,12 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from privfl.client.app import LOSS, NUM_EXAMPLES, ClientApp
+from privfl.client.app import ClientApp
 from privfl.client.numpy_client import NumPyClient
 from privfl.core.context import Context
 from privfl.core.message import Message, MessageKind, Metadata
 from privfl.core.mods import App
+from privfl.core.names import LOSS, NUM_EXAMPLES
 from privfl.core.wire import decode, encode
 from privfl.errors import MessageError
 

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from privfl.client.app import NUM_EXAMPLES
 from privfl.core.context import Context
+from privfl.core.exchange import Aggregate, Exchange, RoundSpec, SamplingInfo, zeros_like
 from privfl.core.message import ArrayDict, Message, MessageKind, Metadata
-from privfl.server.exchange import Aggregate, Exchange, RoundSpec, SamplingInfo, zeros_like
+from privfl.core.names import NUM_EXAMPLES
 
 
 def train_message(arrays: ArrayDict, *, node: int = 1, server_round: int = 1) -> Message:

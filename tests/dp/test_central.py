@@ -9,14 +9,14 @@ import pytest
 from dp_helpers import FakeSecAgg, fixed_trainer, round_spec, run_exchange
 
 from privfl.accounting import GaussianEvent, PoissonSampledEvent, PrivacyBudget, epsilon_for
-from privfl.client.app import NUM_EXAMPLES
 from privfl.core.context import Context
+from privfl.core.exchange import Aggregate
+from privfl.core.names import NUM_EXAMPLES
+from privfl.core.plain import PlainAggregator
 from privfl.dp.central import AdaptiveClippingDp, CentralDp
 from privfl.dp.client_mods import FixedClippingMod
 from privfl.dp.noise import gaussian_noise
 from privfl.errors import BudgetExceededError, ConfigError
-from privfl.server.aggregation import PlainAggregator
-from privfl.server.exchange import Aggregate
 
 BIG = {"w": np.zeros((500, 400), np.float32)}
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from privfl.cli import main
-from privfl.dp.demo import DigitsPopulation
 from privfl.errors import ConfigError
+from privfl.tasks.digits import DigitsPopulation
 
 
 def test_demo_dp_prints_epsilon_per_round_within_the_budget(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

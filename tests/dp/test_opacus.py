@@ -10,8 +10,8 @@ import pytest
 from dp_helpers import train_message
 
 from privfl.accounting import ComposedEvent, GaussianEvent, PoissonSampledEvent
-from privfl.client.app import NUM_EXAMPLES
 from privfl.core.context import Context
+from privfl.core.names import NUM_EXAMPLES
 from privfl.errors import ConfigError, MessageError
 from privfl.integrations.opacus import (
     EPSILON,

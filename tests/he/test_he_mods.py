@@ -7,10 +7,10 @@ import pytest
 
 from privfl.client.app import ClientApp
 from privfl.client.numpy_client import NumPyClient
+from privfl.core.exchange import RoundSpec, SamplingInfo
 from privfl.core.message import MessageKind
 from privfl.errors import ConfigError, MessageError
 from privfl.he import CkksClientMod, ClientCipher, HEFedAvg, decrypt_model
-from privfl.server.exchange import RoundSpec, SamplingInfo
 from privfl.server.transport import ClientError, InProcessClients, drive
 
 INITIAL = {"w": np.zeros((3, 4), dtype=np.float32), "b": np.zeros(2, dtype=np.float32)}

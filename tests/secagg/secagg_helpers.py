@@ -9,10 +9,10 @@ import numpy as np
 from privfl.client.app import ClientApp
 from privfl.client.numpy_client import NumPyClient
 from privfl.core.context import Context
+from privfl.core.exchange import Exchange, RoundSpec, SamplingInfo
 from privfl.core.message import Message
 from privfl.secagg import SecAggConfig, secagg_exchange, secagg_mod
 from privfl.secagg.server import SecAggRoundResult
-from privfl.server.exchange import Exchange, RoundSpec, SamplingInfo
 from privfl.server.failures import FailureInjector, FailurePlan
 from privfl.server.transport import drive
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from privfl.cli.demo_secagg import add_demo_parser
 from privfl.errors import ConfigError
-from privfl.secagg.demo import add_demo_parser
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

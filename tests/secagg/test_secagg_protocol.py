@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 from secagg_helpers import FixedClient, Harness, client_update, client_weight, finish, graph_of
 
 from privfl.client.app import ClientApp
+from privfl.core.plain import PlainAggregator
 from privfl.errors import ProtocolAbort
 from privfl.secagg import SecAggConfig, SecAggPlusAggregator, secagg_mod
 from privfl.secagg import protocol as p
 from privfl.secagg.server import _prune
-from privfl.server.aggregation import PlainAggregator
 from privfl.server.failures import FailurePlan
 from privfl.server.transport import InProcessClients, drive
 

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from privfl.client.app import LOSS, NUM_EXAMPLES
+from privfl.core.exchange import RoundSpec, SamplingInfo
 from privfl.core.message import Message, MessageKind, Metadata
+from privfl.core.names import LOSS, NUM_EXAMPLES
+from privfl.core.plain import PlainAggregator, evaluate_exchange, weighted_client_metrics
 from privfl.errors import ConfigError, MessageError, ProtocolAbort
-from privfl.server.aggregation import PlainAggregator
-from privfl.server.exchange import RoundSpec, SamplingInfo
-from privfl.server.strategy import FedAvg, evaluate_exchange, weighted_client_metrics
+from privfl.server.strategy import FedAvg
 
 GLOBAL = {"w": np.array([1.0, 2.0]), "b": np.array([[0.5]])}
 

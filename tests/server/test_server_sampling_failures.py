@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from privfl.core.exchange import SamplingInfo
 from privfl.core.message import Message, MessageKind, Metadata
 from privfl.errors import ConfigError
-from privfl.server.exchange import SamplingInfo
 from privfl.server.failures import FailureInjector, FailurePlan, stage_of
 from privfl.server.sampling import FixedFractionSampler, PoissonSampler
 

@@ -10,13 +10,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from privfl.client.app import NUM_EXAMPLES, ClientApp
+from privfl.client.app import ClientApp
 from privfl.client.numpy_client import NumPyClient
 from privfl.core.context import Context
+from privfl.core.exchange import RoundSpec, SamplingInfo
 from privfl.core.message import Message, MessageKind, Metadata
+from privfl.core.names import NUM_EXAMPLES
 from privfl.core.wire import encode
 from privfl.errors import WireError
-from privfl.server.exchange import RoundSpec, SamplingInfo
 from privfl.server.failures import FailurePlan
 from privfl.server.strategy import FedAvg
 from privfl.server.transport import ClientError, InProcessClients, ProcessPoolClients, drive

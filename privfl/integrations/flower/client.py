@@ -42,10 +42,10 @@ from flwr.app import Context as FlowerContext
 from flwr.app import Message as FlowerMessage
 from flwr.clientapp import ClientApp as FlowerClientApp
 
-from privfl.client.app import NUM_EXAMPLES
 from privfl.core.context import Context
 from privfl.core.message import SERVER_NODE_ID, Message, Metadata
 from privfl.core.mods import App, Mod, compose
+from privfl.core.names import NUM_EXAMPLES
 from privfl.errors import CheckpointError, MessageError, ProtocolError
 from privfl.integrations.flower.convert import (
     FLOWER_NUM_EXAMPLES,

@@ -26,6 +26,7 @@ from typing import Any
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
+from privfl.core.exchange import Strategy
 from privfl.core.message import ArrayDict, Config, Message
 from privfl.core.wire import encode
 from privfl.errors import ConfigError
@@ -34,7 +35,6 @@ from privfl.server.failures import FailureInjector, FailurePlan
 from privfl.server.history import RoundRecord
 from privfl.server.sampling import Sampler
 from privfl.server.simulation import CentralizedEvaluate, SimulationResult, run_rounds
-from privfl.server.strategy import Strategy
 from privfl.server.transport import ClientError, TrafficCounter
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,8 @@
 
 Digits has 1,347 training images, too few clients for client-level DP to be cheap, so the
 demo simulates a cross-device population: the training set is shuffled and split into many
-small IID shards (one to a few images each), one per client (:class:`DigitsPopulation`).
+small IID shards (one to a few images each), one per client
+(:class:`~privfl.tasks.digits.DigitsPopulation`).
 Clients are Poisson-sampled with rate q; each update is clipped on the server to L2 norm C;
 the sum gets N(0, (zC)^2) noise and is divided by the expected qN clients (McMahan et al. 2018).
 """
@@ -11,40 +12,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
-
-from privfl.errors import ConfigError
-from privfl.tasks.digits import DigitsFederation, load_digits_data
-
-
-@dataclass(frozen=True)
-class DigitsPopulation(DigitsFederation):
-    """Digits training data split IID into ``num_clients`` shards of near-equal size, one per client.
-
-    A :class:`~privfl.tasks.digits.DigitsFederation` whose partition is IID shards instead
-    of a Dirichlet label split (``alpha`` is unused), so it scales to as many clients as
-    there are training images. Picklable, so it serves as ``client_fn`` with worker processes.
-    """
-
-    num_clients: int = 1000
-
-    def __post_init__(self) -> None:
-        available = len(load_digits_data(self.seed).y_train)
-        if not 1 <= self.num_clients <= available:
-            raise ConfigError(f"num_clients must be in [1, {available}] for digits, got {self.num_clients}")
-
-    def partitions(self) -> list[np.ndarray]:
-        return _shards(self.num_clients, self.seed)
-
-
-@lru_cache(maxsize=8)
-def _shards(num_clients: int, seed: int) -> list[np.ndarray]:
-    order = np.random.default_rng([seed, num_clients]).permutation(len(load_digits_data(seed).y_train))
-    return np.array_split(order, num_clients)
+from privfl.tasks.digits import DigitsPopulation
 
 
 def add_demo_parser(demo_subparsers: argparse._SubParsersAction) -> None:

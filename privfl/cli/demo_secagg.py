@@ -22,13 +22,13 @@ from tqdm.auto import tqdm
 
 from privfl.client.app import ClientApp
 from privfl.client.numpy_client import NDArrays, NumPyClient
+from privfl.core.exchange import RoundSpec, SamplingInfo
 from privfl.core.message import Message
 from privfl.errors import ConfigError, ProtocolAbort
 from privfl.secagg import protocol as p
 from privfl.secagg.client import secagg_mod
 from privfl.secagg.config import SecAggConfig
 from privfl.secagg.server import SecAggRoundResult, secagg_exchange
-from privfl.server.exchange import RoundSpec, SamplingInfo
 from privfl.server.failures import FailurePlan
 from privfl.server.transport import InProcessClients, drive
 

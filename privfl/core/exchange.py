@@ -149,6 +149,36 @@ class Aggregator(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+@dataclass
+class FitOutcome:
+    """Result of a training round.
+
+    Attributes:
+        parameters: the new global model, sent to clients next round.
+        num_clients: clients whose update is in the aggregate.
+        dropped: clients selected but not counted.
+        metrics: server-side metrics of the round (weighted means of client metrics,
+            protocol metrics).
+    """
+
+    parameters: ArrayDict
+    num_clients: int
+    dropped: tuple[int, ...] = ()
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Strategy(Protocol):
+    """What the bundled loop (or the Flower adapter) needs from a server strategy."""
+
+    def fit_round(self, spec: RoundSpec) -> Exchange[FitOutcome]: ...
+
+    def evaluate_round(self, spec: RoundSpec) -> Exchange[dict[str, float]]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
 def check_reply(reply: Message, spec: RoundSpec, seen: set[int], stage: str = "") -> int:
     """Validate a reply's header against the round; return its sender (added to ``seen``).
 

@@ -1,4 +1,4 @@
-"""Plain (non-secure) aggregation: clients send updated parameters, the server sums updates.
+"""Plain (non-secure) protocols: summing updates in the clear, and federated evaluation.
 
 Other aggregators (SecAgg+, CKKS, DP wrappers) produce the same :class:`Aggregate`,
 so a strategy does not care how the sum was obtained.
@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from privfl.client.app import NUM_EXAMPLES
+from privfl.core.exchange import Aggregate, ClientResult, Exchange, RoundSpec, check_reply, zeros_like
 from privfl.core.message import ArrayDict, Message, check_same_layout
+from privfl.core.names import LOSS, NUM_EXAMPLES
 from privfl.errors import ConfigError, MessageError
-from privfl.server.exchange import Aggregate, ClientResult, Exchange, RoundSpec, check_reply, zeros_like
 
 UpdateTransform = Callable[[ArrayDict], ArrayDict]
 """Applied by the server to each client's update (local minus global) before summing."""
@@ -83,3 +83,34 @@ def validate_fit_reply(reply: Message, spec: RoundSpec, seen: set[int]) -> tuple
     if not isinstance(num_examples, int) or num_examples < 0:
         raise MessageError(f"reply from node {node}: {NUM_EXAMPLES} must be a non-negative int")
     return node, num_examples
+
+
+def weighted_client_metrics(results: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
+    """Example-weighted means of numeric client metrics (``num_examples`` itself is summed)."""
+    total = sum(n for n, _ in results)
+    out: dict[str, float] = {NUM_EXAMPLES: float(total)}
+    if total <= 0:
+        return out
+    keys = {k for _, m in results for k in m if k != NUM_EXAMPLES}
+    for key in sorted(keys):
+        pairs = [(n, m[key]) for n, m in results if key in m]
+        weight = sum(n for n, _ in pairs)
+        if weight > 0:
+            out[key] = float(sum(n * v for n, v in pairs) / weight)
+    return out
+
+
+def evaluate_exchange(spec: RoundSpec) -> Exchange[dict[str, float]]:
+    """Federated evaluation: send the model, return example-weighted mean loss and metrics."""
+    replies = yield [spec.message_to(node) for node in spec.nodes]
+    results: list[tuple[int, dict[str, float]]] = []
+    seen: set[int] = set()
+    for reply in replies:
+        node = check_reply(reply, spec, seen)
+        n = reply.metrics.get(NUM_EXAMPLES)
+        if not isinstance(n, int) or n < 0 or LOSS not in reply.metrics:
+            raise MessageError(f"evaluate reply from node {node} lacks {NUM_EXAMPLES} or {LOSS}")
+        if not np.isfinite(reply.metrics[LOSS]):
+            raise MessageError(f"evaluate reply from node {node} has a non-finite loss")
+        results.append((n, dict(reply.metrics)))
+    return weighted_client_metrics(results)
