@@ -7,7 +7,7 @@ the shared metric names (:mod:`privfl.core.names`) and the plain protocols
 (:mod:`privfl.core.plain`).
 """
 
-from privfl.core.context import Context, Stateful
+from privfl.core.context import Context, SecretStateful, Stateful
 from privfl.core.exchange import (
     Aggregate,
     Aggregator,
@@ -46,6 +46,7 @@ __all__ = [
     "PlainAggregator",
     "RoundSpec",
     "SamplingInfo",
+    "SecretStateful",
     "Stateful",
     "Strategy",
     "WireLimits",

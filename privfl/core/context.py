@@ -18,6 +18,21 @@ class Stateful(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+@runtime_checkable
+class SecretStateful(Protocol):
+    """A state object holding secrets (e.g. a SecAgg+ round's keys) that a runtime may need to persist.
+
+    ``secret_state_dict`` returns the full state, secrets included (JSON values, bytes
+    and arrays only). It must never reach a plain checkpoint: a runtime that runs one
+    message per process (Flower's deployment runtime) stores it only sealed with AEAD
+    under a node-local key, bound to the run, round and node.
+    """
+
+    def secret_state_dict(self) -> dict[str, Any]: ...
+
+    def load_secret_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
 @dataclass
 class Context:
     """State of one node (client or server) that outlives a single message.
