@@ -113,17 +113,28 @@ class SecAggClientState:
         self.run_id, self.server_round = int(state["run_id"]), int(state["server_round"])
 
 
+IntegerEncoder = Callable[[np.ndarray, Message, RoundParams], np.ndarray]
+"""Turns a client's flat float64 update into the integer vector it masks, in place of the quantiser.
+
+Called with the update, the masked-input request (run, round, model and round config) and
+the round's SecAgg+ parameters; returns words of ``params.dtype`` below 2^m, of the length
+the server expects (e.g. :func:`privfl.ddp.client.ddp_encoder`).
+"""
+
+
 class SecAggPlusClient:
     """The SecAgg+ client protocol for one node, as a pure function of state and message.
 
     Args:
         node_id: this client's node id.
         state: its state (kept across messages by the caller).
+        encoder: replaces the default quantiser (and weight coordinate) if given.
     """
 
-    def __init__(self, node_id: int, state: SecAggClientState) -> None:
+    def __init__(self, node_id: int, state: SecAggClientState, encoder: IntegerEncoder | None = None) -> None:
         self.node_id = node_id
         self.state = state
+        self.encoder = encoder
 
     def handle(self, message: Message, fit: Callable[[Message], Message]) -> Message:
         """Answer one SecAgg+ message; ``fit`` runs local training on a plain train message.
@@ -241,7 +252,8 @@ class SecAggPlusClient:
             raise MessageError(f"client {self.node_id}: the masked-input request needs floating-point parameters")
         config = {k: v for k, v in message.config.items() if not k.startswith(p.PREFIX)}
         reply = fit(message.replace(arrays=parameters, config=config).with_stage(""))
-        vector = self._encode(*self._update(parameters, reply))
+        update, weight = self._update(parameters, reply)
+        vector = self._encode(update, weight) if self.encoder is None else self._custom(update, message)
         self._mask(vector, sources)
         st.self_mask_seed = st.enc_keys = st.mask_keys = None  # no longer needed: erase
         st.share_keys = {}
@@ -275,6 +287,17 @@ class SecAggPlusClient:
             update, params.dtype, scale=weight / params.max_weight, overwrite=True, out=vector[:-1]
         )
         vector[-1] = weight
+        return vector
+
+    def _custom(self, update: np.ndarray, message: Message) -> np.ndarray:
+        """The encoder's vector, checked to be words of the round's dtype below 2^m."""
+        params = self.state.params
+        assert params is not None and self.encoder is not None
+        vector = np.array(self.encoder(update, message, params), copy=True)
+        if vector.dtype != params.dtype or vector.ndim != 1:
+            raise ProtocolError(f"client {self.node_id}: the encoder must return a 1-D {params.dtype} vector")
+        if vector.size and int(vector.max()) > int(low_bits_mask(params.modulus_bits)):
+            raise ProtocolError(f"client {self.node_id}: encoded values must be below 2^{params.modulus_bits}")
         return vector
 
     def _mask(self, vector: np.ndarray, partners: tuple[int, ...]) -> None:
@@ -325,14 +348,15 @@ class SecAggPlusClient:
         return reply
 
 
-def secagg_mod(message: Message, context: Context, call_next: App) -> Message:
+def secagg_mod(message: Message, context: Context, call_next: App, *, encoder: IntegerEncoder | None = None) -> Message:
     """Client mod that takes part in SecAgg+ for every train message.
 
     Evaluate and query messages pass through. A train message that is not a SecAgg+
     stage is refused (:class:`ProtocolError`): answering it would send the update in
     the clear. At the masked-input stage the mod calls ``call_next`` with a plain
     train message holding the global model and sends back only the masked vector
-    (no per-client metrics: they would leak what SecAgg+ hides).
+    (no per-client metrics: they would leak what SecAgg+ hides). ``encoder`` (bind it with
+    ``functools.partial``) replaces the quantiser, e.g. with a distributed-DP encoder.
     """
     if message.metadata.kind is not MessageKind.TRAIN:
         return call_next(message, context)
@@ -341,4 +365,4 @@ def secagg_mod(message: Message, context: Context, call_next: App) -> Message:
             f"client {context.node_id}: refusing train stage {message.metadata.stage!r} without secure aggregation"
         )
     state = context.get_or_create(STATE_KEY, SecAggClientState)
-    return SecAggPlusClient(context.node_id, state).handle(message, lambda m: call_next(m, context))
+    return SecAggPlusClient(context.node_id, state, encoder).handle(message, lambda m: call_next(m, context))

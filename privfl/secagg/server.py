@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,7 +86,7 @@ def _collect(replies: Iterator[Message], spec: RoundSpec, stage: str, expected: 
 class _ServerRound:
     """The server's state during one SecAgg+ round: graph, public keys, stage bookkeeping."""
 
-    def __init__(self, spec: RoundSpec, config: SecAggConfig) -> None:
+    def __init__(self, spec: RoundSpec, config: SecAggConfig, vector_length: int | None = None) -> None:
         nodes = tuple(spec.nodes)
         if len(set(nodes)) != len(nodes):
             raise ConfigError("round nodes must be distinct")
@@ -99,7 +99,8 @@ class _ServerRound:
         self.params = config.round_params(len(nodes))
         self.t = self.params.threshold
         self.graph = neighbour_graph(nodes, self.params.num_neighbours)
-        self.length = sum(int(np.size(a)) for a in spec.parameters.values()) + 1
+        default_length = sum(int(np.size(a)) for a in spec.parameters.values()) + 1
+        self.length = default_length if vector_length is None else vector_length
         self.keys: dict[int, tuple[bytes, bytes]] = {}  # node -> (encryption key, mask key), public
         self.dropped: dict[str, tuple[int, ...]] = {}
         self.excluded: dict[str, tuple[int, ...]] = {}
@@ -260,18 +261,31 @@ class _ServerRound:
         total &= low_bits_mask(self.params.modulus_bits)
 
 
-def secagg_exchange(spec: RoundSpec, config: SecAggConfig) -> Exchange[SecAggRoundResult]:
+def secagg_exchange(
+    spec: RoundSpec,
+    config: SecAggConfig,
+    *,
+    vector_length: int | None = None,
+    before_unmask: Callable[[RoundParams, tuple[int, ...]], None] | None = None,
+) -> Exchange[SecAggRoundResult]:
     """Run one SecAgg+ round over ``spec.nodes``; return the exact sum of the survivors' vectors.
+
+    ``vector_length`` overrides the default length (model size + 1 weight) for clients with a
+    custom integer encoder; ``before_unmask`` is called with the parameters and the clients
+    whose masked input is in the sum, after masked inputs are in and before any unmask
+    request is sent: raising there ends the round with nothing revealed.
 
     Raises:
         ProtocolAbort: too few clients remain at some stage to finish safely.
         ProtocolError, MessageError: a reply out of order or malformed.
         ConfigError: the configuration is unsafe for this number of clients.
     """
-    rnd = _ServerRound(spec, config)
+    rnd = _ServerRound(spec, config, vector_length)
     live = yield from rnd.setup()
     live, mailbox = yield from rnd.share_keys(live)
     masked, total = yield from rnd.masked_input(live, mailbox)
+    if before_unmask is not None:
+        before_unmask(rnd.params, tuple(sorted(masked)))
     dropped = live - masked  # shared keys, so their pairwise masks may be in the sum
     self_masks, mask_keys = yield from rnd.unmask(masked, dropped)
     rnd.remove_masks(total, masked, dropped, self_masks, mask_keys)

@@ -1,0 +1,50 @@
+"""The client side of distributed DP: an integer encoder for SecAgg+ and the client mod that uses it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from privfl.core.context import Context
+from privfl.core.message import Message
+from privfl.core.mods import App
+from privfl.ddp.mechanism import encode
+from privfl.ddp.params import DdpParams
+from privfl.ddp.rotation import rotation_seed
+from privfl.errors import ConfigError, MessageError
+from privfl.secagg import protocol as p
+from privfl.secagg.client import secagg_mod
+from privfl.secagg.config import RoundParams
+
+
+def ddp_encoder(update: np.ndarray, message: Message, params: RoundParams) -> np.ndarray:
+    """Encode ``update`` with the round's distributed-DP parameters (see :mod:`privfl.ddp.mechanism`).
+
+    The parameters (clip norm, gamma, noise, bits) come from the server's round config, the one
+    source of truth the server also accounts with; the modulus must be the SecAgg+ round's. The
+    rotation seed is derived here from the run, round and received model, never sent.
+
+    Raises:
+        MessageError: missing or invalid ``ddp.`` config, a modulus or dimension that does not match.
+    """
+    ddp = DdpParams.from_config(dict(message.config))
+    if ddp.bits != params.modulus_bits:
+        raise MessageError(
+            f"distributed DP needs the SecAgg+ modulus 2^{ddp.bits}, the round uses 2^{params.modulus_bits}"
+        )
+    if params.weighted:
+        raise MessageError("distributed DP needs uniform client weights")
+    md = message.metadata
+    model = {k: v for k, v in message.arrays.items() if not k.startswith(p.PREFIX)}
+    try:
+        return encode(update, ddp, rotation_seed(md.run_id, md.server_round, model))
+    except ConfigError as exc:
+        raise MessageError(f"cannot encode the update for distributed DP: {exc}") from None
+
+
+def ddp_mod(message: Message, context: Context, call_next: App) -> Message:
+    """Client mod for :class:`~privfl.ddp.server.DistributedDp`: SecAgg+ with the distributed-DP encoder.
+
+    The client clips its update to the server's L2 norm, rotates, scales, rounds, adds its
+    own noise share and masks; the server only ever unmasks a sum that already holds the noise.
+    """
+    return secagg_mod(message, context, call_next, encoder=ddp_encoder)
