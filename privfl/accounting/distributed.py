@@ -132,22 +132,21 @@ def rdp_poisson_subsampled(
     whole = np.maximum(np.ceil(alphas), 2.0)
     if q == 1.0:
         return rdp(whole)
-    top = int(whole.max())
-    ls = np.arange(2, top + 1, dtype=np.float64)
+    ls = np.arange(2, int(whole.max()) + 1, dtype=np.float64)
     eps_l = rdp(ls)
-    out = np.empty_like(alphas)
-    for i, alpha in enumerate(whole):
-        a = int(alpha)
-        ell = ls[: a - 1]  # 2 ... alpha
+    a, ell = whole[:, None], ls[None, :]  # one row per order, one column per term l = 2 ... max order
+    inside = ell <= a
+    with np.errstate(invalid="ignore"):
         log_terms = (
             special.gammaln(a + 1.0)
             - special.gammaln(ell + 1.0)
-            - special.gammaln(a - ell + 1.0)
+            - special.gammaln(np.where(inside, a - ell, 0.0) + 1.0)
             + ell * math.log(q)
             + (a - ell) * math.log1p(-q)
-            + (ell - 1.0) * eps_l[: a - 1]
+            + (ell - 1.0) * eps_l[None, :]
         )
-        log_terms[1:] += math.log(3.0)  # l >= 3 carry the factor 3 (ZW19 Thm 5)
-        first = (a - 1.0) * math.log1p(-q) + math.log(a * q - q + 1.0)
-        out[i] = special.logsumexp(np.concatenate([[first], log_terms])) / (a - 1.0)
+    log_terms[:, 1:] += math.log(3.0)  # terms l >= 3 carry the factor 3 (ZW19 Thm 5)
+    log_terms = np.where(inside, log_terms, -np.inf)
+    first = (whole - 1.0) * math.log1p(-q) + np.log(whole * q - q + 1.0)
+    out = special.logsumexp(np.concatenate([first[:, None], log_terms], axis=1), axis=1) / (whole - 1.0)
     return np.minimum(out, rdp(whole))

@@ -230,7 +230,9 @@ def skellam(count: int, variance: float, *, _rng: np.random.Generator | None = N
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise ConfigError(f"count must be an int >= 0, got {count!r}")
-    if not (isinstance(variance, (int, float)) and math.isfinite(variance) and variance >= 0):
+    if isinstance(variance, bool) or not isinstance(variance, (int, float)) or not math.isfinite(variance):
+        raise ConfigError(f"Skellam variance must be a finite number >= 0, got {variance!r}")
+    if variance < 0:
         raise ConfigError(f"Skellam variance must be a finite number >= 0, got {variance!r}")
     half = float(variance) / 2.0
     return _poisson(half, count, _rng) - _poisson(half, count, _rng)
