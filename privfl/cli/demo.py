@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from privfl.cli import demo_dp, demo_he, demo_secagg
+from privfl.cli import demo_ddp, demo_dp, demo_he, demo_secagg
 from privfl.server.history import History, RoundRecord
 
 
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=0, help="client worker processes (0: in-process)")
     parser.set_defaults(func=run_plain_demo)
     demos = parser.add_subparsers(dest="demo", metavar="DEMO")
-    for module in (demo_dp, demo_secagg, demo_he):
+    for module in (demo_dp, demo_secagg, demo_ddp, demo_he):
         module.add_demo_parser(demos)
 
 
