@@ -37,18 +37,54 @@ def _words(count: int, rng: np.random.Generator | None) -> np.ndarray:
     return random_words(count, rng)
 
 
+_SMALL = 1 << 62
+"""Numerators and denominators below this go through int64 arithmetic instead of Python ints."""
+
+
+def _small(values: np.ndarray) -> np.ndarray | None:
+    """``values`` as int64 if every one is in [0, 2^62), else None."""
+    try:
+        out = np.asarray(values).astype(np.int64)
+    except OverflowError:
+        return None
+    return out if out.size == 0 or (out.min() >= 0 and out.max() < _SMALL) else None
+
+
+def _bernoulli_small(num: np.ndarray, den: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    """Exact Bernoulli(num / den) for int64 0 <= num, 0 < den < 2^62: a uniform integer below den is < num.
+
+    The uniform integer is a 64-bit word reduced mod den, with words at or above the largest
+    multiple of den below 2^64 rejected (and redrawn), so every residue is equally likely.
+    """
+    out = num >= den
+    pending = np.flatnonzero(~out)
+    n, d = num[pending].astype(np.uint64), den[pending].astype(np.uint64)
+    top = np.uint64(_TWO_64 - 1)
+    limit = top - (top % d + np.uint64(1)) % d  # 2^64 - (2^64 mod d) - 1
+    while pending.size:
+        w = _words(pending.size, rng)
+        ok = w <= limit
+        out[pending[ok]] = (w[ok] % d[ok]) < n[ok]
+        pending, n, d, limit = pending[~ok], n[~ok], d[~ok], limit[~ok]
+    return out
+
+
 def bernoulli_rational(
     num: np.ndarray, den: np.ndarray | int, *, _rng: np.random.Generator | None = None
 ) -> np.ndarray:
-    """Exact Bernoulli(num / den) trials, elementwise (``num``, ``den`` Python ints, 0 <= num, den > 0).
+    """Exact Bernoulli(num / den) trials, elementwise (``num``, ``den`` integers, 0 <= num, den > 0).
 
-    A uniform U in [0, 1) is compared with p = num / den one 64-bit digit at a time:
-    U < p iff its first digit is below floor(p 2^64), or equal to it and the rest of U is
-    below the rest of p, frac(p 2^64) = ((num 2^64) mod den) / den. Ties (probability
-    2^-64 per digit) recurse on that remainder, so the result is exact.
+    Small operands use :func:`_bernoulli_small`. Otherwise a uniform U in [0, 1) is compared
+    with p = num / den one 64-bit digit at a time: U < p iff its first digit is below
+    floor(p 2^64), or equal to it and the rest of U is below the rest of p,
+    frac(p 2^64) = ((num 2^64) mod den) / den. Ties (probability 2^-64 per digit) recurse on
+    that remainder, so the result is exact.
     """
     num = np.asarray(num, dtype=object)
     den = np.broadcast_to(np.asarray(den, dtype=object), num.shape)
+    small_num, small_den = _small(num), _small(den)
+    if small_num is not None and small_den is not None:
+        return _bernoulli_small(small_num, small_den, _rng)
     out = num >= den
     pending = np.flatnonzero(~out)
     n, d = num[pending], den[pending]
@@ -69,8 +105,13 @@ def _bernoulli_exp_unit(num: np.ndarray, den: np.ndarray, rng: np.random.Generat
     """
     k = np.ones(num.shape, dtype=np.int64)
     alive = np.arange(num.size)
+    small_num, small_den = _small(num), _small(den)
+    fast = small_num is not None and small_den is not None and (small_den.size == 0 or small_den.max() < 1 << 40)
     while alive.size:
-        success = bernoulli_rational(num[alive], den[alive] * k[alive].astype(object), _rng=rng)
+        if fast and k.max(initial=1) < 1 << 20:  # den * K stays below 2^60
+            success = _bernoulli_small(small_num[alive], small_den[alive] * k[alive], rng)
+        else:
+            success = bernoulli_rational(num[alive], den[alive] * k[alive].astype(object), _rng=rng)
         alive = alive[success]
         k[alive] += 1
     return (k % 2) == 1
@@ -86,12 +127,12 @@ def bernoulli_exp(num: np.ndarray, den: np.ndarray | int, *, _rng: np.random.Gen
     den = np.broadcast_to(np.asarray(den, dtype=object), num.shape)
     whole = (num // den).astype(np.int64)
     out = np.ones(num.shape, dtype=bool)
-    one = np.ones(1, dtype=object)
     for i in range(int(whole.max(initial=0))):
         trial = np.flatnonzero(out & (whole > i))
         if not trial.size:
             break
-        out[trial] = _bernoulli_exp_unit(np.repeat(one, trial.size), np.repeat(one, trial.size), _rng)
+        ones = np.ones(trial.size, dtype=np.int64)
+        out[trial] = _bernoulli_exp_unit(ones, ones, _rng)
     trial = np.flatnonzero(out)
     out[trial] = _bernoulli_exp_unit((num % den)[trial], den[trial], _rng)
     return out
@@ -114,18 +155,18 @@ def _discrete_laplace(t: int, count: int, rng: np.random.Generator | None) -> np
     """Exact samples with P(y) proportional to exp(-|y| / t), integer t >= 1: CKS 2020, Algorithm 2 (s = 1)."""
     out = np.empty(count, dtype=np.int64)
     filled = 0
-    one = np.ones(1, dtype=object)
     while filled < count:
         need = count - filled
         u = _uniform_below(t, need, rng)
-        # Step 4: accept U with probability exp(-U / t).
-        keep = bernoulli_exp(u.astype(object), t, _rng=rng)
+        # Step 4: accept U with probability exp(-U / t) (U / t < 1: one run of Algorithm 1).
+        keep = _bernoulli_exp_unit(u, np.full(u.size, t, dtype=np.int64), rng)
         u = u[keep]
         # Steps 6-8: V counts successes of Bernoulli(exp(-1)) until the first failure.
         v = np.zeros(u.size, dtype=np.int64)
         alive = np.arange(u.size)
         while alive.size:
-            alive = alive[_bernoulli_exp_unit(np.repeat(one, alive.size), np.repeat(one, alive.size), rng)]
+            ones = np.ones(alive.size, dtype=np.int64)
+            alive = alive[_bernoulli_exp_unit(ones, ones, rng)]
             v[alive] += 1
         x = u + t * v
         sign = (_words(x.size, rng) & np.uint64(1)).astype(bool)
