@@ -9,10 +9,11 @@ that dropped after sharing keys, and removes those masks.
 
 Dropouts are tolerated at every stage, and a reply that fails validation is a
 dropout too: it is recorded (:class:`Rejection`: node, stage, typed reason) and the
-client is treated as gone. Nothing is pruned: every client keeps the neighbours the
-session hash gives it, and a client that would refuse (fewer than t live
-neighbours) is simply not asked. The round aborts only when the sum cannot be
-unmasked, and then :class:`ProtocolAbort` names every secret that lacks shares.
+client is treated as gone. A client that would refuse a stage (fewer than t live
+neighbours) is not asked; masked inputs are requested from the recoverable core
+(:func:`recoverable_core`), the largest set whose masks can all be removed. The
+round aborts only when the sum cannot be unmasked, and then :class:`ProtocolAbort`
+names every secret that lacks shares.
 """
 
 from __future__ import annotations
@@ -83,6 +84,29 @@ class SecAggRoundResult:
     dropped: dict[str, tuple[int, ...]] = field(default_factory=dict)
     excluded: dict[str, tuple[int, ...]] = field(default_factory=dict)
     rejected: tuple[Rejection, ...] = ()
+
+
+def recoverable_core(clients: set[int], graph: dict[int, tuple[int, ...]], threshold: int) -> set[int]:
+    """The largest subset in which every client has at least t neighbours (the graph's t-core).
+
+    Exactly the clients whose masks can be removed: a client masks only with t partners
+    (its self-mask seed and mask key need t holders), so one with fewer than t
+    neighbours in the set can never be recovered, and its neighbours must not mask
+    with it. Any recoverable set lies inside the t-core, and the t-core itself is
+    recoverable when its clients answer, so nothing recoverable is given up. It is
+    computed once, when the masked inputs are requested (Batagelj and Zaversnik 2003,
+    peeling); with (k, t) from :func:`privfl.secagg.params.choose_parameters` it drops
+    only the clients that lack t live neighbours themselves, except with probability
+    below the abort target.
+    """
+    core = set(clients)
+    weak = [u for u in core if sum(v in core for v in graph[u]) < threshold]
+    while weak:
+        u = weak.pop()
+        if u in core:
+            core.discard(u)
+            weak.extend(v for v in graph[u] if v in core and sum(w in core for w in graph[v]) < threshold)
+    return core
 
 
 class _ServerRound:
@@ -245,11 +269,17 @@ class _ServerRound:
 
     def masked_input(
         self, shared: set[int], mailbox: dict[int, dict[int, bytes]]
-    ) -> Exchange[tuple[set[int], np.ndarray]]:
-        """MaskedInputCollection: forward shares with the model, fold masked vectors into a running sum."""
+    ) -> Exchange[tuple[set[int], set[int], np.ndarray]]:
+        """MaskedInputCollection: forward shares with the model, fold masked vectors into a running sum.
+
+        Returns the clients that were asked (the recoverable core: partners of one
+        another from here on), those whose masked input is in the sum, and the sum.
+        """
+        live = recoverable_core(shared, self.graph, self.t)
+        self.excluded[p.STAGE_MASKED_INPUT] = tuple(sorted(shared - live))
         outbox = []
-        for v in sorted(self.ask_able(shared, shared, p.STAGE_MASKED_INPUT)):
-            sources = self.neighbours(v, shared)
+        for v in sorted(live):
+            sources = self.neighbours(v, live)
             arrays = {
                 **self.spec.parameters,
                 p.NODES: p.node_array(sources),
@@ -278,12 +308,13 @@ class _ServerRound:
         masked = self.collect(replies, p.STAGE_MASKED_INPUT, asked, accept)
         if not masked:
             raise ProtocolAbort(f"round {self.spec.server_round}: no masked input arrived")
-        return masked, total
+        return live, masked, total
 
     def consistency(self, masked: set[int], shared: set[int]) -> Exchange[tuple[set[int], dict[int, dict[int, bytes]]]]:
         """ConsistencyCheck (Bonawitz et al. CCS'17, Fig. 5): send the survivor set, collect per-neighbour tags."""
         survivors = p.node_array(sorted(masked))
-        replies = yield [self.message(u, p.STAGE_CONSISTENCY, {p.SURVIVORS: survivors}) for u in sorted(masked)]
+        asked = self.ask_able(masked, shared & masked, p.STAGE_CONSISTENCY)
+        replies = yield [self.message(u, p.STAGE_CONSISTENCY, {p.SURVIVORS: survivors}) for u in sorted(asked)]
         inbox: dict[int, dict[int, bytes]] = defaultdict(dict)  # receiver -> sender -> tag
 
         def accept(u: int, reply: Message) -> None:
@@ -295,7 +326,7 @@ class _ServerRound:
             for v, got in zip(receivers, p.read_rows(reply.arrays, p.TAGS, len(alive), 32), strict=True):
                 inbox[v][u] = got
 
-        confirmed = self.collect(replies, p.STAGE_CONSISTENCY, set(masked), accept)
+        confirmed = self.collect(replies, p.STAGE_CONSISTENCY, asked, accept)
         return confirmed, inbox
 
     def unmask(
@@ -305,7 +336,8 @@ class _ServerRound:
         outbox = []
         if inbox is None:  # semi-honest: the survivor set itself
             survivors = p.node_array(sorted(masked))
-            outbox = [self.message(u, p.STAGE_UNMASK, {p.SURVIVORS: survivors}) for u in sorted(masked)]
+            able = self.ask_able(masked, shared & masked, p.STAGE_UNMASK)
+            outbox = [self.message(u, p.STAGE_UNMASK, {p.SURVIVORS: survivors}) for u in sorted(able)]
         else:  # active server: the tags of neighbours that confirmed, which each client verifies
             attested = {u for u in confirmed if len(set(inbox[u]) & confirmed) >= self.t}
             self.excluded[p.STAGE_UNMASK] = tuple(sorted(confirmed - attested))
@@ -398,12 +430,12 @@ def secagg_exchange(
     rnd = _ServerRound(spec, config, roster)
     advertised = yield from rnd.setup()
     shared, mailbox = yield from rnd.share_keys(advertised)
-    masked, total = yield from rnd.masked_input(shared, mailbox)
+    live, masked, total = yield from rnd.masked_input(shared, mailbox)
     confirmed, inbox = masked, None
     if roster is not None:
-        confirmed, inbox = yield from rnd.consistency(masked, shared)
-    self_masks, mask_keys = yield from rnd.unmask(masked, shared, confirmed, inbox)
-    rnd.remove_masks(total, masked, shared, self_masks, mask_keys)
+        confirmed, inbox = yield from rnd.consistency(masked, live)
+    self_masks, mask_keys = yield from rnd.unmask(masked, live, confirmed, inbox)
+    rnd.remove_masks(total, masked, live, self_masks, mask_keys)
     return SecAggRoundResult(
         params=rnd.params,
         total=total,
