@@ -338,14 +338,7 @@ class SecAggPlusClient:
         if digests.get(self.node_id) != s.advertisement_digest(self.node_id, *own_keys, st.signature):
             raise AuthenticationError(f"client {self.node_id}: the server altered or left out its advertisement")
         st.session = s.session_hash(st.prefix, digests)
-        # Neighbours come from the session hash, not from the server (Bell et al. CCS'20 graph, seeded).
-        graph = neighbour_graph(st.nodes, st.params.num_neighbours, st.session)
-        expected = tuple(v for v in graph[self.node_id] if v in digests)
-        peers = p.read_nodes(message.arrays, p.PEERS, expected)
-        if peers != expected:
-            raise AuthenticationError(
-                f"client {self.node_id}: the server's neighbour list differs from the one the session hash gives"
-            )
+        peers = self._peers(message, set(digests))
         t = st.params.threshold
         if len(peers) < t:
             raise ProtocolAbort(f"client {self.node_id}: only {len(peers)} neighbours advertised keys, threshold {t}")
@@ -381,6 +374,27 @@ class SecAggPlusClient:
         arrays = {p.NODES: p.node_array(peers), p.CIPHERTEXTS: p.byte_rows(ciphertexts, p.CIPHERTEXT_BYTES)}
         return message.reply(arrays=arrays)
 
+    def _peers(self, message: Message, advertisers: set[int]) -> tuple[int, ...]:
+        """This client's neighbours that advertised keys, as the session hash gives them (Bell et al. CCS'20 graph).
+
+        The server's list must be exactly this one: a server cannot choose neighbours.
+        """
+        st = self.state
+        assert st.params is not None
+        graph = neighbour_graph(st.nodes, st.params.num_neighbours, st.session)
+        expected = tuple(v for v in graph[self.node_id] if v in advertisers)
+        peers = p.read_nodes(message.arrays, p.PEERS, expected)
+        if peers != expected:
+            raise AuthenticationError(
+                f"client {self.node_id}: the server's neighbour list differs from the one the session hash gives"
+            )
+        return peers
+
+    def _check_model(self, parameters: dict[str, np.ndarray], config: dict[str, Any]) -> None:
+        """Pasquini et al. CCS'22: the model must be the one bound into the session at setup."""
+        if s.model_digest(parameters, config) != self.state.model:
+            raise AuthenticationError(f"client {self.node_id}: the model differs from the one committed at setup")
+
     def _derive(self, shared: bytes, peer: int, purpose: bytes) -> bytes:
         st = self.state
         return derive(
@@ -401,9 +415,7 @@ class SecAggPlusClient:
         p.check_names(message, [p.NODES, p.CIPHERTEXTS])
         parameters = {k: v for k, v in message.arrays.items() if not k.startswith(p.PREFIX)}
         config = {k: v for k, v in message.config.items() if not k.startswith(p.PREFIX)}
-        # Pasquini et al. CCS'22: the model must be the one bound into the session at setup.
-        if s.model_digest(parameters, config) != st.model:
-            raise AuthenticationError(f"client {self.node_id}: the model differs from the one committed at setup")
+        self._check_model(parameters, config)
         sources = p.read_nodes(message.arrays, p.NODES, st.peer_keys)
         t = st.params.threshold
         if len(sources) < t:
@@ -562,6 +574,7 @@ class SecAggMod:
     trust: ClientTrust | None = None
     semi_honest: bool = False
     _rosters: dict[bytes, Roster] = field(default_factory=dict, repr=False, compare=False)
+    _client: type[SecAggPlusClient] = field(default=SecAggPlusClient, repr=False)  # audits plant weakened clients
 
     def __post_init__(self) -> None:
         if (self.trust is None) != self.semi_honest:
@@ -584,5 +597,5 @@ class SecAggMod:
                 f"client {context.node_id}: refusing train stage {message.metadata.stage!r} without secure aggregation"
             )
         state = context.get_or_create(STATE_KEY, SecAggClientState)
-        client = SecAggPlusClient(context.node_id, state, self.trust, self._rosters)
+        client = self._client(context.node_id, state, self.trust, self._rosters)
         return client.handle(message, lambda m: call_next(m, context))
