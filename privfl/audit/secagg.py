@@ -661,5 +661,40 @@ def secagg_checks(settings: AuditSettings, out_dir: Path | None) -> list[Check]:
         dropout_lie_check(settings),
         inconsistent_lists_check(settings),
         replay_check(settings),
+        active_server_check(settings),
         planted_check(settings),
     ]
+
+
+def active_server_check(settings: AuditSettings) -> Check:
+    """Issue 11's attacks: each succeeds against a weakened client and is refused by the real one."""
+    from privfl.audit.secagg_attacks import ATTACKS  # the attacks build on this module's harness
+
+    del settings
+    figures, evidence, ok = [], [], True
+    for name, attack in ATTACKS.items():
+        weak, real = attack(False), attack(True)
+        typed = bool(real.refusals) and all(
+            r.error in ("AuthenticationError", "ProtocolAbort", "ProtocolError") for r in real.refusals
+        )
+        ok &= weak.succeeded and not real.succeeded and typed
+        figures.append(
+            (
+                name,
+                f"weakened client: {'broken' if weak.succeeded else 'NOT broken'} ({weak.detail}); "
+                f"real client: {'BROKEN' if real.succeeded else 'refused'} "
+                f"({', '.join(sorted({r.error for r in real.refusals})) or 'no refusal'})",
+            )
+        )
+        evidence += [str(r) for r in real.refusals[:1]]
+    return Check(
+        FAMILY,
+        "an actively malicious server's attacks are refused",
+        Status.PASS if ok else Status.FAIL,
+        "Six attacks of issue 11 (split view across owners, key substitution, k/t downgrade, colluders placed "
+        "by the server, model inconsistency, query pass-through), each run against a deliberately weakened "
+        "client (semi-honest mode, or one check removed) and against the real active-server client. PASS if "
+        "every attack breaks the weakened client and every real client refuses with a typed error.",
+        tuple(figures),
+        tuple(evidence),
+    )

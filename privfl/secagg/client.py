@@ -383,7 +383,7 @@ class SecAggPlusClient:
         assert st.params is not None
         graph = neighbour_graph(st.nodes, st.params.num_neighbours, st.session)
         expected = tuple(v for v in graph[self.node_id] if v in advertisers)
-        peers = p.read_nodes(message.arrays, p.PEERS, expected)
+        peers = p.read_nodes(message.arrays, p.PEERS, advertisers)
         if peers != expected:
             raise AuthenticationError(
                 f"client {self.node_id}: the server's neighbour list differs from the one the session hash gives"
