@@ -58,12 +58,14 @@ def test_different_survivor_sets_make_every_shown_client_refuse(make_harness) ->
     for reply in replies:
         for receiver, row in zip(reply.arrays[p.NODES], reply.arrays[p.TAGS], strict=True):
             inbox.setdefault(int(receiver), {})[reply.metadata.src_node] = row.tobytes()
-    unmask = exchange.send(iter(replies))  # the server's own unmask requests carry the tags it received
-    assert unmask and all(m.metadata.stage == p.STAGE_UNMASK for m in unmask)
-    for message in unmask:
-        node = message.metadata.dst_node
+    # The server forwards to each client every tag addressed to it by a partner in the set it was shown.
+    for request in tampered:
+        node = request.metadata.dst_node
+        partners = set(h.contexts[node].state[STATE_KEY].partners) & set(sets[node])
+        senders = sorted(u for u in inbox.get(node, {}) if u in partners)
+        arrays = {p.NODES: p.node_array(senders), p.TAGS: p.byte_rows([inbox[node][u] for u in senders], 32)}
         with pytest.raises(AuthenticationError, match="attested the survivor set"):
-            h.send(message)
+            h.send(request.with_stage(p.STAGE_UNMASK).replace(arrays=arrays))
         state = h.contexts[node].state[STATE_KEY]
         assert state.held_shares == {} and state.tag_keys == {} and state.phase is Phase.IDLE
 
