@@ -96,8 +96,9 @@ def main() -> None:
                 sampling_rate=RATE,
                 expected_clients=int(CLIENTS * RATE),
                 min_clients=MIN_CLIENTS,
+                semi_honest=True,
             )
-            acc = final_accuracy(train(dp, [ddp_mod], args.seed))
+            acc = final_accuracy(train(dp, [ddp_mod(semi_honest=True)], args.seed))
             results.setdefault(mechanism, []).append((bits, acc))
             sent = dp.params.padded * 4
             packed = dp.params.padded * bits / 8

@@ -81,6 +81,7 @@ def run_ddp_demo(args: argparse.Namespace) -> int:
         expected_clients=args.clients,
         min_clients=args.min_clients,
         enforce_budget=False,
+        semi_honest=True,
     )
     params = dp.params
     noise_std = math.sqrt(params.local_variance) * params.gamma
@@ -98,7 +99,8 @@ def run_ddp_demo(args: argparse.Namespace) -> int:
     updates = {u: rng.normal(size=args.dim) / math.sqrt(args.dim) for u in nodes}
     drops = [(1, str(rng.choice(p.STAGES)), u) for u in nodes if rng.random() < args.dropout]
     clients = InProcessClients(
-        ClientApp(lambda u: _FixedUpdate(updates[u]), mods=[ddp_mod]), failures=FailurePlan.script(drops)
+        ClientApp(lambda u: _FixedUpdate(updates[u]), mods=[ddp_mod(semi_honest=True)]),
+        failures=FailurePlan.script(drops),
     )
     spec = RoundSpec(
         run_id=0,

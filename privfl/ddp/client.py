@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from privfl.core.context import Context
 from privfl.core.message import Message
-from privfl.core.mods import App
 from privfl.ddp.mechanism import encode
 from privfl.ddp.params import DdpParams
 from privfl.ddp.rotation import rotation_seed
 from privfl.errors import ConfigError, MessageError
 from privfl.secagg import protocol as p
-from privfl.secagg.client import secagg_mod
+from privfl.secagg.client import SecAggMod
 from privfl.secagg.config import RoundParams
+from privfl.secagg.identity import ClientTrust
 
 
 def ddp_encoder(update: np.ndarray, message: Message, params: RoundParams) -> np.ndarray:
@@ -41,10 +40,13 @@ def ddp_encoder(update: np.ndarray, message: Message, params: RoundParams) -> np
         raise MessageError(f"cannot encode the update for distributed DP: {exc}") from None
 
 
-def ddp_mod(message: Message, context: Context, call_next: App) -> Message:
+def ddp_mod(*, trust: ClientTrust | None = None, semi_honest: bool = False) -> SecAggMod:
     """Client mod for :class:`~privfl.ddp.server.DistributedDp`: SecAgg+ with the distributed-DP encoder.
 
     The client clips its update to the server's L2 norm, rotates, scales, rounds, adds its
-    own noise share and masks; the server only ever unmasks a sum that already holds the noise.
+    own noise share and masks; the server only ever unmasks a sum that already holds the
+    noise. The trust model is chosen as for :class:`~privfl.secagg.SecAggMod`:
+    ``ddp_mod(trust=ClientTrust(...))`` against an active server (signed roster, consistency
+    round), or ``ddp_mod(semi_honest=True)``.
     """
-    return secagg_mod(message, context, call_next, encoder=ddp_encoder)
+    return SecAggMod(trust=trust, semi_honest=semi_honest, encoder=ddp_encoder)

@@ -37,14 +37,17 @@ from privfl.ddp.params import DdpParams, plan_ddp
 from privfl.ddp.rotation import rotation_seed
 from privfl.errors import ConfigError, ProtocolAbort
 from privfl.secagg.config import RoundParams, SecAggConfig
+from privfl.secagg.identity import SignedRoster
 from privfl.secagg.server import secagg_exchange
 
 
 class DistributedDp:
     """Distributed DP on SecAgg+: the sum the server unmasks already holds every survivor's noise share.
 
-    ``FedAvg(aggregator=DistributedDp(params, min_clients=80))`` with clients wrapped in
-    :func:`privfl.ddp.client.ddp_mod`; :meth:`from_targets` chooses ``params``.
+    ``FedAvg(aggregator=DistributedDp(params, min_clients=80, semi_honest=True))`` with clients
+    wrapped in ``ddp_mod(semi_honest=True)`` (:func:`privfl.ddp.client.ddp_mod`), or with a
+    ``roster`` and ``ddp_mod(trust=...)`` against an active server, as for
+    :class:`~privfl.secagg.SecAggPlusAggregator`; :meth:`from_targets` chooses ``params``.
 
     Args:
         params: the encoding (mechanism, clip norm, gamma, local noise, bits).
@@ -52,6 +55,7 @@ class DistributedDp:
             this many reach the target, and a round with fewer is refused before unmasking.
         budget: optional total (epsilon, delta); a round that would exceed it is refused.
         delta: delta for the reported epsilons (default: the budget's).
+        roster, semi_honest: the SecAgg+ trust model (exactly one of them).
         num_neighbours, threshold: SecAgg+ graph (defaults as in :class:`SecAggConfig`).
     """
 
@@ -64,9 +68,17 @@ class DistributedDp:
         min_clients: int,
         budget: PrivacyBudget | None = None,
         delta: float | None = None,
+        roster: SignedRoster | None = None,
+        semi_honest: bool = False,
         num_neighbours: int | None = None,
         threshold: int | None = None,
     ) -> None:
+        if (roster is None) != semi_honest:
+            raise ConfigError(
+                "choose the SecAgg+ trust model: DistributedDp(..., roster=signed_roster) against an active "
+                "server, or DistributedDp(..., semi_honest=True) to trust the server to follow the protocol"
+            )
+        self.roster = roster
         if not isinstance(params, DdpParams):
             raise ConfigError(f"params must be DdpParams, got {params!r}")
         self.params = params
@@ -141,7 +153,7 @@ class DistributedDp:
             self._check_survivors(spec, survivors)
 
         result = yield from secagg_exchange(
-            round_spec, self.secagg, vector_length=self.params.padded, before_unmask=before_unmask
+            round_spec, self.secagg, self.roster, vector_length=self.params.padded, before_unmask=before_unmask
         )
         survivors = result.survivors
         flat = decode_sum(result.total, self.params, rotation_seed(spec.run_id, spec.server_round, spec.parameters))
@@ -161,6 +173,7 @@ class DistributedDp:
             "ddp_gamma": p.gamma,
             "ddp_bits": float(p.bits),
             "ddp_expected_clients": spec.sampling.expected_clients,
+            "secagg.active_server": 0.0 if self.roster is None else 1.0,
         }
         if self.delta is not None:
             metrics["dp_epsilon"] = self.ledger.epsilon(self.delta)

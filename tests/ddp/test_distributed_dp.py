@@ -21,7 +21,7 @@ from privfl.ddp.mechanism import clip_flat, unwrap
 from privfl.ddp.rotation import rotate, rotation_seed
 from privfl.errors import BudgetExceededError, ConfigError, MessageError, ProtocolAbort
 from privfl.secagg import protocol as p
-from privfl.secagg.client import secagg_mod
+from privfl.secagg.client import SecAggMod
 from privfl.secagg.config import SecAggConfig
 from privfl.secagg.server import SecAggPlusAggregator
 from privfl.server.failures import FailurePlan
@@ -62,7 +62,7 @@ def _spec(poisson: bool = True) -> RoundSpec:
     )
 
 
-def _run(aggregator, updates, mod=ddp_mod, failures=None) -> tuple[object, list[str]]:
+def _run(aggregator, updates, mod=ddp_mod(semi_honest=True), failures=None) -> tuple[object, list[str]]:
     clients = InProcessClients(ClientApp(lambda u: _FixedUpdate(updates[u]), mods=[mod]), failures=failures)
     stages: list[str] = []
 
@@ -83,7 +83,7 @@ def _dropped_at_masked_input(*nodes: int) -> FailurePlan:
 
 def test_round_releases_the_noisy_mean_and_accounts_the_survivors() -> None:
     updates = _updates()
-    dp = DistributedDp(PARAMS, min_clients=5, delta=1e-5)
+    dp = DistributedDp(PARAMS, semi_honest=True, min_clients=5, delta=1e-5)
     agg, _ = _run(dp, updates, failures=_dropped_at_masked_input(4))
     survivors = [u for u in NODES if u != 4]
     assert agg.num_clients == 7 and agg.dropped == (4,)
@@ -126,13 +126,13 @@ def test_the_server_never_holds_the_unnoised_sum(monkeypatch: pytest.MonkeyPatch
 
     # Weakened: SecAgg+ alone (central DP would noise after this point): the server unmasks the exact sum.
     quantized = SecAggConfig(clip=1.0, bits=16, weighting="uniform")
-    _run(SecAggPlusAggregator(quantized), updates, mod=secagg_mod)
+    _run(SecAggPlusAggregator(quantized, semi_honest=True), updates, mod=SecAggMod(semi_honest=True))
     plain = quantized.round_params(N).quantizer.dequantize_sum(unmasked[-1][:-1], N)
     exact = sum(updates[u] for u in NODES)  # every coordinate is inside the quantiser's [-1, 1]
     assert np.max(np.abs(plain - exact)) < N * quantized.round_params(N).quantizer.step
 
     # Distributed DP: what is unmasked is the noiseless integer sum plus the N recorded shares, nothing less.
-    _run(DistributedDp(PARAMS, min_clients=5), updates)
+    _run(DistributedDp(PARAMS, semi_honest=True, min_clients=5), updates)
     total = unwrap(unmasked[-1], BITS)
     assert len(noises) == N
     noise = sum(noises)
@@ -142,8 +142,8 @@ def test_the_server_never_holds_the_unnoised_sum(monkeypatch: pytest.MonkeyPatch
     noiseless = rotate(padded, seed) / GAMMA
     # Without the shares the sum is within rounding (< 1 per client and coordinate) of the noiseless one.
     assert np.max(np.abs(total - noise - noiseless)) < N
-    # With them, every coordinate is off by the noise (std sqrt(N * 100) ~ 28 integer steps).
-    assert np.std(total - noiseless) > 0.8 * math.sqrt(N * VARIANCE)
+    # With them, the coordinates are off by the noise (std sqrt(N * 100) ~ 28 integer steps; 64 samples).
+    assert np.std(total - noiseless) > 0.5 * math.sqrt(N * VARIANCE)
 
 
 class _NoSurvivorCheck(DistributedDp):
@@ -155,12 +155,14 @@ class _NoSurvivorCheck(DistributedDp):
 
 def test_too_few_survivors_are_refused_before_unmasking() -> None:
     drops = _dropped_at_masked_input(1, 2, 3)
-    weak = _NoSurvivorCheck(PARAMS, min_clients=6, num_neighbours=7, threshold=4)
+    weak = _NoSurvivorCheck(PARAMS, semi_honest=True, min_clients=6, num_neighbours=7, threshold=4)
     _, stages = _run(weak, _updates(), failures=drops)
     assert p.STAGE_UNMASK in stages  # the weakened server releases a sum with 5 shares, sized for 6
     assert weak.ledger.entries[0].event.event.num_clients == 5
 
-    dp = DistributedDp(PARAMS, min_clients=6, num_neighbours=7, threshold=4)  # SecAgg+ alone could unmask 5
+    dp = DistributedDp(
+        PARAMS, semi_honest=True, min_clients=6, num_neighbours=7, threshold=4
+    )  # SecAgg+ alone could unmask 5
     with pytest.raises(ProtocolAbort, match="too little noise") as info:
         _run(dp, _updates(), failures=drops)
     assert p.STAGE_UNMASK not in info.value.stages  # type: ignore[attr-defined]
@@ -168,7 +170,7 @@ def test_too_few_survivors_are_refused_before_unmasking() -> None:
 
 
 def test_an_overspending_round_sends_nothing() -> None:
-    dp = DistributedDp(PARAMS, min_clients=5, budget=PrivacyBudget(0.01, 1e-5))
+    dp = DistributedDp(PARAMS, semi_honest=True, min_clients=5, budget=PrivacyBudget(0.01, 1e-5))
     with pytest.raises(BudgetExceededError) as info:
         _run(dp, _updates())
     assert info.value.stages == []  # type: ignore[attr-defined]
@@ -177,9 +179,13 @@ def test_an_overspending_round_sends_nothing() -> None:
 
 def test_fixed_size_sampling_and_wrong_dimension_are_refused() -> None:
     with pytest.raises(ConfigError, match="Poisson"):
-        next(DistributedDp(PARAMS, min_clients=5).aggregate(_spec(poisson=False)))
+        next(DistributedDp(PARAMS, semi_honest=True, min_clients=5).aggregate(_spec(poisson=False)))
     with pytest.raises(ConfigError, match="values"):
-        next(DistributedDp(DdpParams("ddg", D + 1, 1.0, GAMMA, VARIANCE, BITS), min_clients=5).aggregate(_spec()))
+        next(
+            DistributedDp(
+                DdpParams("ddg", D + 1, 1.0, GAMMA, VARIANCE, BITS), semi_honest=True, min_clients=5
+            ).aggregate(_spec())
+        )
 
 
 def test_client_refuses_parameters_that_disagree_with_the_round() -> None:
@@ -192,8 +198,8 @@ def test_client_refuses_parameters_that_disagree_with_the_round() -> None:
 
 
 def test_state_round_trips() -> None:
-    dp = DistributedDp(PARAMS, min_clients=5)
+    dp = DistributedDp(PARAMS, semi_honest=True, min_clients=5)
     _run(dp, _updates())
-    other = DistributedDp(PARAMS, min_clients=5)
+    other = DistributedDp(PARAMS, semi_honest=True, min_clients=5)
     other.load_state_dict(dp.state_dict())
     assert other.ledger.entries == dp.ledger.entries
