@@ -56,6 +56,11 @@ def final_accuracy(history: History) -> float:
     return float(np.mean([a for _, a in history.series("centralized", "accuracy")][-LAST:]))
 
 
+def upload_per_client(history: History) -> float:
+    """Bytes a participating client sends per round, all messages (SecAgg+ keys, shares and vector)."""
+    return sum(r.bytes_up for r in history.rounds) / max(1, sum(r.num_clients for r in history.rounds))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bits", type=int, nargs="+", default=[12, 14, 16, 18])
@@ -69,7 +74,9 @@ def main() -> None:
     z = calibrate_noise_multiplier(epsilon=EPSILON, delta=DELTA, sampling_rate=RATE, rounds=ROUNDS)
     central = CentralDp.with_server_clipping(noise_multiplier=z, clip_norm=CLIP, budget=budget, delta=DELTA)
     start = time.perf_counter()
-    central_acc = final_accuracy(train(central, [], args.seed))
+    history = train(central, [], args.seed)
+    central_acc = final_accuracy(history)
+    print(f"central DP upload per client per round: {upload_per_client(history):.0f} B (float32 model: {4 * dim} B)")
     print(
         f"central DP      z={z:.4f}  accuracy {central_acc:.4f}  epsilon {central.ledger.epsilon(DELTA):.3f}  "
         f"({time.perf_counter() - start:.0f} s)",
@@ -77,13 +84,13 @@ def main() -> None:
     )
 
     print(
-        "| mechanism | bits | accuracy | vs central | epsilon (ledger) | epsilon vs server | upload as sent | "
+        "| mechanism | bits | accuracy | vs central | epsilon (ledger) | epsilon vs server | vector (all stages) | "
         "packed / float32 |"
     )
     print("|---|---|---|---|---|---|---|---|")
     results: dict[str, list[tuple[int, float]]] = {}
-    for mechanism in args.mechanisms:
-        for bits in args.bits:
+    for bits in args.bits:
+        for mechanism in args.mechanisms:
             start = time.perf_counter()
             dp = DistributedDp.from_targets(
                 mechanism=mechanism,
@@ -98,17 +105,25 @@ def main() -> None:
                 min_clients=MIN_CLIENTS,
                 semi_honest=True,
             )
-            acc = final_accuracy(train(dp, [ddp_mod(semi_honest=True)], args.seed))
+            history = train(dp, [ddp_mod(semi_honest=True)], args.seed)
+            acc = final_accuracy(history)
             results.setdefault(mechanism, []).append((bits, acc))
             sent = dp.params.padded * 4
             packed = dp.params.padded * bits / 8
+            up = upload_per_client(history)
             print(
                 f"| {mechanism} | {bits} | {acc:.4f} | {100 * (acc - central_acc):+.1f} pts | "
-                f"{dp.ledger.epsilon(DELTA):.3f} | {dp.server_ledger.epsilon(DELTA):.1f} | {sent} B | "
+                f"{dp.ledger.epsilon(DELTA):.3f} | {dp.server_ledger.epsilon(DELTA):.1f} | {sent} B ({up:.0f} B) | "
                 f"{packed / (4 * dim):.2f}x |  ({time.perf_counter() - start:.0f} s)",
                 flush=True,
             )
 
+            plot(results, central_acc, z, args.out)
+    print(f"plot written to {args.out}")
+
+
+def plot(results: dict[str, list[tuple[int, float]]], central_acc: float, z: float, out: Path) -> None:
+    """Accuracy against bits per coordinate, central DP as a line (rewritten after every run)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,16 +132,17 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.axhline(central_acc, color="black", linestyle="--", label=f"central DP (z={z:.2f})")
     for mechanism, points in results.items():
+        points = sorted(points)
         ax.plot([b for b, _ in points], [a for _, a in points], marker="o", label=mechanism)
     ax.set_xlabel("bits per coordinate")
     ax.set_ylabel(f"test accuracy (mean of last {LAST} rounds)")
     ax.set_title(f"digits, epsilon {EPSILON:g}, delta {DELTA:g}, {ROUNDS} rounds, q={RATE}")
     ax.grid(alpha=0.3)
     ax.legend()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(args.out, dpi=120)
-    print(f"plot written to {args.out}")
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
