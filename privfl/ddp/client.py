@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from privfl.core.message import Message
@@ -15,17 +17,24 @@ from privfl.secagg.config import RoundParams
 from privfl.secagg.identity import ClientTrust
 
 
-def ddp_encoder(update: np.ndarray, message: Message, params: RoundParams) -> np.ndarray:
+def ddp_encoder(
+    update: np.ndarray, message: Message, params: RoundParams, *, expected: DdpParams | None = None
+) -> np.ndarray:
     """Encode ``update`` with the round's distributed-DP parameters (see :mod:`privfl.ddp.mechanism`).
 
     The parameters (clip norm, gamma, noise, bits) come from the server's round config, the one
-    source of truth the server also accounts with; the modulus must be the SecAgg+ round's. The
-    rotation seed is derived here from the run, round and received model, never sent.
+    source of truth the server also accounts with; the modulus must be the SecAgg+ round's. With
+    ``expected`` (parameters the operator pinned on the client) any other value is refused, so a
+    server cannot lower the noise. The rotation seed is derived here from the run, round and
+    received model, never sent.
 
     Raises:
-        MessageError: missing or invalid ``ddp.`` config, a modulus or dimension that does not match.
+        MessageError: missing or invalid ``ddp.`` config, parameters other than ``expected``, a
+            modulus or dimension that does not match.
     """
     ddp = DdpParams.from_config(dict(message.config))
+    if expected is not None and ddp != expected:
+        raise MessageError(f"the server sent distributed-DP parameters {ddp}, this client is pinned to {expected}")
     if ddp.bits != params.modulus_bits:
         raise MessageError(
             f"distributed DP needs the SecAgg+ modulus 2^{ddp.bits}, the round uses 2^{params.modulus_bits}"
@@ -40,13 +49,18 @@ def ddp_encoder(update: np.ndarray, message: Message, params: RoundParams) -> np
         raise MessageError(f"cannot encode the update for distributed DP: {exc}") from None
 
 
-def ddp_mod(*, trust: ClientTrust | None = None, semi_honest: bool = False) -> SecAggMod:
+def ddp_mod(
+    *, trust: ClientTrust | None = None, semi_honest: bool = False, expected: DdpParams | None = None
+) -> SecAggMod:
     """Client mod for :class:`~privfl.ddp.server.DistributedDp`: SecAgg+ with the distributed-DP encoder.
 
     The client clips its update to the server's L2 norm, rotates, scales, rounds, adds its
     own noise share and masks; the server only ever unmasks a sum that already holds the
     noise. The trust model is chosen as for :class:`~privfl.secagg.SecAggMod`:
     ``ddp_mod(trust=ClientTrust(...))`` against an active server (signed roster, consistency
-    round), or ``ddp_mod(semi_honest=True)``.
+    round), or ``ddp_mod(semi_honest=True)``. Against an active server also pin ``expected``
+    (the operator's :class:`~privfl.ddp.params.DdpParams`): the client then refuses a round
+    with less noise, a larger clip norm or another modulus than the ones accounted for.
     """
-    return SecAggMod(trust=trust, semi_honest=semi_honest, encoder=ddp_encoder)
+    encoder = ddp_encoder if expected is None else functools.partial(ddp_encoder, expected=expected)
+    return SecAggMod(trust=trust, semi_honest=semi_honest, encoder=encoder)

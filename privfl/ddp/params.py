@@ -176,7 +176,9 @@ def _local_variance_for(
         lo, hi = (mid, hi) if eps(mid) > epsilon else (lo, mid)
         if hi / lo < 1.001:
             break
-    return hi  # eps(hi) <= epsilon: calibration never misses the target
+    # Round up to 21 significant bits: a short exact fraction keeps the sampler's arithmetic in int64.
+    step = 2.0 ** (math.floor(math.log2(hi)) - 20)
+    return math.ceil(hi / step) * step  # >= hi, so eps <= epsilon still: calibration never misses the target
 
 
 def plan_ddp(

@@ -25,7 +25,7 @@ from privfl.secagg.client import SecAggMod
 from privfl.secagg.config import SecAggConfig
 from privfl.secagg.server import SecAggPlusAggregator
 from privfl.server.failures import FailurePlan
-from privfl.server.transport import InProcessClients, drive
+from privfl.server.transport import ClientError, InProcessClients, drive
 
 D, N, BITS, GAMMA, VARIANCE = 50, 8, 24, 0.01, 100.0
 PARAMS = DdpParams("ddg", D, 1.0, GAMMA, VARIANCE, BITS)
@@ -203,3 +203,24 @@ def test_state_round_trips() -> None:
     other = DistributedDp(PARAMS, semi_honest=True, min_clients=5)
     other.load_state_dict(dp.state_dict())
     assert other.ledger.entries == dp.ledger.entries
+
+
+def test_pinned_client_refuses_a_server_that_lowers_the_noise() -> None:
+    lowered = DdpParams("ddg", D, 1.0, GAMMA, VARIANCE / 100, BITS)
+    pinned = ddp_mod(semi_honest=True, expected=PARAMS)
+    with pytest.raises(ClientError, match="pinned"):
+        _run(DistributedDp(lowered, semi_honest=True, min_clients=5), _updates(), mod=pinned)
+    agg, _ = _run(DistributedDp(PARAMS, semi_honest=True, min_clients=5), _updates(), mod=pinned)
+    assert agg.num_clients == N
+
+
+def test_secagg_refuses_an_encoder_that_breaks_the_word_format() -> None:
+    def wide(update, message, params):
+        return np.full(PARAMS.padded, 1 << BITS, dtype=params.dtype)  # not below 2^bits
+
+    with pytest.raises(ClientError, match="below 2"):
+        _run(
+            DistributedDp(PARAMS, semi_honest=True, min_clients=5),
+            _updates(),
+            mod=SecAggMod(semi_honest=True, encoder=wide),
+        )
