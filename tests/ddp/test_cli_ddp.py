@@ -37,6 +37,7 @@ def test_budget_refuses_incomplete_or_impossible_requests(extra: list[str], caps
     assert "error" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_ddp_runs_one_round(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["demo", "ddp", "--clients", "12", "--min-clients", "8", "--dim", "100", "--rounds", "10", "--dropout", "0"]
     assert main(argv) == 0

@@ -107,7 +107,7 @@ def test_params_validate_and_round_trip_through_config() -> None:
             DdpParams(**{**params.__dict__, **kwargs})
 
 
-@pytest.mark.parametrize("mechanism", ["ddg", "skellam"])
+@pytest.mark.parametrize("mechanism", ["ddg", pytest.param("skellam", marks=pytest.mark.slow)])
 def test_plan_reaches_the_target_for_the_minimum_survivors(mechanism: str) -> None:
     plan = plan_ddp(
         mechanism=mechanism,

@@ -12,7 +12,7 @@ from scipy import stats
 from privfl.ddp.samplers import bernoulli_exp, bernoulli_rational, discrete_gaussian_exact, skellam
 from privfl.errors import ConfigError
 
-N = 60_000
+N = 40_000
 P_MIN = 1e-6
 
 
