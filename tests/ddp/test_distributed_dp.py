@@ -23,6 +23,7 @@ from privfl.errors import BudgetExceededError, ConfigError, MessageError, Protoc
 from privfl.secagg import protocol as p
 from privfl.secagg.client import SecAggMod
 from privfl.secagg.config import SecAggConfig
+from privfl.secagg.identity import Federation
 from privfl.secagg.server import SecAggPlusAggregator
 from privfl.server.failures import FailurePlan
 from privfl.server.transport import ClientError, InProcessClients, drive
@@ -224,3 +225,13 @@ def test_secagg_refuses_an_encoder_that_breaks_the_word_format() -> None:
             _updates(),
             mod=SecAggMod(semi_honest=True, encoder=wide),
         )
+
+
+def test_active_server_mode_with_a_signed_roster_and_pinned_parameters() -> None:
+    keys = Federation.generate(NODES, corruption=0.0)
+    dp = DistributedDp(PARAMS, roster=keys.roster, min_clients=5)
+    agg, stages = _run(dp, _updates(), mod=ddp_mod(trust=keys.trust, expected=PARAMS))
+    assert agg.num_clients == N and agg.metrics["secagg.active_server"] == 1.0
+    assert p.STAGE_CONSISTENCY in stages  # the consistency round ran before unmasking
+    with pytest.raises(ConfigError, match="trust model"):
+        DistributedDp(PARAMS, min_clients=5)
