@@ -8,8 +8,9 @@ N(0, (zC)^2) to the exact sum it sees. Distributed DP: each client clips, rotate
 rounds, adds its own discrete noise share and masks with SecAgg+ mod 2^bits; the server
 unmasks a sum that is already noisy (:class:`privfl.ddp.DistributedDp`, noise shares sized
 for 80 survivors of the expected 100, epsilon read back from the run's ledger). Accuracy is
-the mean test accuracy of the last 5 rounds; the upload is the masked vector as sent (words
-of 32 bits) and as it would be packed at ``bits`` per coordinate, against float32.
+the mean test accuracy of the last 5 rounds; the upload is the masked vector as sent (16-,
+32- or 64-bit words), everything a client sends in a round (SecAgg+ keys and shares
+included), and the vector as it would be packed at ``bits`` per coordinate, against float32.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from privfl.accounting import PrivacyBudget, calibrate_noise_multiplier
 from privfl.client.app import ClientApp
 from privfl.ddp import DistributedDp, ddp_mod
 from privfl.dp import CentralDp
+from privfl.secagg.prg import word_dtype
 from privfl.server.history import History
 from privfl.server.sampling import PoissonSampler
 from privfl.server.simulation import run_simulation
@@ -108,7 +110,7 @@ def main() -> None:
             history = train(dp, [ddp_mod(semi_honest=True)], args.seed)
             acc = final_accuracy(history)
             results.setdefault(mechanism, []).append((bits, acc))
-            sent = dp.params.padded * 4
+            sent = dp.params.padded * word_dtype(bits).itemsize
             packed = dp.params.padded * bits / 8
             up = upload_per_client(history)
             print(

@@ -77,7 +77,7 @@ def encode(
 
 
 def wrap(z: np.ndarray, bits: int) -> np.ndarray:
-    """Integers mod 2^bits as unsigned words (uint32 for bits <= 32, else uint64)."""
+    """Integers mod 2^bits as unsigned SecAgg+ words (uint16, uint32 or uint64: the smallest that holds them)."""
     return (z.astype(np.int64) & np.int64((1 << bits) - 1)).astype(word_dtype(bits))
 
 

@@ -61,7 +61,7 @@ def test_conditional_rounding_meets_the_norm_bound_where_plain_rounding_does_not
 
 def test_wrap_and_unwrap() -> None:
     z = np.array([-5, -1, 0, 1, 2**15 - 1, -(2**15)])
-    assert wrap(z, 16).dtype == np.uint32
+    assert wrap(z, 16).dtype == np.uint16 and wrap(z, 17).dtype == np.uint32
     np.testing.assert_array_equal(unwrap(wrap(z, 16), 16), z)
 
 
