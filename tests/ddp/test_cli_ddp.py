@@ -15,7 +15,7 @@ def test_budget_plans_ddg_for_a_target(capsys: pytest.CaptureFixture[str]) -> No
     assert main(["budget", "--mechanism", "ddg", "--epsilon", "3", *COMMON, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert 2.97 < out["epsilon"] <= 3.0
-    assert out["padded_dimension"] == 256 and 0 < out["wrap_probability"] < 1
+    assert out["padded_dimension"] == 224 and 0 < out["wrap_probability"] < 1
 
 
 def test_budget_reports_given_skellam_parameters(capsys: pytest.CaptureFixture[str]) -> None:

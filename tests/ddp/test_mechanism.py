@@ -39,10 +39,14 @@ def test_rotation_seed_binds_run_round_and_model() -> None:
     assert seed != rotation_seed(1, 5, {"w": np.ones((2, 3), dtype=np.float32)})
 
 
-def test_padding() -> None:
-    assert [padded_dimension(d) for d in (1, 2, 3, 650, 1024)] == [1, 2, 4, 1024, 1024]
+def test_padding_adds_at_most_a_fifth_and_blocks_stay_orthogonal() -> None:
+    assert [padded_dimension(d) for d in (1, 2, 3, 650, 1000, 1024, 1025)] == [1, 2, 3, 768, 1024, 1024, 1152]
+    assert all(padded_dimension(d) <= 1.2 * d for d in range(1, 3000))
+    for size in (768, 1152, 6):
+        matrix = np.stack([rotate(np.eye(size)[i], SEED) for i in range(size)], axis=1)
+        np.testing.assert_allclose(matrix.T @ matrix, np.eye(size), atol=1e-12)
     with pytest.raises(ConfigError):
-        rotate(np.zeros(6), SEED)
+        rotate(np.zeros(0), SEED)
 
 
 def test_conditional_rounding_meets_the_norm_bound_where_plain_rounding_does_not() -> None:
