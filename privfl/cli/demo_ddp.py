@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from privfl.cli.demo_secagg import _GridClient
 from privfl.client.app import ClientApp
-from privfl.client.numpy_client import NDArrays, NumPyClient
 from privfl.core.exchange import RoundSpec, SamplingInfo
 from privfl.ddp import DistributedDp, ddp_mod
 from privfl.ddp.mechanism import clip_flat
@@ -48,20 +48,6 @@ def add_demo_parser(demo_subparsers: Any) -> None:
     parser.add_argument("--dropout", type=float, default=0.1, help="probability that a client drops in the round")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated updates and dropouts")
     parser.set_defaults(func=run_ddp_demo)
-
-
-class _FixedUpdate(NumPyClient):
-    def __init__(self, update: np.ndarray) -> None:
-        self.update = update
-
-    def get_parameters(self, config: dict) -> NDArrays:
-        return [np.zeros_like(self.update)]
-
-    def fit(self, parameters: NDArrays, config: dict) -> tuple[NDArrays, int, dict]:
-        return [parameters[0] + self.update], 1, {}
-
-    def evaluate(self, parameters: NDArrays, config: dict) -> tuple[float, int, dict]:
-        return 0.0, 1, {}
 
 
 def run_ddp_demo(args: argparse.Namespace) -> int:
@@ -99,7 +85,7 @@ def run_ddp_demo(args: argparse.Namespace) -> int:
     updates = {u: rng.normal(size=args.dim) / math.sqrt(args.dim) for u in nodes}
     drops = [(1, str(rng.choice(p.STAGES)), u) for u in nodes if rng.random() < args.dropout]
     clients = InProcessClients(
-        ClientApp(lambda u: _FixedUpdate(updates[u]), mods=[ddp_mod(semi_honest=True)]),
+        ClientApp(lambda u: _GridClient(updates[u]), mods=[ddp_mod(semi_honest=True)]),
         failures=FailurePlan.script(drops),
     )
     spec = RoundSpec(

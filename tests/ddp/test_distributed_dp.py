@@ -12,8 +12,8 @@ import privfl.ddp.mechanism as mechanism
 import privfl.ddp.server as ddp_server
 import privfl.secagg.server as secagg_server
 from privfl.accounting import PrivacyBudget
+from privfl.cli.demo_secagg import _GridClient
 from privfl.client.app import ClientApp
-from privfl.client.numpy_client import NDArrays, NumPyClient
 from privfl.core.exchange import RoundSpec, SamplingInfo
 from privfl.core.message import Message
 from privfl.ddp import DdpParams, DistributedDp, ddp_encoder, ddp_mod
@@ -33,20 +33,6 @@ PARAMS = DdpParams("ddg", D, 1.0, GAMMA, VARIANCE, BITS)
 NODES = tuple(range(1, N + 1))
 
 
-class _FixedUpdate(NumPyClient):
-    def __init__(self, update: np.ndarray) -> None:
-        self.update = update
-
-    def get_parameters(self, config: dict) -> NDArrays:
-        return [np.zeros_like(self.update)]
-
-    def fit(self, parameters: NDArrays, config: dict) -> tuple[NDArrays, int, dict]:
-        return [parameters[0] + self.update], 1, {}
-
-    def evaluate(self, parameters: NDArrays, config: dict) -> tuple[float, int, dict]:
-        return 0.0, 1, {}
-
-
 def _updates(seed: int = 0) -> dict[int, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {u: rng.normal(size=D) * 0.2 for u in NODES}
@@ -64,7 +50,7 @@ def _spec(poisson: bool = True) -> RoundSpec:
 
 
 def _run(aggregator, updates, mod=ddp_mod(semi_honest=True), failures=None) -> tuple[object, list[str]]:
-    clients = InProcessClients(ClientApp(lambda u: _FixedUpdate(updates[u]), mods=[mod]), failures=failures)
+    clients = InProcessClients(ClientApp(lambda u: _GridClient(updates[u]), mods=[mod]), failures=failures)
     stages: list[str] = []
 
     def deliver(outbox: Sequence[Message]) -> Iterator[Message]:
