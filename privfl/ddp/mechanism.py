@@ -1,6 +1,6 @@
 """The client encoder and server decoder of distributed DP (Kairouz, Liu & Steinke, ICML 2021, Alg. 1).
 
-Client, for update x in R^d: clip to L2 norm c; pad to d' = 2^ceil(log2 d); rotate
+Client, for update x in R^d: clip to L2 norm c; pad to d' (a multiple of the Hadamard block); rotate
 (:mod:`privfl.ddp.rotation`); scale by 1/gamma; round each coordinate stochastically to an
 integer, resampling the whole vector until its L2 norm meets the conditional-rounding bound
 (KLS21 Sec. 4.1), so the sensitivity the accounting uses holds always; add this client's

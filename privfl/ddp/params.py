@@ -74,7 +74,7 @@ class DdpParams:
 
     @property
     def padded(self) -> int:
-        """d', the dimension padded to a power of two for the Hadamard rotation."""
+        """d', the dimension padded to a multiple of the Hadamard block (see the rotation module)."""
         return padded_dimension(self.dimension)
 
     @property
