@@ -101,7 +101,7 @@ def rdp_skellam(
 ) -> NDArray[np.float64]:
     """RDP (nats) of adding symmetric Skellam noise of total variance mu to each coordinate.
 
-    AKL21 Thm 3.5 (integer domain, scale 1): eps(alpha) = alpha D2^2 / (2 mu)
+    AKL21 Sec. 3, the multidimensional Skellam RDP bound (integer domain, scale 1): eps(alpha) = alpha D2^2 / (2 mu)
     + min(((2 alpha - 1) D2^2 + 6 D1) / (4 mu^2), 3 D1 / (2 mu)).
     """
     alphas = validate_orders(orders)
@@ -109,7 +109,7 @@ def rdp_skellam(
     if not (math.isfinite(mu) and mu > 0):
         raise ConfigError(f"variance must be finite and > 0, got {variance!r}")
     l2, l1 = real(l2_sensitivity, "l2_sensitivity"), real(l1_sensitivity, "l1_sensitivity")
-    # AKL21 Thm 3.5 (their accounting code's _skellam_rdp with scale s = 1).
+    # AKL21 Sec. 3 (as in their accounting code's _skellam_rdp with scale s = 1).
     return alphas * l2**2 / (2.0 * mu) + np.minimum(
         ((2.0 * alphas - 1.0) * l2**2 + 6.0 * l1) / (4.0 * mu**2), 3.0 * l1 / (2.0 * mu)
     )

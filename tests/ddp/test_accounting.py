@@ -79,7 +79,7 @@ def test_sum_of_discrete_gaussians_pays_the_tau_term() -> None:
 def test_skellam_rdp_matches_the_papers_formula_and_gaussian_limit() -> None:
     l2, l1, mu = 20.0, 400.0, 5000.0
     got = rdp_skellam(l2_sensitivity=l2, l1_sensitivity=l1, variance=mu, orders=ORDERS)
-    # AKL21 Thm 3.5: alpha D2^2 / 2mu + min(((2 alpha - 1) D2^2 + 6 D1) / 4mu^2, 3 D1 / 2mu).
+    # AKL21 Sec. 3: alpha D2^2 / 2mu + min(((2 alpha - 1) D2^2 + 6 D1) / 4mu^2, 3 D1 / 2mu).
     want = [a * l2**2 / (2 * mu) + min(((2 * a - 1) * l2**2 + 6 * l1) / (4 * mu**2), 3 * l1 / (2 * mu)) for a in ORDERS]
     np.testing.assert_allclose(got, want, rtol=1e-14)
     big = rdp_skellam(l2_sensitivity=l2, l1_sensitivity=l1, variance=1e9, orders=ORDERS)
