@@ -235,7 +235,7 @@ def discrete_gaussian_exact(
     filled = 0
     while filled < count:
         need = count - filled
-        # Most candidates are accepted for sigma >= 1 (CKS 2020, Sec. 5.3); a 2x margin makes one pass the rule.
+        # Most candidates are accepted for sigma >= 1 (CKS 2020, Sec. 5); a 2x margin makes one pass the rule.
         y = _discrete_laplace(t, 2 * need + 16, _rng)
         gap = np.abs(y).astype(object) * (b * t) - a
         keep = bernoulli_exp(gap * gap, 2 * a * b * t * t, _rng=_rng)

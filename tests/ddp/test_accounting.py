@@ -61,7 +61,7 @@ def test_ddg_rdp_matches_the_papers_formula(l2: float, sigma_sq: float, n: int, 
 
 
 def test_single_discrete_gaussian_has_the_gaussian_rdp() -> None:
-    """CKS 2020, Thm 4: N_Z(0, sigma^2) is (Delta^2 / 2 sigma^2)-concentrated DP; n = 1 means tau = 0."""
+    """CKS 2020: N_Z(0, sigma^2) is (Delta^2 / 2 sigma^2)-concentrated DP like N(0, sigma^2); n = 1 means tau = 0."""
     got = rdp_distributed_discrete_gaussian(
         l2_sensitivity=3.0, l1_sensitivity=9.0, local_sigma_sq=16.0, num_clients=1, dimension=8, orders=ORDERS
     )

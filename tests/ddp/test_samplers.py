@@ -51,7 +51,7 @@ def test_chi_square_rejects_a_rounded_continuous_gaussian() -> None:
 
 def test_discrete_gaussian_variance_at_large_sigma() -> None:
     x = discrete_gaussian_exact(N, 2500.0, _rng=np.random.default_rng(5))
-    # For sigma >= 1 the variance is sigma^2 up to 1e-8 relative (CKS 2020, Prop. 19); sample error ~ sqrt(2/N).
+    # For sigma >= 1 the variance is sigma^2 up to 1e-8 relative (CKS 2020 bound the gap); sample error ~ sqrt(2/N).
     assert abs(x.var() / 2500.0 - 1.0) < 5 * math.sqrt(2.0 / N)
 
 
