@@ -136,6 +136,7 @@ def plot(results: dict[str, list[tuple[int, float]]], central_acc: float, z: flo
     for mechanism, points in results.items():
         points = sorted(points)
         ax.plot([b for b, _ in points], [a for _, a in points], marker="o", label=mechanism)
+    ax.set_ylim(central_acc - 0.1, min(1.0, central_acc + 0.03))  # a narrow axis would magnify seed noise
     ax.set_xlabel("bits per coordinate")
     ax.set_ylabel(f"test accuracy (mean of last {LAST} rounds)")
     ax.set_title(f"digits, epsilon {EPSILON:g}, delta {DELTA:g}, {ROUNDS} rounds, q={RATE}")
