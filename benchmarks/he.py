@@ -228,7 +228,7 @@ class Bench:
                 parts = [np.array(ts.ckks_vector_from(self.ctx, b).decrypt()) for b in blobs]
             mean = np.concatenate(parts) / total_weight
         else:
-            mean = self.cipher.decrypt(blobs, self.d) / total_weight
+            mean = self.cipher.decrypt(blobs, self.d, summands=n) / total_weight
         decrypt_seconds = time.perf_counter() - start
         out.unlink()
         return stats, decrypt_seconds, float(np.max(np.abs(mean - expected)))

@@ -15,7 +15,7 @@ def test_demo_reports_sizes_timings_and_a_small_error(capsys, preset):
     ratio = float(re.search(r"ciphertexts .*\((\d+\.\d+)x\)", out).group(1))
     assert ratio > 1.0
     error = float(re.search(r"plaintext FedAvg\| = (\S+)", out).group(1))
-    assert error < 1e-8
+    assert error < 1e-5  # the release grid of a 3-client sum over ~800 examples: ~1e-6
 
 
 def test_demo_refuses_a_bad_dimension(capsys):

@@ -79,14 +79,15 @@ def test_dropouts_are_left_out_of_the_weight(keys, server_keys, cipher):
     np.testing.assert_allclose(model["w"], (10 * 1 + 20 * 2) / 30, atol=1e-6)
 
 
-def test_a_client_under_another_key_aborts_the_round(keys, server_keys, other_keys):
+def test_a_client_under_another_key_is_a_recorded_dropout(keys, server_keys, other_keys):
     def app(message, context):
         mods = [CkksClientMod(other_keys if context.node_id == 2 else keys)]
         return ClientApp(ShiftClient, mods=mods)(message, context)
 
-    clients = InProcessClients(app)
-    with pytest.raises(MessageError, match="key"):
-        _round(HEFedAvg(server_keys), clients, INITIAL, 1)
+    outcome = _round(HEFedAvg(server_keys), InProcessClients(app), INITIAL, 1)
+    (rejection,) = outcome.rejected
+    assert rejection.node == 2 and rejection.stage == "" and "key" in rejection.reason
+    assert outcome.dropped == (2,) and outcome.num_clients == len(NODES) - 1
 
 
 def test_a_model_under_another_key_is_refused_by_the_client(keys, server_keys, other_keys):

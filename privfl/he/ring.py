@@ -1,0 +1,235 @@
+"""RNS polynomials of SEAL ciphertexts as numpy arrays, for what TenSEAL has no API for.
+
+Committee keys, partial decryptions and the key-recovery audit need to read and
+write the polynomials inside SEAL objects. TenSEAL's SEAL bindings
+(``tenseal.sealapi``) read a ciphertext word by word (``dyn_array().at``) and load
+any SEAL object from a file, so polynomials are read through the former and written
+by serialising them uncompressed in SEAL's ``Ciphertext::save_members`` layout
+(SEAL 4: parms id, NTT flag, size, N, prime count, scale, correction factor, then
+the data array). SEAL's own C++ code then does every NTT and checks each loaded
+object against the encryption parameters (``is_valid_for``).
+
+A polynomial is a ``(k, N)`` uint64 array: row ``j`` holds the coefficients (or NTT
+values) modulo the ``j``-th data prime, the residue-number-system layout SEAL uses
+(Cheon, Han, Kim, Kim, Song, "A Full RNS Variant of Approximate Homomorphic
+Encryption", SAC 2018).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import struct
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from privfl.errors import ConfigError
+from privfl.he import _proto
+from privfl.he.params import CkksParams
+
+_BODY = struct.Struct("<4QBQQQdQ")
+"""Ciphertext members: parms id, NTT flag, size, poly degree, prime count, scale, correction factor."""
+
+
+def _sealapi() -> Any:
+    from tenseal import sealapi
+
+    return sealapi
+
+
+class Ring:
+    """The ring ``Z_q[X]/(X^N + 1)`` of one parameter set, with SEAL doing the transforms.
+
+    One instance per parameter set (:func:`ring`); not thread-safe (it reuses a private
+    scratch file, in RAM where ``/dev/shm`` exists).
+    """
+
+    def __init__(self, params: CkksParams) -> None:
+        s = _sealapi()
+        self.params = params
+        parms = s.EncryptionParameters(s.SCHEME_TYPE.CKKS)
+        parms.set_poly_modulus_degree(params.poly_modulus_degree)
+        parms.set_coeff_modulus(s.CoeffModulus.Create(params.poly_modulus_degree, list(params.coeff_mod_bit_sizes)))
+        self.context = s.SEALContext(parms, True, s.SEC_LEVEL_TYPE.TC128)
+        if not self.context.parameters_set():
+            raise ConfigError(f"SEAL refuses parameter set {params.name!r}")
+        data = self.context.first_context_data()
+        self.parms_id = tuple(self.context.first_parms_id())
+        self.moduli = tuple(int(m.value()) for m in data.parms().coeff_modulus())
+        self.n = params.poly_modulus_degree
+        self.k = len(self.moduli)
+        self._q = np.array(self.moduli, dtype=np.uint64)[:, None]
+        self.evaluator = s.Evaluator(self.context)
+        self.encoder = s.CKKSEncoder(self.context)
+        ram = "/dev/shm"  # noqa: S108 - only the parent of a private mkdtemp directory
+        self._dir = tempfile.TemporaryDirectory(prefix="privfl-ring-", dir=ram if os.path.isdir(ram) else None)
+        self._path = os.path.join(self._dir.name, "obj")
+        # Decrypting (c0, 0) with any key returns c0 as a plaintext: the route to SEAL's decoder.
+        self._decryptor = s.Decryptor(self.context, s.KeyGenerator(self.context).secret_key())
+        self._version = self._seal_version()
+
+    def _seal_version(self) -> tuple[int, int]:
+        s = _sealapi()
+        probe = s.Ciphertext(self.context)
+        probe.save(self._path)
+        with open(self._path, "rb") as f:
+            header = f.read(_proto.SEAL_HEADER.size)
+        os.remove(self._path)
+        _magic, _size, major, minor, *_ = _proto.SEAL_HEADER.unpack(header)
+        return major, minor
+
+    # -- arithmetic modulo q, row by row ---------------------------------------------------------
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``a + b`` (each entry below its prime, primes below 2**62, so no uint64 overflow)."""
+        out = a + b
+        return np.where(out >= self._q, out - self._q, out)
+
+    def neg(self, a: np.ndarray) -> np.ndarray:
+        return np.where(a == 0, a, self._q - a)
+
+    def sub(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return self.add(a, self.neg(b))
+
+    def mul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Entrywise ``a * b`` (a product of polynomials when both are in NTT form), exact via Python ints."""
+        out = np.empty(np.broadcast_shapes(a.shape, b.shape), dtype=np.uint64)
+        for j, q in enumerate(self.moduli):
+            prod = np.asarray(a[j], dtype=object) * np.asarray(b[j], dtype=object) % q
+            out[j] = prod.astype(np.uint64)
+        return out
+
+    def scalar_mul(self, a: np.ndarray, c: int) -> np.ndarray:
+        """``c * a`` for an integer ``c`` (reduced modulo each prime)."""
+        return self.mul(a, np.array([[c % q] for q in self.moduli], dtype=np.uint64))
+
+    def inverse(self, a: np.ndarray) -> np.ndarray:
+        """Entrywise inverse modulo each prime (Fermat); raises if an entry is zero."""
+        if np.any(a == 0):
+            raise ConfigError("element is not invertible (a zero NTT value)")
+        out = np.empty_like(a)
+        for j, q in enumerate(self.moduli):
+            out[j] = np.array([pow(int(x), q - 2, q) for x in a[j]], dtype=np.uint64)
+        return out
+
+    def from_signed(self, values: np.ndarray) -> np.ndarray:
+        """Residues of integer coefficients (int64 or Python ints in an object array)."""
+        ints = np.asarray(values, dtype=object)
+        return np.stack([(ints % q).astype(np.uint64) for q in self.moduli])
+
+    def to_signed(self, a: np.ndarray) -> np.ndarray:
+        """Centred integer coefficients (Python ints, object array) of ``a`` by CRT."""
+        total = 1
+        for q in self.moduli:
+            total *= q
+        acc = np.zeros(a.shape[-1], dtype=object)
+        for j, q in enumerate(self.moduli):
+            rest = total // q
+            acc = (acc + np.asarray(a[j], dtype=object) * (rest * pow(rest, -1, q))) % total
+        return np.where(acc > total // 2, acc - total, acc)
+
+    # -- SEAL objects ------------------------------------------------------------------------------
+
+    def read(self, ciphertext: Any) -> np.ndarray:
+        """The ``(size, k, N)`` polynomials of a SEAL ciphertext at the first data level."""
+        if tuple(ciphertext.parms_id()) != self.parms_id:
+            raise ConfigError("ciphertext is not at the first data level of this parameter set")
+        arr = ciphertext.dyn_array()
+        words = np.fromiter((arr.at(i) for i in range(arr.size())), dtype=np.uint64, count=arr.size())
+        return words.reshape(ciphertext.size(), self.k, self.n)
+
+    def ciphertext(self, polys: np.ndarray, *, ntt: bool, scale: float) -> Any:
+        """A SEAL ciphertext holding ``polys`` (shape ``(size, k, N)``), checked by SEAL on load."""
+        polys = np.ascontiguousarray(polys, dtype=np.uint64)
+        if polys.ndim != 3 or polys.shape[1:] != (self.k, self.n) or not 2 <= polys.shape[0] <= 3:
+            raise ConfigError(f"expected (2 or 3, {self.k}, {self.n}) polynomials, got {polys.shape}")
+        words = self._seal_object(struct.pack("<Q", polys.size) + polys.tobytes())
+        body = _BODY.pack(*self.parms_id, int(ntt), polys.shape[0], self.n, self.k, scale, 1) + words
+        data = self._seal_object(body)
+        return self.load(data)
+
+    def load(self, seal_bytes: bytes) -> Any:
+        """A SEAL ciphertext from its serialisation (any compression); SEAL checks it against the parameters.
+
+        Raises ``ValueError`` or ``RuntimeError`` (SEAL's) on invalid input; callers wrap them.
+        """
+        with open(self._path, "wb") as f:
+            f.write(seal_bytes)
+        try:
+            out = _sealapi().Ciphertext()
+            out.load(self.context, self._path)
+        finally:
+            os.remove(self._path)
+        return out
+
+    def load_secret_key(self, seal_bytes: bytes) -> np.ndarray:
+        """The ``(k, N)`` NTT form, at the data level, of a SEAL-serialised secret key."""
+        with open(self._path, "wb") as f:
+            f.write(seal_bytes)
+        try:
+            key = _sealapi().SecretKey()
+            key.load(self.context, self._path)
+        finally:
+            os.remove(self._path)
+        arr = key.data().dyn_array()
+        words = np.fromiter((arr.at(i) for i in range(arr.size())), dtype=np.uint64, count=arr.size())
+        return words.reshape(-1, self.n)[: self.k]  # SEAL keeps keys at the key level: data primes first
+
+    def save(self, ciphertext: Any) -> bytes:
+        """SEAL's serialisation of ``ciphertext`` (SEAL's default compression)."""
+        ciphertext.save(self._path)
+        try:
+            with open(self._path, "rb") as f:
+                return f.read()
+        finally:
+            os.remove(self._path)
+
+    def _seal_object(self, body: bytes) -> bytes:
+        major, minor = self._version
+        header = _proto.SEAL_HEADER.pack(_proto.SEAL_MAGIC, _proto.SEAL_HEADER.size, major, minor, 0, 0, 0)
+        total = len(header) + len(body)
+        return header[:-8] + struct.pack("<Q", total) + body
+
+    def to_ntt(self, polys: np.ndarray) -> np.ndarray:
+        """NTT form of ``(size, k, N)`` coefficient polynomials (SEAL's negacyclic NTT)."""
+        ct = self.ciphertext(_pad(polys), ntt=False, scale=1.0)
+        self.evaluator.transform_to_ntt_inplace(ct)
+        return self.read(ct)[: polys.shape[0]]
+
+    def from_ntt(self, polys: np.ndarray) -> np.ndarray:
+        """Coefficient form of ``(size, k, N)`` NTT polynomials."""
+        ct = self.ciphertext(_pad(polys), ntt=True, scale=1.0)
+        self.evaluator.transform_from_ntt_inplace(ct)
+        return self.read(ct)[: polys.shape[0]]
+
+    def decode(self, poly: np.ndarray, scale: float, count: int) -> np.ndarray:
+        """The first ``count`` CKKS slot values (real parts) of a ``(k, N)`` NTT-form plaintext at ``scale``."""
+        s = _sealapi()
+        ct = self.ciphertext(np.stack([poly, np.zeros_like(poly)]), ntt=True, scale=scale)
+        plain = s.Plaintext()
+        self._decryptor.decrypt(ct, plain)
+        return np.asarray(self.encoder.decode_double(plain)[:count], dtype=np.float64)
+
+    def encode(self, values: np.ndarray, scale: float) -> np.ndarray:
+        """The ``(k, N)`` NTT-form plaintext SEAL encodes ``values`` into at ``scale``."""
+        s = _sealapi()
+        plain = s.Plaintext()
+        self.encoder.encode(np.asarray(values, dtype=np.float64).tolist(), scale, plain)
+        arr = plain.dyn_array()
+        words = np.fromiter((arr.at(i) for i in range(arr.size())), dtype=np.uint64, count=arr.size())
+        return words.reshape(self.k, self.n)
+
+
+def _pad(polys: np.ndarray) -> np.ndarray:
+    """At least two polynomials (a SEAL ciphertext has two or three; SEAL refuses a zero last one)."""
+    if polys.shape[0] >= 2:
+        return polys
+    return np.concatenate([polys, np.ones_like(polys)])
+
+
+@functools.lru_cache(maxsize=8)
+def ring(params: CkksParams) -> Ring:
+    """The shared :class:`Ring` of ``params``."""
+    return Ring(params)
