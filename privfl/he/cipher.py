@@ -91,18 +91,19 @@ def _check_fresh(ctx: Any, params: CkksParams, ct: Any) -> None:
 
 
 class ClientCipher:
-    """Encryption and decryption with the shared secret key (client and key-holder roles).
+    """Encryption, and with the shared secret key decryption (client and key-holder roles).
 
+    With public keys (committee mode: the joint key) it encrypts only.
     One instance per node; not safe to share between threads (the seeded encryptor
     reuses one scratch file).
 
     Args:
-        keys: keys holding the secret key.
+        keys: keys holding the secret key, or public keys of a non-seeded preset.
     """
 
     def __init__(self, keys: CkksKeys) -> None:
-        if not keys.has_secret:
-            raise ConfigError("a client cipher needs keys holding the secret key, got server (public) keys")
+        if not keys.has_secret and keys.params.seeded:
+            raise ConfigError("seeded encryption needs keys holding the secret key, got public keys")
         self.keys = keys
         self.params = keys.params
         self._ctx = keys.load()
@@ -149,6 +150,8 @@ class ClientCipher:
 
     def _decrypt_exact(self, ciphertexts: Sequence[Blob], num_values: int) -> np.ndarray:
         """The exact decryption: never to be released (it leaks the secret key, Li and Micciancio 2021)."""
+        if not self.keys.has_secret:
+            raise ConfigError("these keys hold no secret key: only the committee (or a key holder) can decrypt")
         expected = chunk_count(num_values, self.params.slots)
         if len(ciphertexts) != expected:
             raise MessageError(f"expected {expected} ciphertexts for {num_values} values, got {len(ciphertexts)}")

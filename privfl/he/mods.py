@@ -57,15 +57,19 @@ class CkksClientMod:
     decrypted sum by the total weight (FedAvg, McMahan et al. 2017). Evaluation
     messages are decrypted the same way; their replies carry metrics only.
 
+    In committee mode clients hold only the joint public key: the server sends the
+    committee's released (plaintext) model and the mod encrypts the reply.
+
     Args:
-        keys: the shared secret keys (distributed by the key holder).
+        keys: the shared secret keys (distributed by the key holder), or the
+            committee's joint public keys.
     """
 
     keys: CkksKeys
 
     def __post_init__(self) -> None:
-        if not self.keys.has_secret:
-            raise ConfigError("CkksClientMod needs the secret keys; the server's public keys cannot decrypt")
+        if not isinstance(self.keys, CkksKeys):
+            raise ConfigError(f"CkksClientMod needs CkksKeys, got {type(self.keys).__name__}")
 
     def __call__(self, message: Message, context: Context, call_next: App) -> Message:
         kind = message.metadata.kind

@@ -66,10 +66,14 @@ def error_std(params: CkksParams, summands: int, key_holders: int = 1) -> float:
     return math.sqrt(summands * coeff_var * n / 2) / params.scale
 
 
+def grid_step(std: float) -> float:
+    """``2**MARGIN_BITS`` times the bound ``TAIL_SIGMAS * std``, rounded up to a power of two."""
+    return float(2.0 ** (math.ceil(math.log2(TAIL_SIGMAS * std)) + MARGIN_BITS))
+
+
 def release_step(params: CkksParams, summands: int, key_holders: int = 1) -> float:
-    """The release grid: ``2**MARGIN_BITS`` times the error bound, rounded up to a power of two."""
-    bound = TAIL_SIGMAS * error_std(params, summands, key_holders)
-    return float(2.0 ** (math.ceil(math.log2(bound)) + MARGIN_BITS))
+    """The release grid of a decrypted sum of ``summands`` fresh ciphertexts."""
+    return grid_step(error_std(params, summands, key_holders))
 
 
 def round_release(values: np.ndarray, step: float) -> np.ndarray:

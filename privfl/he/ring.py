@@ -42,22 +42,33 @@ def _sealapi() -> Any:
 class Ring:
     """The ring ``Z_q[X]/(X^N + 1)`` of one parameter set, with SEAL doing the transforms.
 
-    One instance per parameter set (:func:`ring`); not thread-safe (it reuses a private
-    scratch file, in RAM where ``/dev/shm`` exists).
+    ``q`` is the data modulus (every prime but the special one: the level of fresh
+    ciphertexts) or, with ``key_level``, the product of all primes (the level of
+    public and secret keys). One instance per parameter set and level (:func:`ring`);
+    not thread-safe (it reuses a private scratch file, in RAM where ``/dev/shm`` exists).
     """
 
-    def __init__(self, params: CkksParams) -> None:
+    def __init__(self, params: CkksParams, key_level: bool = False) -> None:
         s = _sealapi()
         self.params = params
-        parms = s.EncryptionParameters(s.SCHEME_TYPE.CKKS)
-        parms.set_poly_modulus_degree(params.poly_modulus_degree)
-        parms.set_coeff_modulus(s.CoeffModulus.Create(params.poly_modulus_degree, list(params.coeff_mod_bit_sizes)))
-        self.context = s.SEALContext(parms, True, s.SEC_LEVEL_TYPE.TC128)
-        if not self.context.parameters_set():
-            raise ConfigError(f"SEAL refuses parameter set {params.name!r}")
+        n, bits = params.poly_modulus_degree, list(params.coeff_mod_bit_sizes)
+        real = _seal_context(n, bits, s.SEC_LEVEL_TYPE.TC128)
+        self.key_parms_id = tuple(real.key_parms_id())
+        if key_level:
+            # SEAL does arithmetic on ciphertexts only below the key level: work in a helper context
+            # with one more prime, whose first data level has exactly the key-level primes.
+            # It is never used to encrypt (hence no security level); the primes are checked equal.
+            expected = [m.value() for m in real.key_context_data().parms().coeff_modulus()]
+            spare = next(m for m in s.CoeffModulus.Create(n, [60] * (len(bits) + 1)) if m.value() not in expected)
+            self.context = _seal_context(n, [*(s.Modulus(q) for q in expected), spare], s.SEC_LEVEL_TYPE.NONE)
+        else:
+            self.context = real
+            expected = [m.value() for m in real.first_context_data().parms().coeff_modulus()]
         data = self.context.first_context_data()
         self.parms_id = tuple(self.context.first_parms_id())
         self.moduli = tuple(int(m.value()) for m in data.parms().coeff_modulus())
+        if list(self.moduli) != expected:
+            raise ConfigError(f"cannot build the key-level ring of {params.name!r}: SEAL chose other primes")
         self.n = params.poly_modulus_degree
         self.k = len(self.moduli)
         self._q = np.array(self.moduli, dtype=np.uint64)[:, None]
@@ -133,9 +144,9 @@ class Ring:
     # -- SEAL objects ------------------------------------------------------------------------------
 
     def read(self, ciphertext: Any) -> np.ndarray:
-        """The ``(size, k, N)`` polynomials of a SEAL ciphertext at the first data level."""
+        """The ``(size, k, N)`` polynomials of a SEAL ciphertext at this ring's level."""
         if tuple(ciphertext.parms_id()) != self.parms_id:
-            raise ConfigError("ciphertext is not at the first data level of this parameter set")
+            raise ConfigError("ciphertext is not at this ring's level of the parameter set")
         arr = ciphertext.dyn_array()
         words = np.fromiter((arr.at(i) for i in range(arr.size())), dtype=np.uint64, count=arr.size())
         return words.reshape(ciphertext.size(), self.k, self.n)
@@ -145,10 +156,14 @@ class Ring:
         polys = np.ascontiguousarray(polys, dtype=np.uint64)
         if polys.ndim != 3 or polys.shape[1:] != (self.k, self.n) or not 2 <= polys.shape[0] <= 3:
             raise ConfigError(f"expected (2 or 3, {self.k}, {self.n}) polynomials, got {polys.shape}")
+        return self.load(self.ciphertext_bytes(polys, ntt=ntt, scale=scale, parms_id=self.parms_id))
+
+    def ciphertext_bytes(self, polys: np.ndarray, *, ntt: bool, scale: float, parms_id: tuple[int, ...]) -> bytes:
+        """SEAL's uncompressed serialisation of a ciphertext (or public key) holding ``polys`` at ``parms_id``."""
+        polys = np.ascontiguousarray(polys, dtype=np.uint64)
         words = self._seal_object(struct.pack("<Q", polys.size) + polys.tobytes())
-        body = _BODY.pack(*self.parms_id, int(ntt), polys.shape[0], self.n, self.k, scale, 1) + words
-        data = self._seal_object(body)
-        return self.load(data)
+        body = _BODY.pack(*parms_id, int(ntt), polys.shape[0], self.n, self.k, scale, 1) + words
+        return self._seal_object(body)
 
     def load(self, seal_bytes: bytes) -> Any:
         """A SEAL ciphertext from its serialisation (any compression); SEAL checks it against the parameters.
@@ -222,6 +237,19 @@ class Ring:
         return words.reshape(self.k, self.n)
 
 
+def _seal_context(n: int, moduli: list[Any], security: Any) -> Any:
+    """A SEAL CKKS context for ring degree ``n`` and primes given by bit sizes (ints) or ``Modulus`` objects."""
+    s = _sealapi()
+    parms = s.EncryptionParameters(s.SCHEME_TYPE.CKKS)
+    parms.set_poly_modulus_degree(n)
+    is_bits = all(isinstance(m, int) for m in moduli)
+    parms.set_coeff_modulus(s.CoeffModulus.Create(n, moduli) if is_bits else moduli)
+    context = s.SEALContext(parms, True, security)
+    if not context.parameters_set():
+        raise ConfigError(f"SEAL refuses N={n} with these primes: {context.parameters_error_message()}")
+    return context
+
+
 def _pad(polys: np.ndarray) -> np.ndarray:
     """At least two polynomials (a SEAL ciphertext has two or three; SEAL refuses a zero last one)."""
     if polys.shape[0] >= 2:
@@ -230,6 +258,6 @@ def _pad(polys: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def ring(params: CkksParams) -> Ring:
-    """The shared :class:`Ring` of ``params``."""
-    return Ring(params)
+def ring(params: CkksParams, key_level: bool = False) -> Ring:
+    """The shared :class:`Ring` of ``params`` at the data level (or the key level)."""
+    return Ring(params, key_level)

@@ -12,16 +12,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from privfl.core.exchange import ClientResult, Exchange, FitOutcome, Rejection, RoundSpec, check_reply
-from privfl.core.message import ArrayDict, Message
+from privfl.core.message import SERVER_NODE_ID, ArrayDict, Message
 from privfl.core.names import NUM_EXAMPLES
 from privfl.core.plain import evaluate_exchange, weighted_client_metrics
 from privfl.errors import ConfigError, MessageError, ProtocolAbort
 from privfl.he.cipher import EncryptedSum
-from privfl.he.codec import EncryptedModel, is_encrypted_model, read_ciphertext_arrays
+from privfl.he.codec import EncryptedModel, ciphertext_arrays, is_encrypted_model, read_ciphertext_arrays
+from privfl.he.committee import DECRYPT_STAGE, SIGNERS, CommitteeConfig, combine, read_partials
 from privfl.he.keys import CkksKeys
 from privfl.he.mods import NUM_CLIENTS
-from privfl.he.packing import PackLayout, chunk_count
+from privfl.he.packing import PackLayout, chunk_count, unpack
 
 
 @dataclass
@@ -39,9 +42,18 @@ class HEFedAvg:
     ciphertext check, an error while adding) is a dropout: it is left out of the sum,
     which is rolled back to what it was, and recorded in ``FitOutcome.rejected``.
 
+    Committee mode (``committee`` set, :mod:`privfl.he.committee`): clients encrypt
+    under the committee's joint public key; after the sum, the server asks the
+    members (nodes ``committee_nodes[i - 1]``) for smudged partial decryptions and
+    combines them into the released, rounded aggregate, which becomes the next
+    (plaintext) model. If a signer does not answer, the request is repeated once
+    with the members that did, provided at least ``threshold`` remain.
+
     Args:
-        keys: the server's keys; must not hold the secret key.
+        keys: the server's keys (committee mode: the joint public keys); no secret key.
         min_clients: a round with fewer contributing clients is aborted (model kept).
+        committee: the committee's configuration, for committee mode.
+        committee_nodes: node id of each member, in member order.
         max_examples: largest ``num_examples`` a client may claim. The server cannot
             see whether a client inflates its count (no cryptographic defence exists
             here), but it bounds how much one client can weigh: at most
@@ -51,10 +63,20 @@ class HEFedAvg:
     keys: CkksKeys
     min_clients: int = 1
     max_examples: int = 100_000
+    committee: CommitteeConfig | None = None
+    committee_nodes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.keys.has_secret:
             raise ConfigError("HEFedAvg must get the public keys (CkksKeys.public()), not the secret context")
+        if self.committee is not None:
+            nodes = tuple(self.committee_nodes)
+            if len(nodes) != self.committee.members or len(set(nodes)) != len(nodes):
+                raise ConfigError(f"committee_nodes must name {self.committee.members} distinct nodes, got {nodes}")
+            if self.committee.params != self.keys.params:
+                raise ConfigError("the committee's parameter set differs from the keys'")
+        elif self.committee_nodes:
+            raise ConfigError("committee_nodes given without a committee")
         if self.min_clients < 1:
             raise ConfigError(f"min_clients must be >= 1, got {self.min_clients}")
         if isinstance(self.max_examples, bool) or not isinstance(self.max_examples, int) or self.max_examples < 1:
@@ -90,14 +112,64 @@ class HEFedAvg:
                 f"round {spec.server_round}: {len(results)} client(s) contributed, need at least {self.min_clients} "
                 f"({len(rejected)} rejected)"
             )
-        model = EncryptedModel(layout, self.keys.key_id, float(weight), tuple(total.serialize()))
+        if self.committee is None:
+            parameters = EncryptedModel(layout, self.keys.key_id, float(weight), tuple(total.serialize())).to_arrays()
+        else:
+            released = yield from self._committee_decrypt(
+                self.committee, spec, total.serialize(), layout.num_values, results, rejected
+            )
+            parameters = unpack(layout, released / weight)
         contributed = {r.node_id for r in results}
         return FitOutcome(
-            parameters=model.to_arrays(),
+            parameters=parameters,
             num_clients=len(results),
             dropped=tuple(n for n in spec.nodes if n not in contributed),
             metrics=weighted_client_metrics([(r.num_examples, r.metrics) for r in results]),
             rejected=tuple(rejected),
+        )
+
+    def _committee_decrypt(
+        self,
+        config: CommitteeConfig,
+        spec: RoundSpec,
+        ciphertexts: list[bytes],
+        num_values: int,
+        results: list[ClientResult],
+        rejected: list[Rejection],
+    ) -> Exchange[np.ndarray]:
+        """Ask the members for partial decryptions of the sum; the released (rounded) sum."""
+        node_of = dict(enumerate(self.committee_nodes, start=1))
+        index_of = {node: i for i, node in node_of.items()}
+        content = ciphertext_arrays(self.keys.key_id, ciphertexts)
+        signers = sorted(node_of)
+        for _attempt in range(2):
+            if len(signers) < config.threshold:
+                break
+            request = {**content, SIGNERS: np.array(signers, dtype=np.int64)}
+            replies = yield [spec.message_to(node_of[i], stage=DECRYPT_STAGE, arrays=request) for i in signers]
+            partials: dict[int, list[np.ndarray]] = {}
+            for reply in replies:
+                md = reply.metadata
+                try:
+                    if (md.run_id, md.server_round, md.stage) != (spec.run_id, spec.server_round, DECRYPT_STAGE):
+                        raise MessageError(f"reply for run {md.run_id} round {md.server_round} stage {md.stage!r}")
+                    index = index_of.get(md.src_node)
+                    if index not in signers or index in partials or md.dst_node != SERVER_NODE_ID:
+                        raise MessageError(f"unexpected or duplicate partial decryption from node {md.src_node}")
+                    partials[index] = read_partials(reply.arrays, len(ciphertexts))
+                except MessageError as exc:
+                    rejected.append(Rejection(md.src_node, md.stage, f"MessageError: {exc}"))
+            if set(partials) == set(signers):
+                try:
+                    return combine(config, ciphertexts, partials, num_values, summands=len(results))
+                except MessageError as exc:
+                    raise ProtocolAbort(
+                        f"round {spec.server_round}: the committee's decryption failed: {exc}"
+                    ) from None
+            signers = sorted(partials)
+        raise ProtocolAbort(
+            f"round {spec.server_round}: only {len(signers)} committee member(s) answered, "
+            f"{config.threshold} needed to decrypt"
         )
 
     def _num_examples(self, reply: Message) -> int:
