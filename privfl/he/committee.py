@@ -308,6 +308,12 @@ class CommitteeMember:
             MessageError: the signer set is invalid (this member not in it, fewer than t,
                 unknown or repeated members) or a ciphertext is not a fresh-shaped one.
         """
+        return self._partial_decrypt(ciphertexts, signers, self.config.smudging_bits)
+
+    def _partial_decrypt(
+        self, ciphertexts: Sequence[bytes | np.ndarray], signers: Sequence[int], smudging_bits: int
+    ) -> list[np.ndarray]:
+        """:meth:`partial_decrypt` with a chosen smudging width (0: none, the weakened variant tests attack)."""
         if self._share is None:
             raise ConfigError("this member holds no key share yet")
         c, t = self.config.members, self.config.threshold
@@ -321,8 +327,10 @@ class CommitteeMember:
         out = []
         for blob in ciphertexts:
             c1 = _read_fresh(self.config.params, blob)[1]
-            smudge = r.to_ntt(r.from_signed(_uniform_integers(r.n, self.config.smudging_bits))[None])[0]
-            out.append(r.add(r.mul(c1, key), smudge))
+            product = r.mul(c1, key)
+            if smudging_bits:
+                product = r.add(product, r.to_ntt(r.from_signed(_uniform_integers(r.n, smudging_bits))[None])[0])
+            out.append(product)
         return out
 
 
