@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from privfl.audit.ckks import decrypt_with
+from privfl.audit.ckks import decrypt_with, reconstruct_key, recover_share
 from privfl.client.app import ClientApp
 from privfl.client.numpy_client import NumPyClient
 from privfl.core.exchange import RoundSpec, SamplingInfo
@@ -22,7 +22,7 @@ from privfl.he import (
     HEFedAvg,
     combine,
 )
-from privfl.he.committee import committee_budget, lagrange_at_zero
+from privfl.he.committee import committee_budget
 from privfl.he.params import HE_STANDARD_MAX_BITS
 from privfl.he.ring import ring
 from privfl.server.simulation import run_simulation
@@ -101,13 +101,7 @@ def _key_share(committee, index):
 
 
 def _reconstruct(committee, shares):
-    """Lagrange interpolation at 0 of data-level key shares {index: share}."""
-    r = ring(committee.config.params)
-    key = np.zeros((r.k, r.n), dtype=np.uint64)
-    for i, share in shares.items():
-        lam = np.array([[v] for v in lagrange_at_zero(i, sorted(shares), r.moduli)], dtype=np.uint64)
-        key = r.add(key, r.mul(share, lam))
-    return key
+    return reconstruct_key(committee.config, shares)
 
 
 def test_t_shares_reconstruct_the_key_and_t_minus_1_reveal_nothing_usable(committee, aggregate):
@@ -123,14 +117,7 @@ def test_t_shares_reconstruct_the_key_and_t_minus_1_reveal_nothing_usable(commit
 
 
 def _share_recovery_attack(committee, cts, partial, index, signers):
-    """The server's attack on an unsmudged partial decryption: d = c1 * lambda * sk  =>  sk = d / (c1 * lambda)."""
-    from privfl.audit.ckks import _seal_polys
-
-    params = committee.config.params
-    r = ring(params)
-    c1 = _seal_polys(params, cts[0])[1]
-    lam = np.array([[v] for v in lagrange_at_zero(index, signers, r.moduli)], dtype=np.uint64)
-    return r.mul(partial[0], r.inverse(r.mul(c1, lam)))
+    return recover_share(committee.config, cts[0], partial[0], index, signers)
 
 
 @pytest.mark.parametrize("smudged", [False, True])
