@@ -209,3 +209,32 @@ def test_committee_fedavg_in_the_bundled_loop_matches_plain_fedavg(committee):
     assert [r.status for r in result.history.rounds] == ["ok"] * 3
     accuracy = fed.evaluate(3, result.parameters)["accuracy"]
     assert accuracy == pytest.approx(fed.evaluate(3, plain.parameters)["accuracy"], abs=0.02)
+
+
+def test_a_ciphertext_under_another_key_with_the_right_id_aborts_only_its_round(committee):
+    """Undetectable at the server; the committee's combination sees the garbled sum (beyond the headroom)."""
+    from privfl.he import FL_8192_COMMITTEE, CkksKeys
+    from privfl.he.codec import ciphertext_arrays
+
+    foreign = ClientCipher(CkksKeys.generate(FL_8192_COMMITTEE).public())
+    app = _committee_app(committee)
+
+    def hostile(message, context):
+        reply = app(message, context)
+        if context.node_id == 5 and message.metadata.stage == "":
+            cts = foreign.encrypt(np.full(10, 7.0))  # another key, labelled with the committee's key id
+            return reply.replace(arrays=ciphertext_arrays(committee.keys.key_id, cts))
+        return reply
+
+    nodes = (1, 2, 3, 4, 5)
+    initial = {"w": np.zeros(10, dtype=np.float32)}
+    strategy = HEFedAvg(committee.keys, committee=committee.config, committee_nodes=(1, 2, 3))
+    spec = RoundSpec(0, 1, nodes, initial, {}, SamplingInfo(5, 1.0, False))
+    with pytest.raises(ProtocolAbort, match="headroom"):
+        drive(strategy.fit_round(spec), InProcessClients(hostile, on_client_error="drop").deliver)
+    # The loop keeps the model of an aborted round; the next round, without the hostile upload, succeeds.
+    outcome = drive(
+        strategy.fit_round(RoundSpec(0, 2, nodes[:4], initial, {}, SamplingInfo(5, 0.8, False))),
+        InProcessClients(app, on_client_error="drop").deliver,
+    )
+    np.testing.assert_allclose(outcome.parameters["w"], 2.5, atol=1e-3)
