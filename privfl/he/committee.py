@@ -121,6 +121,8 @@ class CommitteeConfig:
             raise ConfigError("committee mode needs public-key encryption; seeded uploads need the secret key")
         budget = committee_budget(self.params, self.members, self.statistical_security, self.max_clients)
         object.__setattr__(self, "smudging_bits", budget["smudging_bits"])
+        if not 64 < self.smudging_bits <= 128:
+            raise ConfigError(f"smudging of 2**{self.smudging_bits} is outside the sampler's 65..128 bits")
         if budget["blur_bits"] > MAX_BLUR_BITS:
             raise ConfigError(
                 f"smudging of 2**{budget['smudging_bits']} does not fit parameter set {self.params.name!r}: "
@@ -189,15 +191,11 @@ def _gaussian(n: int) -> np.ndarray:
     return support[np.minimum(np.searchsorted(cdf, uniform, side="right"), support.size - 1)]
 
 
-def _uniform_integers(n: int, bits: int) -> np.ndarray:
-    """``n`` integers uniform on ``[-2**(bits-1), 2**(bits-1))`` (Python ints in an object array)."""
-    width = (bits + 7) // 8
-    raw = os.urandom(n * width)
-    mask, half = (1 << bits) - 1, 1 << (bits - 1)
-    return np.array(
-        [(int.from_bytes(raw[i : i + width], "little") & mask) - half for i in range(0, len(raw), width)],
-        dtype=object,
-    )
+def _uniform_residues(r: Ring, bits: int) -> np.ndarray:
+    """Residues of N integers uniform on ``[-2**(bits-1), 2**(bits-1))``, ``64 < bits <= 128``."""
+    low = np.frombuffer(os.urandom(8 * r.n), dtype=np.uint64)
+    high = np.frombuffer(os.urandom(8 * r.n), dtype=np.uint64) & np.uint64((1 << (bits - 64)) - 1)
+    return r.from_wide(high, low, 1 << (bits - 1))
 
 
 def _uniform_mod(r: Ring, rows: int, draw: Callable[[int], bytes] = os.urandom) -> np.ndarray:
@@ -329,7 +327,7 @@ class CommitteeMember:
             c1 = _read_fresh(self.config.params, blob)[1]
             product = r.mul(c1, key)
             if smudging_bits:
-                product = r.add(product, r.to_ntt(r.from_signed(_uniform_integers(r.n, smudging_bits))[None])[0])
+                product = r.add(product, r.to_ntt(_uniform_residues(r, smudging_bits)[None])[0])
             out.append(product)
         return out
 

@@ -21,6 +21,7 @@ import functools
 import os
 import struct
 import tempfile
+import zlib
 from typing import Any
 
 import numpy as np
@@ -105,11 +106,10 @@ class Ring:
         return self.add(a, self.neg(b))
 
     def mul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Entrywise ``a * b`` (a product of polynomials when both are in NTT form), exact via Python ints."""
+        """Entrywise ``a * b`` (a product of polynomials when both are in NTT form)."""
         out = np.empty(np.broadcast_shapes(a.shape, b.shape), dtype=np.uint64)
         for j, q in enumerate(self.moduli):
-            prod = np.asarray(a[j], dtype=object) * np.asarray(b[j], dtype=object) % q
-            out[j] = prod.astype(np.uint64)
+            out[j] = _mulmod(a[j], b[j], q)
         return out
 
     def scalar_mul(self, a: np.ndarray, c: int) -> np.ndarray:
@@ -126,9 +126,19 @@ class Ring:
         return out
 
     def from_signed(self, values: np.ndarray) -> np.ndarray:
-        """Residues of integer coefficients (int64 or Python ints in an object array)."""
-        ints = np.asarray(values, dtype=object)
-        return np.stack([(ints % q).astype(np.uint64) for q in self.moduli])
+        """Residues of int64 coefficients."""
+        ints = np.asarray(values, dtype=np.int64)
+        return np.stack([np.where(ints < 0, ints + q, ints).astype(np.uint64) for q in self.moduli])
+
+    def from_wide(self, high: np.ndarray, low: np.ndarray, offset: int) -> np.ndarray:
+        """Residues of the integers ``high * 2**64 + low - offset`` (``high``, ``low`` uint64)."""
+        out = np.empty((self.k, low.size), dtype=np.uint64)
+        for j, q in enumerate(self.moduli):
+            qq = np.uint64(q)
+            wide = _mulmod(high % qq, np.uint64(pow(2, 64, q)), q)
+            out[j] = (wide + low % qq) % qq
+            out[j] = (out[j] + np.uint64(q - offset % q)) % qq
+        return out
 
     def to_signed(self, a: np.ndarray) -> np.ndarray:
         """Centred integer coefficients (Python ints, object array) of ``a`` by CRT."""
@@ -147,8 +157,14 @@ class Ring:
         """The ``(size, k, N)`` polynomials of a SEAL ciphertext at this ring's level."""
         if tuple(ciphertext.parms_id()) != self.parms_id:
             raise ConfigError("ciphertext is not at this ring's level of the parameter set")
-        arr = ciphertext.dyn_array()
-        words = np.fromiter((arr.at(i) for i in range(arr.size())), dtype=np.uint64, count=arr.size())
+        count = ciphertext.size() * self.k * self.n
+        body = _seal_body(self.save(ciphertext))
+        start = _BODY.size + _proto.SEAL_HEADER.size + 8  # members, then the data array's header and length
+        if body is not None and len(body) >= start + 8 * count:
+            words = np.frombuffer(body, dtype="<u8", count=count, offset=start).astype(np.uint64)
+        else:  # a compressed block we cannot unpack: read word by word through the bindings
+            arr = ciphertext.dyn_array()
+            words = np.fromiter((arr.at(i) for i in range(count)), dtype=np.uint64, count=count)
         return words.reshape(ciphertext.size(), self.k, self.n)
 
     def ciphertext(self, polys: np.ndarray, *, ntt: bool, scale: float) -> Any:
@@ -235,6 +251,65 @@ class Ring:
         arr = plain.dyn_array()
         words = np.fromiter((arr.at(i) for i in range(arr.size())), dtype=np.uint64, count=arr.size())
         return words.reshape(self.k, self.n)
+
+
+_EXTENDED = np.finfo(np.longdouble).nmant >= 63
+"""Whether long double has a 64-bit mantissa (x86's 80-bit format), enough to estimate a 120-bit quotient."""
+
+
+def _mulmod(x: np.ndarray, y: np.ndarray | np.uint64, q: int) -> np.ndarray:
+    """``x * y mod q`` entrywise for uint64 values below ``q < 2**61``.
+
+    With an extended long double: the quotient ``floor(x * y / q)`` is estimated to
+    within one (a 64-bit mantissa carries the 120-bit product to 2**-4 of a unit of
+    ``q``), the remainder computed exactly modulo 2**64 and corrected by one ``q``.
+    Otherwise exact Python integers.
+    """
+    x, y = np.broadcast_arrays(np.asarray(x, dtype=np.uint64), np.asarray(y, dtype=np.uint64))
+    if not _EXTENDED:
+        return (x.astype(object) * y.astype(object) % q).astype(np.uint64)
+    qq = np.uint64(q)
+    quotient = np.floor(x.astype(np.longdouble) * y.astype(np.longdouble) / np.longdouble(q)).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        rem = (x * y - quotient * qq).view(np.int64)  # exact modulo 2**64; true value in (-q, 2q)
+    rem = np.where(rem < 0, rem + np.int64(q), rem).view(np.uint64)
+    return np.where(rem >= qq, rem - qq, rem)
+
+
+def _seal_body(data: bytes) -> bytes | None:
+    """The uncompressed body of a SEAL object, or None if it holds compressed zstd blocks.
+
+    SEAL compresses with zstd (or zlib); for ciphertexts, whose words look random,
+    zstd stores raw blocks, which this reads (RFC 8878, Section 3.1: frame header,
+    then blocks of a 3-byte header and their bytes; raw = type 0, RLE = type 1).
+    """
+    mode = _proto.check_seal_header(data)
+    body = data[_proto.SEAL_HEADER.size :]
+    if mode == 0:
+        return body
+    if mode == 1:
+        return zlib.decompress(body)
+    if body[:4] != b"\x28\xb5\x2f\xfd" or len(body) < 6:
+        return None
+    descriptor = body[4]
+    single = descriptor >> 5 & 1
+    pos = 5 + (0 if single else 1) + (0, 1, 2, 4)[descriptor & 3] + ((1 if single else 0), 2, 4, 8)[descriptor >> 6]
+    out = bytearray()
+    while pos + 3 <= len(body):
+        header = int.from_bytes(body[pos : pos + 3], "little")
+        last, kind, size = header & 1, header >> 1 & 3, header >> 3
+        pos += 3
+        if kind == 0:
+            out += body[pos : pos + size]
+            pos += size
+        elif kind == 1:
+            out += body[pos : pos + 1] * size
+            pos += 1
+        else:
+            return None
+        if last:
+            return bytes(out)
+    return None
 
 
 def _seal_context(n: int, moduli: list[Any], security: Any) -> Any:
