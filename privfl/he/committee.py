@@ -94,7 +94,7 @@ class CommitteeConfig:
     Attributes:
         params: CKKS parameters (:data:`FL_8192_COMMITTEE`); must fit the smudging.
         members: number of key holders c (2 to 64).
-        threshold: members needed to decrypt t (``1 <= t <= c``); t = c is N-of-N.
+        threshold: members needed to decrypt t (``2 <= t <= c``); t = c is N-of-N.
         statistical_security: bits lambda of statistical distance per decrypted ciphertext.
         max_clients: most fresh ciphertexts in one decrypted sum (sets the error bound).
     """
@@ -113,8 +113,11 @@ class CommitteeConfig:
                 raise ConfigError(f"{name} must be a positive int, got {value!r}")
         if not 2 <= self.members <= 64:
             raise ConfigError(f"members must be 2..64, got {self.members}")
-        if not 1 <= self.threshold <= self.members:
-            raise ConfigError(f"threshold must be in 1..{self.members}, got {self.threshold}")
+        if not 2 <= self.threshold <= self.members:
+            raise ConfigError(
+                f"threshold must be in 2..{self.members} (with 1, every member alone holds the key), "
+                f"got {self.threshold}"
+            )
         if self.statistical_security < 40:
             raise ConfigError(f"statistical_security must be at least 40 bits, got {self.statistical_security}")
         if self.params.seeded:

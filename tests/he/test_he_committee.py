@@ -60,7 +60,7 @@ def test_the_smudging_arithmetic_fits_the_committee_preset_and_not_one_60_bit_pr
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"threshold": 4}, {"threshold": 0}, {"members": 1}, {"statistical_security": 30}, {"max_clients": True}],
+    [{"threshold": 4}, {"threshold": 1}, {"members": 1}, {"statistical_security": 30}, {"max_clients": True}],
 )
 def test_invalid_committee_configurations_are_refused(kwargs):
     with pytest.raises(ConfigError):
