@@ -2,12 +2,14 @@
 
 Committee keys, partial decryptions and the key-recovery audit need to read and
 write the polynomials inside SEAL objects. TenSEAL's SEAL bindings
-(``tenseal.sealapi``) read a ciphertext word by word (``dyn_array().at``) and load
-any SEAL object from a file, so polynomials are read through the former and written
-by serialising them uncompressed in SEAL's ``Ciphertext::save_members`` layout
-(SEAL 4: parms id, NTT flag, size, N, prime count, scale, correction factor, then
-the data array). SEAL's own C++ code then does every NTT and checks each loaded
-object against the encryption parameters (``is_valid_for``).
+(``tenseal.sealapi``) save and load SEAL objects through files and read a
+ciphertext word by word (``dyn_array().at``). Polynomials are written by
+serialising them uncompressed in SEAL's ``Ciphertext::save_members`` layout (SEAL
+4: parms id, NTT flag, size, N, prime count, scale, correction factor, then the data
+array) and read from SEAL's own serialisation, whose zstd frames store random-
+looking words as raw blocks (word by word where they do not). SEAL's C++ code does
+every NTT and checks each loaded object against the encryption parameters
+(``is_valid_for``).
 
 A polynomial is a ``(k, N)`` uint64 array: row ``j`` holds the coefficients (or NTT
 values) modulo the ``j``-th data prime, the residue-number-system layout SEAL uses
@@ -140,17 +142,6 @@ class Ring:
             out[j] = (out[j] + np.uint64(q - offset % q)) % qq
         return out
 
-    def to_signed(self, a: np.ndarray) -> np.ndarray:
-        """Centred integer coefficients (Python ints, object array) of ``a`` by CRT."""
-        total = 1
-        for q in self.moduli:
-            total *= q
-        acc = np.zeros(a.shape[-1], dtype=object)
-        for j, q in enumerate(self.moduli):
-            rest = total // q
-            acc = (acc + np.asarray(a[j], dtype=object) * (rest * pow(rest, -1, q))) % total
-        return np.where(acc > total // 2, acc - total, acc)
-
     # -- SEAL objects ------------------------------------------------------------------------------
 
     def read(self, ciphertext: Any) -> np.ndarray:
@@ -227,12 +218,6 @@ class Ring:
         """NTT form of ``(size, k, N)`` coefficient polynomials (SEAL's negacyclic NTT)."""
         ct = self.ciphertext(_pad(polys), ntt=False, scale=1.0)
         self.evaluator.transform_to_ntt_inplace(ct)
-        return self.read(ct)[: polys.shape[0]]
-
-    def from_ntt(self, polys: np.ndarray) -> np.ndarray:
-        """Coefficient form of ``(size, k, N)`` NTT polynomials."""
-        ct = self.ciphertext(_pad(polys), ntt=True, scale=1.0)
-        self.evaluator.transform_from_ntt_inplace(ct)
         return self.read(ct)[: polys.shape[0]]
 
     def decode(self, poly: np.ndarray, scale: float, count: int) -> np.ndarray:
