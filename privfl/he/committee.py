@@ -47,12 +47,15 @@ and a 60-bit special prime (180 bits, HE Standard bound 218 for N = 8192) at sca
 
 What this protects and what it assumes: no party holds the secret key; the
 server (which combines partial decryptions) and up to ``t - 1`` members together
-learn nothing beyond the released aggregate. Members and clients are semi-honest:
-a client whose ciphertext carries a huge error, or a server that asks members to
-decrypt a chosen ciphertext, is outside the smudging bound (members cannot tell an
-honest aggregate from a chosen ciphertext). The key shares travel between members
-over channels the deployment must make authenticated and confidential (here, in
-process). Losing more than ``c - t`` members loses the key.
+learn nothing beyond the released aggregate, and clients (who hold only the joint
+public key) cannot read each other's uploads. The server must follow the protocol
+when it asks for decryptions: members cannot tell the aggregate from any other
+ciphertext, so a malicious server could have a single client's upload decrypted
+(a defence would let members recompute the sum from the uploads). Clients are
+assumed to encrypt honestly (no proof of a well-formed ciphertext is checked). The
+key shares travel between members over channels the deployment must make
+authenticated and confidential (here, in process). Losing more than ``c - t``
+members loses the key.
 """
 
 from __future__ import annotations
