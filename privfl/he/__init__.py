@@ -12,7 +12,6 @@ or :class:`Committee`, :class:`CkksClientMod` (client) and :class:`HEFedAvg`
 from privfl.he.cipher import ClientCipher, EncryptedSum, load_ciphertext
 from privfl.he.codec import EncryptedModel
 from privfl.he.committee import (
-    FL_8192_COMMITTEE,
     Committee,
     CommitteeConfig,
     CommitteeMember,
@@ -22,7 +21,16 @@ from privfl.he.committee import (
 from privfl.he.keys import CkksKeys
 from privfl.he.mods import CkksClientMod, decrypt_model
 from privfl.he.packing import PackLayout, chunk_sizes, pack, unpack
-from privfl.he.params import FL_4096, FL_8192, FL_8192_SEEDED, HE_STANDARD_MAX_BITS, PRESETS, CkksParams, preset
+from privfl.he.params import (
+    FL_4096,
+    FL_8192,
+    FL_8192_COMMITTEE,
+    FL_8192_SEEDED,
+    HE_STANDARD_MAX_BITS,
+    PRESETS,
+    CkksParams,
+    preset,
+)
 from privfl.he.strategy import HEFedAvg
 
 __all__ = [

@@ -77,12 +77,9 @@ from privfl.he import _proto
 from privfl.he.codec import CT_PREFIX, read_ciphertext_arrays
 from privfl.he.keys import _CTX_PUBLIC, _PUBLIC_KEY, CkksKeys
 from privfl.he.packing import chunk_count, chunk_sizes
-from privfl.he.params import CkksParams
+from privfl.he.params import FL_8192_COMMITTEE, CkksParams
 from privfl.he.release import SIGMA, TAIL_SIGMAS, error_std, grid_step, round_release
 from privfl.he.ring import Ring, ring
-
-FL_8192_COMMITTEE = CkksParams("fl-8192-committee", 8192, (60, 60, 60), 100)
-"""Committee preset: two 60-bit data primes at scale 2**100, room for 2**74 smudging (16x float32)."""
 
 MAX_BLUR_BITS = -10
 """The summed smudging may blur a slot by a standard deviation of at most ``2**MAX_BLUR_BITS``."""

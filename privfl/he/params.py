@@ -118,7 +118,13 @@ FL_8192_SEEDED = CkksParams("fl-8192-seeded", 8192, (60, 40), 40, seeded=True)
 FL_4096 = CkksParams("fl-4096", 4096, (60, 40), 40)
 """Smaller ring (2048 values per ciphertext), same bytes per value; for small models."""
 
-PRESETS: dict[str, CkksParams] = {p.name: p for p in (FL_8192, FL_8192_SEEDED, FL_4096)}
+FL_8192_COMMITTEE = CkksParams("fl-8192-committee", 8192, (60, 60, 60), 100)
+"""Committee mode: two 60-bit data primes at scale 2**100, room for 2**74 smudging (~16x float32).
+
+See :mod:`privfl.he.committee` for the arithmetic; 180 modulus bits, within the HE Standard's 218 for N = 8192.
+"""
+
+PRESETS: dict[str, CkksParams] = {p.name: p for p in (FL_8192, FL_8192_SEEDED, FL_4096, FL_8192_COMMITTEE)}
 """Named presets."""
 
 
