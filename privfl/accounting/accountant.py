@@ -63,7 +63,8 @@ def unsupported_reason(event: object, accountant: str = "rdp") -> str | None:
             return None
         if isinstance(event.event, DISTRIBUTED_EVENTS):
             return unsupported_reason(event.event, accountant)
-        return f"only a Gaussian or distributed-DP event can be Poisson-sampled, got {type(event.event).__name__}"
+        inner = type(event.event).__name__
+        return f"only a Gaussian event can be Poisson-sampled (or a distributed-DP one), got {inner}"
     if isinstance(event, ComposedEvent):
         return unsupported_reason(event.event, accountant)
     if isinstance(event, FixedSizeSampledEvent):
