@@ -58,7 +58,7 @@ from privfl.secagg.crypto import (
     tag_matches,
     unseal,
 )
-from privfl.secagg.graph import neighbour_graph
+from privfl.secagg.graph import neighbours_of
 from privfl.secagg.identity import SIGNATURE_BYTES, ClientTrust, Roster, SignedRoster, verify
 from privfl.secagg.params import check_secure
 from privfl.secagg.prg import SEED_BYTES, MaskExpander, low_bits_mask
@@ -129,6 +129,7 @@ class SecAggClientState:
     enc_private: bytes | None = field(default=None, repr=False)
     mask_private: bytes | None = field(default=None, repr=False)
     signature: bytes = field(default=b"", repr=False)
+    public_keys: tuple[bytes, bytes] = ()  # this client's (encryption, mask) public keys
     peers: tuple[int, ...] = ()  # neighbours that advertised keys
     peer_keys: dict[int, tuple[bytes, bytes]] = field(default_factory=dict, repr=False)
     share_keys: dict[int, bytes] = field(default_factory=dict, repr=False)
@@ -184,6 +185,7 @@ class SecAggClientState:
             self.roster = None if state["roster"] is None else Roster.from_json(state["roster"])
             self.nodes = tuple(int(u) for u in state["nodes"])
             self.peers = tuple(int(u) for u in state["peers"])
+            self.public_keys = tuple(state["public_keys"])  # type: ignore[assignment]
             self.partners = tuple(int(u) for u in state["partners"])
             self.survivors = None if state["survivors"] is None else tuple(int(u) for u in state["survivors"])
             for name in ("model", "prefix", "session", "signature", "enc_private", "mask_private", "self_mask_seed"):
@@ -331,6 +333,7 @@ class SecAggPlusClient:
         )
         enc, mask = KeyPair.generate(), KeyPair.generate()
         st.enc_private, st.mask_private = private_bytes(enc.private), private_bytes(mask.private)
+        st.public_keys = (enc.public, mask.public)
         config = {p.PK_ENC: enc.public, p.PK_MASK: mask.public}
         if self.trust is not None:  # Bonawitz et al. CCS'17, Figure 5, round 0: sign both public keys
             ad = s.advertisement(st.prefix, self.node_id, enc.public, mask.public)
@@ -354,7 +357,7 @@ class SecAggPlusClient:
         p.check_names(message, [p.NODES, p.DIGESTS, p.PEERS, p.PK_ENC, p.PK_MASK] + ([p.SIGNATURES] if signed else []))
         advertisers = p.read_nodes(message.arrays, p.NODES, st.nodes)
         digests = dict(zip(advertisers, p.read_rows(message.arrays, p.DIGESTS, len(advertisers), 32), strict=True))
-        own_keys = (KeyPair(load_private(st.enc_private)).public, KeyPair(load_private(st.mask_private)).public)
+        own_keys = st.public_keys
         if digests.get(self.node_id) != s.advertisement_digest(self.node_id, *own_keys, st.signature):
             raise AuthenticationError(f"client {self.node_id}: the server altered or left out its advertisement")
         st.session = s.session_hash(st.prefix, digests)
@@ -402,8 +405,8 @@ class SecAggPlusClient:
         """
         st = self.state
         assert st.params is not None
-        graph = neighbour_graph(st.nodes, st.params.num_neighbours, st.session)
-        expected = tuple(v for v in graph[self.node_id] if v in advertisers)
+        neighbours = neighbours_of(self.node_id, st.nodes, st.params.num_neighbours, st.session)
+        expected = tuple(v for v in neighbours if v in advertisers)
         peers = p.read_nodes(message.arrays, p.PEERS, advertisers)
         if peers != expected:
             raise AuthenticationError(
@@ -528,7 +531,8 @@ class SecAggPlusClient:
             raise ProtocolAbort(
                 f"client {self.node_id}: only {len(alive)} surviving neighbours, threshold {st.params.threshold}"
             )
-        tags = [tag(st.tag_keys[v], s.consistency_statement(st.session, self.node_id, v, survivors)) for v in alive]
+        digest = s.survivor_digest(survivors)
+        tags = [tag(st.tag_keys[v], s.consistency_statement(st.session, self.node_id, v, digest)) for v in alive]
         st.survivors = survivors
         st.consistency_reply = {p.NODES: p.node_array(alive), p.TAGS: p.byte_rows(tags, TAG_BYTES)}
         return message.reply(arrays=st.consistency_reply)
@@ -547,8 +551,9 @@ class SecAggPlusClient:
             survivors = st.survivors
             senders = p.read_nodes(message.arrays, p.NODES, [v for v in st.partners if v in set(survivors)])
             tags = p.read_rows(message.arrays, p.TAGS, len(senders), TAG_BYTES)
+            digest = s.survivor_digest(survivors)
             valid = sum(
-                tag_matches(st.tag_keys[v], s.consistency_statement(st.session, v, self.node_id, survivors), got)
+                tag_matches(st.tag_keys[v], s.consistency_statement(st.session, v, self.node_id, digest), got)
                 for v, got in zip(senders, tags, strict=True)
             )
             if valid < t:  # the split-view defence: t neighbours must have been shown the same set
