@@ -113,6 +113,39 @@ def _partners(harness: SecAggHarness, node: int) -> list[int]:
     return [int(v) for v in harness.sent_to(p.STAGE_MASKED_INPUT, 1, node).arrays[p.NODES]]
 
 
+def _plan_split(graph: dict[int, set[int]], victim: int, t: int) -> dict[int, set[int]]:
+    """For each holder h, the victim's partners it is told dropped: t holders per partner, h keeping t survivors.
+
+    A b-matching found as a maximum flow (source -> partner w, capacity t; w -> each of
+    its neighbours h, capacity 1; h -> sink, capacity deg(h) - t), by augmenting paths.
+    """
+    partners = sorted(graph[victim])
+    budget = {h: len(graph[h]) - t for h in graph}
+    told: dict[int, set[int]] = {h: set() for h in graph}
+    need = dict.fromkeys(partners, t)
+
+    def augment(w: int, seen: set[int]) -> bool:
+        for h in sorted(graph[w]):
+            if h in seen or w in told[h]:
+                continue
+            seen.add(h)
+            if budget[h] > 0:
+                budget[h] -= 1
+                told[h].add(w)
+                return True
+            for other in sorted(told[h]):  # move one of h's assignments elsewhere to free it
+                if augment(other, seen):
+                    told[h].discard(other)
+                    told[h].add(w)
+                    return True
+        return False
+
+    for w in partners:
+        while need[w] and augment(w, set()):
+            need[w] -= 1
+    return told
+
+
 def split_view(hardened: bool) -> AttackOutcome:
     """Issue 11's attack: holders of v's seed hear "v survived", holders of each partner's key "it dropped".
 
@@ -130,18 +163,11 @@ def split_view(hardened: bool) -> AttackOutcome:
 
     def split(outbox: list[Message]) -> list[Message]:
         graph = {m.metadata.dst_node: set(_peers(harness, m.metadata.dst_node)) for m in outbox}
-        budget = {h: len(graph[h]) - t for h in graph}
-        for h in graph:
-            plan[h] = set()
-        for w in sorted(graph[VICTIM]):  # each partner w of v needs t holders told "w dropped"
-            holders = sorted(graph[w], key=lambda h: -budget[h])
-            for h in holders[:t]:
-                if budget[h] > 0:
-                    plan[h].add(w)
-                    budget[h] -= 1
+        plan.update(_plan_split(graph, VICTIM, t))
         everyone = {int(v) for v in outbox[0].arrays[p.SURVIVORS]}
         return [
-            m.replace(arrays={p.SURVIVORS: p.node_array(sorted(everyone - plan[m.metadata.dst_node]))}) for m in outbox
+            m.replace(arrays={p.SURVIVORS: p.node_array(sorted(everyone - plan.get(m.metadata.dst_node, set())))})
+            for m in outbox
         ]
 
     harness.run(1, _at(harness.survivor_stage(), split))
