@@ -111,7 +111,7 @@ def run_secagg_demo(args: argparse.Namespace) -> int:
     if args.clients < 2 or args.dim < 1 or not 0.0 <= args.dropout <= 1.0:
         raise ConfigError(f"need --clients >= 2, --dim >= 1, 0 <= --dropout <= 1; got {args.clients}, {args.dim}")
     config = SecAggConfig(
-        clip=CLIP,
+        coordinate_bound=CLIP,
         bits=BITS,
         weighting="uniform",
         num_neighbours=args.neighbours,

@@ -345,7 +345,7 @@ class SecAggPlusAggregator:
         """
         d = sum(int(np.size(v)) for v in spec.parameters.values())
         weight = self.config.max_weight if self.config.weighting == "examples" else 1
-        return math.sqrt(d) * Quantizer(self.config.clip, self.config.bits).step * weight
+        return math.sqrt(d) * Quantizer(self.config.coordinate_bound, self.config.bits).step * weight
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -24,6 +24,6 @@ def make_harness(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(SecAggPlusClient, "_encode", spy)
 
     def make(n: int, d: int = 6, config: SecAggConfig | None = None) -> Harness:
-        return Harness(n, d, config or SecAggConfig(clip=2.0), encoded)
+        return Harness(n, d, config or SecAggConfig(coordinate_bound=2.0), encoded)
 
     return make

@@ -25,7 +25,7 @@ K, T = 6, 4
 @pytest.fixture
 def paused(make_harness):
     """8 clients (k = 6, t = 4), every masked input received, paused before unmasking."""
-    h = make_harness(8, 2000, SecAggConfig(clip=2.0, num_neighbours=K, threshold=T))
+    h = make_harness(8, 2000, SecAggConfig(coordinate_bound=2.0, num_neighbours=K, threshold=T))
     exchange = h.exchange()
     setup = run_to(exchange, h.deliver, p.STAGE_SETUP)
     graph = graph_of(setup)
@@ -76,7 +76,7 @@ def test_claiming_a_survivor_dropped_reveals_only_a_masked_vector(paused) -> Non
     private = load_private(combine(sk_shares, T))
     assert public_bytes(private.public_key()) == keys[u]  # the server did get u's mask key ...
     # ... and strips every pairwise mask from y_u; what is left is x_u + PRG(b_u): still uniform.
-    params = SecAggConfig(clip=2.0, num_neighbours=K, threshold=T).round_params(8)
+    params = SecAggConfig(coordinate_bound=2.0, num_neighbours=K, threshold=T).round_params(8)
     y = masked[u].copy()
     expander = MaskExpander(y.size, y.dtype)
     for v in graph[u]:

@@ -33,9 +33,9 @@ def weighted_truth(nodes, d: int, clip: float, max_weight: int) -> tuple[np.ndar
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.integers(3, 9), d=st.integers(1, 5), bits=st.integers(2, 16), data=st.data())
 def test_no_dropouts_sum_is_exact(make_harness, n: int, d: int, bits: int, data: st.DataObject) -> None:
-    k = data.draw(st.integers(1, n - 1).filter(lambda k: k % 2 == 0 or n % 2 == 0))
+    k = data.draw(st.integers(2, n - 1).filter(lambda k: k % 2 == 0 or n % 2 == 0))
     t = data.draw(st.integers(k // 2 + 1, k))
-    config = SecAggConfig(clip=1.5, bits=bits, max_weight=40, num_neighbours=k, threshold=t)
+    config = SecAggConfig(coordinate_bound=1.5, bits=bits, max_weight=40, num_neighbours=k, threshold=t, corruption=0.0)
     h = make_harness(n, d, config)
     result = h.run()
     assert result.survivors == h.nodes
@@ -52,10 +52,10 @@ def test_aggregator_agrees_with_plain_aggregation_over_the_wire() -> None:
     spec = Harness(n, d, SecAggConfig(), {}).spec()
     plain = drive(PlainAggregator().aggregate(spec), InProcessClients(ClientApp(lambda u: FixedClient(u, d))).deliver)
     clients = InProcessClients(ClientApp(lambda u: FixedClient(u, d), mods=[secagg_mod]))
-    config = SecAggConfig(clip=4.0, bits=20, max_weight=64)
+    config = SecAggConfig(coordinate_bound=4.0, bits=20, max_weight=64)
     secure = drive(SecAggPlusAggregator(config).aggregate(spec), clients.deliver)
     assert secure.weight_sum == plain.weight_sum and secure.num_clients == n
-    bound = n * 64 * config.clip * 2 / (2**20 - 1)
+    bound = n * 64 * config.coordinate_bound * 2 / (2**20 - 1)
     assert np.max(np.abs(secure.update_sum["w"] - plain.update_sum["w"])) <= bound
     assert secure.results and all(r.num_examples == 0 and not r.metrics for r in secure.results)
     # Upload of the masked input: uint32 words, at most 1.1x the float32 update plus a fixed header.
@@ -102,7 +102,7 @@ def test_below_threshold_aborts_with_typed_error(make_harness, stage: str) -> No
 
 
 def test_client_with_too_few_live_neighbours_is_excluded_not_fatal(make_harness) -> None:
-    h = make_harness(40, 3, SecAggConfig(num_neighbours=6, threshold=4))
+    h = make_harness(40, 3, SecAggConfig(num_neighbours=6, threshold=4, corruption=0.0))
     exchange = h.exchange()
     outbox = next(exchange)
     graph = graph_of(outbox)
