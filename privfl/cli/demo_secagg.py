@@ -26,7 +26,7 @@ from privfl.core.exchange import RoundSpec, SamplingInfo
 from privfl.core.message import Message
 from privfl.errors import ConfigError, ProtocolAbort
 from privfl.secagg import protocol as p
-from privfl.secagg.client import secagg_mod
+from privfl.secagg.client import SecAggMod
 from privfl.secagg.config import SecAggConfig
 from privfl.secagg.server import SecAggRoundResult, secagg_exchange
 from privfl.server.failures import FailurePlan
@@ -135,7 +135,7 @@ def run_secagg_demo(args: argparse.Namespace) -> int:
     )
 
     clients = InProcessClients(
-        ClientApp(lambda u: _GridClient(updates[u]), mods=[secagg_mod]),
+        ClientApp(lambda u: _GridClient(updates[u]), mods=[SecAggMod(semi_honest=True)]),
         failures=_failure_plan(nodes, args.dropout, rng),
     )
     seen: dict[int, np.ndarray] = {}

@@ -23,7 +23,7 @@ def make_harness(monkeypatch: pytest.MonkeyPatch):
 
     monkeypatch.setattr(SecAggPlusClient, "_encode", spy)
 
-    def make(n: int, d: int = 6, config: SecAggConfig | None = None) -> Harness:
-        return Harness(n, d, config or SecAggConfig(coordinate_bound=2.0), encoded)
+    def make(n: int, d: int = 6, config: SecAggConfig | None = None, **kwargs) -> Harness:
+        return Harness(n, d, config or SecAggConfig(coordinate_bound=2.0), encoded, **kwargs)
 
     return make

@@ -17,16 +17,32 @@ from privfl.secagg.params import check_secure, check_structure, choose_parameter
 def test_graph_is_k_regular_symmetric_without_self_loops(n: int, data: st.DataObject) -> None:
     k = data.draw(st.integers(1, n - 1).filter(lambda k: k % 2 == 0 or n % 2 == 0))
     nodes = list(range(10, 10 + n))
-    graph = neighbour_graph(nodes, k)
+    graph = neighbour_graph(nodes, k, bytes(32))
     assert set(graph) == set(nodes)
     for u, nbrs in graph.items():
         assert len(nbrs) == k and u not in nbrs and len(set(nbrs)) == k
         assert all(u in graph[v] for v in nbrs)
 
 
-def test_graph_permutation_is_random() -> None:
-    graphs = {tuple(sorted(neighbour_graph(range(1, 41), 4).items())) for _ in range(5)}
-    assert len(graphs) == 5
+def test_graph_is_a_function_of_the_seed_only() -> None:
+    seeds = [bytes([i]) * 32 for i in range(5)]
+    graphs = {tuple(sorted(neighbour_graph(range(1, 41), 4, seed).items())) for seed in seeds}
+    assert len(graphs) == 5  # different seeds, different permutations
+    assert neighbour_graph(range(1, 41), 4, seeds[0]) == neighbour_graph(list(range(40, 0, -1)), 4, seeds[0])
+
+
+def test_graph_is_harary_under_a_permutation() -> None:
+    """H(n, k): every node's neighbours are the k/2 nearest on either side of one ring (params.py analyses this)."""
+    graph = neighbour_graph(range(1, 21), 6, bytes(32))
+    ring = [1]
+    while len(ring) < 20:  # walk the ring: the next node is the unvisited neighbour adjacent to both ends' runs
+        u = ring[-1]
+        candidates = [v for v in graph[u] if v not in ring and len(set(graph[v]) & set(graph[u])) == 4]
+        ring.append(candidates[0] if len(ring) == 1 else next(v for v in candidates if ring[-2] in graph[v]))
+    position = {u: i for i, u in enumerate(ring)}
+    for u, nbrs in graph.items():
+        distances = sorted(min((position[u] - position[v]) % 20, (position[v] - position[u]) % 20) for v in nbrs)
+        assert distances == [1, 1, 2, 2, 3, 3]
 
 
 @pytest.mark.parametrize("n", [3, 10, 100, 500, 1000])
