@@ -1,5 +1,11 @@
 """``privfl demo secagg``: one SecAgg+ round, what the server sees, who dropped, and the recovered sum.
 
+By default the round resists an actively malicious server: an operator key signs a
+roster of the clients' Ed25519 identities (and the corruption bound), every client
+pins the operator key, signs its round keys, checks its neighbours' signatures and
+the k/t floor, and reveals shares only after a consistency round. ``--semi-honest``
+runs the protocol that trusts the server instead.
+
 Each simulated client holds a random update of ``--dim`` values. To make the
 check exact, updates lie on the quantisation grid (odd multiples of 2^-15 in
 [-2, 2], 16-bit levels), so the integer sum the server unmasks can be compared
@@ -28,6 +34,8 @@ from privfl.errors import ConfigError, ProtocolAbort
 from privfl.secagg import protocol as p
 from privfl.secagg.client import SecAggMod
 from privfl.secagg.config import SecAggConfig
+from privfl.secagg.identity import Federation
+from privfl.secagg.params import choose_parameters
 from privfl.secagg.server import SecAggRoundResult, secagg_exchange
 from privfl.server.failures import FailurePlan
 from privfl.server.transport import InProcessClients, drive
@@ -50,8 +58,16 @@ def add_demo_parser(demo_subparsers: Any) -> None:
     parser.add_argument("--clients", type=int, default=20, help="number of clients n")
     parser.add_argument("--dim", type=int, default=10_000, help="values per client update d")
     parser.add_argument("--dropout", type=float, default=0.1, help="probability that a client drops during the round")
-    parser.add_argument("--neighbours", type=int, default=None, help="neighbours k (default 2*ceil(log2 n))")
-    parser.add_argument("--threshold", type=int, default=None, help="threshold t (default k//2 + 1)")
+    parser.add_argument(
+        "--neighbours", type=int, default=None, help="neighbours k (default: privfl.secagg.params.choose_parameters)"
+    )
+    parser.add_argument("--threshold", type=int, default=None, help="threshold t (default: with k, as above)")
+    parser.add_argument(
+        "--corruption", type=float, default=0.05, help="fraction of clients the roster declares may collude"
+    )
+    parser.add_argument(
+        "--semi-honest", action="store_true", help="trust the server to follow the protocol (no roster)"
+    )
     parser.add_argument("--histogram", type=Path, default=None, help="save a histogram of one masked vector (PNG)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated updates and dropouts (not of keys)")
     parser.set_defaults(func=run_secagg_demo)
@@ -108,14 +124,19 @@ def _save_histogram(masked: np.ndarray, plain: np.ndarray, modulus_bits: int, pa
 
 def run_secagg_demo(args: argparse.Namespace) -> int:
     """Run the demo; returns the process exit code (0: exact recovery, 1: round aborted or mismatch)."""
-    if args.clients < 2 or args.dim < 1 or not 0.0 <= args.dropout <= 1.0:
-        raise ConfigError(f"need --clients >= 2, --dim >= 1, 0 <= --dropout <= 1; got {args.clients}, {args.dim}")
+    if args.clients < 3 or args.dim < 1 or not 0.0 <= args.dropout <= 1.0:
+        raise ConfigError(f"need --clients >= 3, --dim >= 1, 0 <= --dropout <= 1; got {args.clients}, {args.dim}")
+    k, t = args.neighbours, args.threshold
+    if k is None and t is None:  # the smallest (k, t) secure for the roster and robust to this dropout rate
+        chosen = choose_parameters(args.clients, dropout=args.dropout, corruption=args.corruption)
+        k, t = chosen.num_neighbours, chosen.threshold
     config = SecAggConfig(
         coordinate_bound=CLIP,
         bits=BITS,
         weighting="uniform",
-        num_neighbours=args.neighbours,
-        threshold=args.threshold,
+        corruption=args.corruption,
+        num_neighbours=k,
+        threshold=t,
     )
     params = config.round_params(args.clients)
     rng = np.random.default_rng(args.seed)  # simulated data and dropouts only; keys and masks use the OS CSPRNG
@@ -134,11 +155,25 @@ def run_secagg_demo(args: argparse.Namespace) -> int:
         f"modulus 2^{params.modulus_bits} ({params.dtype} on the wire)"
     )
 
+    federation = None if args.semi_honest else Federation.generate(nodes, args.corruption)
+    if federation is None:
+        print("  trust: semi-honest (no roster): the server is trusted to follow the protocol")
+        mod = SecAggMod(semi_honest=True)
+    else:
+        roster = federation.roster.roster
+        print(
+            f"  trust: active server. Roster of {len(roster.keys)} Ed25519 identities signed by operator key "
+            f"{federation.operator.public.hex()[:16]}...; declared corruption {roster.corruption:g}, "
+            f"security 2^-{roster.security_bits}"
+        )
+        print("  every client pins the operator key, checks k and t against that floor, and signs its round keys")
+        mod = SecAggMod(trust=federation.trust)
     clients = InProcessClients(
-        ClientApp(lambda u: _GridClient(updates[u]), mods=[SecAggMod(semi_honest=True)]),
+        ClientApp(lambda u: _GridClient(updates[u]), mods=[mod]),
         failures=_failure_plan(nodes, args.dropout, rng),
     )
     seen: dict[int, np.ndarray] = {}
+    tags: list[int] = []
 
     def deliver(outbox: Sequence[Message]) -> Iterator[Message]:
         stage = outbox[0].metadata.stage if outbox else ""
@@ -146,6 +181,8 @@ def run_secagg_demo(args: argparse.Namespace) -> int:
             for reply in clients.deliver(outbox):
                 if stage == p.STAGE_MASKED_INPUT and not seen:
                     seen[reply.metadata.src_node] = reply.arrays[p.MASKED].copy()
+                if stage == p.STAGE_CONSISTENCY:
+                    tags.append(len(reply.arrays[p.NODES]))
                 bar.update(1)
                 yield reply
 
@@ -159,9 +196,10 @@ def run_secagg_demo(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     try:
-        result: SecAggRoundResult = drive(secagg_exchange(spec, config), deliver)
+        roster_file = None if federation is None else federation.roster
+        result: SecAggRoundResult = drive(secagg_exchange(spec, config, roster_file), deliver)
     except ProtocolAbort as exc:
-        print(f"round aborted (too few clients left to unmask safely): {exc}")
+        print(f"round aborted (the sum cannot be unmasked safely): {exc}")
         return 1
     seconds = time.perf_counter() - start
     print(f"round finished in {seconds:.2f} s; {clients.traffic.bytes_up / args.clients / 1024:.1f} KiB up per client")
@@ -172,6 +210,16 @@ def run_secagg_demo(args: argparse.Namespace) -> int:
         excluded = result.excluded.get(stage, ())
         note = f"; excluded after it for lack of live neighbours: {list(excluded)}" if excluded else ""
         print(f"  {stage:<22} {list(lost) if lost else '-'}{note}")
+
+    if federation is not None:
+        print(
+            f"consistency round: the server sent the survivor set ({len(result.survivors)} clients) to every survivor; "
+            f"each attested it to its surviving neighbours ({min(tags, default=0)}-{max(tags, default=0)} tags "
+            f"each, HMAC under the pairwise key); each revealed shares only after t = {params.threshold} "
+            "neighbours' tags on the same set verified"
+        )
+    for rejection in result.rejected:
+        print(f"  rejected reply (treated as a dropout): node {rejection.node} at {rejection.stage}: {rejection.error}")
 
     node, masked = next(iter(seen.items()))
     m = params.modulus_bits

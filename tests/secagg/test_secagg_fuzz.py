@@ -102,6 +102,7 @@ def test_server_survives_mutated_replies(make_harness, stage_index: int, data: s
     h = make_harness(5, 4, SecAggConfig(num_neighbours=4, threshold=3))
     target = p.STAGES[stage_index]
     victim = data.draw(st.integers(0, 4))
+    changed = {}
 
     def deliver(outbox):
         """Clients that refuse (e.g. a share bundle from the mutated client fails AEAD) drop out, as deployed."""
@@ -110,7 +111,11 @@ def test_server_survives_mutated_replies(make_harness, stage_index: int, data: s
                 reply = h.send(message)
             except PrivflError:
                 continue
-            yield mutate(reply, data) if message.metadata.stage == target and i == victim else reply
+            if message.metadata.stage == target and i == victim:
+                mutated = mutate(reply, data)
+                changed[reply.metadata.src_node] = (reply, mutated)
+                reply = mutated
+            yield reply
 
     exchange = h.exchange()
     try:
@@ -118,4 +123,11 @@ def test_server_survives_mutated_replies(make_harness, stage_index: int, data: s
     except ProtocolAbort as abort:
         assert "threshold" in str(abort) or "no masked input" in str(abort) or "do not match" in str(abort)
         return
-    assert np.array_equal(result.total, h.expected_total(result))
+    expected = h.expected_total(result)
+    for node, (original, mutated) in changed.items():
+        # An accepted, altered masked vector is that client's input choice: the sum must carry it exactly.
+        if node in result.survivors and p.MASKED in mutated.arrays and p.MASKED in original.arrays:
+            delta = mutated.arrays[p.MASKED].astype(np.int64) - original.arrays[p.MASKED].astype(np.int64)
+            modulus = 1 << result.params.modulus_bits
+            expected = ((expected.astype(np.int64) + delta) % modulus).astype(expected.dtype)
+    assert np.array_equal(result.total, expected)

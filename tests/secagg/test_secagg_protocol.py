@@ -32,9 +32,7 @@ def weighted_truth(nodes, d: int, clip: float, max_weight: int) -> tuple[np.ndar
 def test_no_dropouts_sum_is_exact(make_harness, n: int, d: int, bits: int, data: st.DataObject) -> None:
     k = data.draw(st.integers(2, n - 1).filter(lambda k: k % 2 == 0 or n % 2 == 0))
     t = data.draw(st.integers(max(2, k // 2 + 1), k))  # params.check_structure: t >= 2 and t > k / 2
-    config = SecAggConfig(
-        coordinate_bound=1.5, bits=bits, max_weight=40, num_neighbours=k, threshold=t, corruption=0.0
-    )
+    config = SecAggConfig(coordinate_bound=1.5, bits=bits, max_weight=40, num_neighbours=k, threshold=t, corruption=0.0)
     h = make_harness(n, d, config)
     result = h.run()
     assert result.survivors == h.nodes
