@@ -32,7 +32,7 @@ from privfl.server import run_simulation as bundled_run_simulation
 ONE_ACTOR = {"init_args": {"num_cpus": 1}, "client_resources": {"num_cpus": 1}}
 ROUNDS = 2
 EXAMPLES = 32
-CONFIG = SecAggConfig(clip=1.0, bits=16, max_weight=64)
+CONFIG = SecAggConfig(coordinate_bound=1.0, bits=16, max_weight=64)
 
 
 class SyntheticClient(NumPyClient):
@@ -99,7 +99,7 @@ def main() -> None:
     bundled, bundled_total = run_bundled(n, d)
     flower, flower_total = run_flower(n, d)
 
-    step = 2 * CONFIG.clip / (2**CONFIG.bits - 1)
+    step = 2 * CONFIG.coordinate_bound / (2**CONFIG.bits - 1)
     # Each run's mean update is off by < (max_weight / weight) * step per coordinate and round.
     bound = 2 * ROUNDS * CONFIG.max_weight / EXAMPLES * step
     gap = float(np.max(np.abs(bundled.parameters["w"].astype(np.float64) - flower.parameters["w"])))

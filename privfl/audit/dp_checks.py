@@ -214,7 +214,7 @@ def secagg_dp_checks(settings: AuditSettings, out_dir: Path | None) -> list[Chec
     from privfl.secagg import SecAggConfig, SecAggMod, SecAggPlusAggregator
 
     # The per-coordinate SecAgg+ clip equals C, so it never shrinks an update already clipped to L2 norm C.
-    config = SecAggConfig(clip=CLIP_NORM, bits=16, weighting="uniform")
+    config = SecAggConfig(coordinate_bound=CLIP_NORM, bits=16, weighting="uniform")
     make = partial(
         CentralDp,
         SecAggPlusAggregator(config, semi_honest=True),

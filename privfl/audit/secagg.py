@@ -44,7 +44,7 @@ from privfl.server.transport import drive
 FAMILY = "SecAgg+"
 NUM_CLIENTS = 8
 DIM = 4096
-CONFIG = SecAggConfig(clip=1.0, bits=16, weighting="uniform")
+CONFIG = SecAggConfig(coordinate_bound=1.0, bits=16, weighting="uniform")
 """n = 8 gives k = 6 neighbours and threshold t = 4 by default (2t > k)."""
 
 Tamper = Callable[[list[Message]], list[Message]]
@@ -494,7 +494,9 @@ def planted_check(settings: AuditSettings) -> Check:
             harness, 1, victim, seed_shares=seeds, key_shares=keys, threshold=t, modulus_bits=params.modulus_bits
         )
         values = params.quantizer.dequantize_sum(recovered[:-1], 1)
-        expected = np.clip(harness.updates[victim], -params.clip, params.clip)  # what the client quantised
+        expected = np.clip(
+            harness.updates[victim], -params.coordinate_bound, params.coordinate_bound
+        )  # what the client quantised
         error = float(np.max(np.abs(values - expected)))
         figures += [
             (

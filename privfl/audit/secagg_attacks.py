@@ -156,7 +156,9 @@ def split_view(hardened: bool) -> AttackOutcome:
     and the server removes every mask from y_v. The consistency round makes holders
     verify t neighbours' tags on their own set, and the sets differ.
     """
-    config = SecAggConfig(clip=1.0, bits=16, weighting="uniform", num_neighbours=8, threshold=5)
+    config = SecAggConfig(
+        coordinate_bound=1.0, bits=16, weighting="uniform", num_neighbours=8, threshold=5, corruption=0.0
+    )
     harness = SecAggHarness(_updates(40, 64, 11), config, active=hardened)
     t = config.threshold or 0
     plan: dict[int, set[int]] = {}
@@ -275,7 +277,9 @@ def key_substitution(hardened: bool) -> AttackOutcome:
 
 def parameter_downgrade(hardened: bool) -> AttackOutcome:
     """The server announces k = 4, t = 3 to 20 clients where 10% may collude (secure needs far more)."""
-    config = SecAggConfig(clip=1.0, bits=16, weighting="uniform", num_neighbours=19, threshold=11)
+    config = SecAggConfig(
+        coordinate_bound=1.0, bits=16, weighting="uniform", num_neighbours=19, threshold=11, corruption=0.0
+    )
     harness = SecAggHarness(_updates(20, 16, 13), config, active=hardened, corruption=0.1)
 
     def downgrade(outbox: list[Message]) -> list[Message]:
@@ -296,7 +300,9 @@ class _TrustsServerGraph(SecAggPlusClient):
 
 def placed_colluders(hardened: bool) -> AttackOutcome:
     """The server lists t of its colluders as the victim's neighbours; they then hold t shares of both secrets."""
-    config = SecAggConfig(clip=1.0, bits=16, weighting="uniform", num_neighbours=8, threshold=5)
+    config = SecAggConfig(
+        coordinate_bound=1.0, bits=16, weighting="uniform", num_neighbours=8, threshold=5, corruption=0.0
+    )
     client = SecAggPlusClient if hardened else _TrustsServerGraph
     harness = SecAggHarness(_updates(20, 16, 14), config, active=True, client=client)
     colluders = list(range(16, 21))  # t clients the server controls

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from privfl.cli import audit, budget, demo, keys
+from privfl.cli import audit, budget, demo, keys, secagg_params
 from privfl.errors import PrivflError
 
 
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (demo, budget, audit, keys):
+    for module in (demo, budget, audit, keys, secagg_params):
         module.register(sub)
     return parser
 

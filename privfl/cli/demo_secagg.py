@@ -130,7 +130,14 @@ def run_secagg_demo(args: argparse.Namespace) -> int:
     if k is None and t is None:  # the smallest (k, t) secure for the roster and robust to this dropout rate
         chosen = choose_parameters(args.clients, dropout=args.dropout, corruption=args.corruption)
         k, t = chosen.num_neighbours, chosen.threshold
-    config = SecAggConfig(clip=CLIP, bits=BITS, weighting="uniform", num_neighbours=k, threshold=t)
+    config = SecAggConfig(
+        coordinate_bound=CLIP,
+        bits=BITS,
+        weighting="uniform",
+        corruption=args.corruption,
+        num_neighbours=k,
+        threshold=t,
+    )
     params = config.round_params(args.clients)
     rng = np.random.default_rng(args.seed)  # simulated data and dropouts only; keys and masks use the OS CSPRNG
     nodes = tuple(range(1, args.clients + 1))

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from privfl.core.exchange import Aggregate, ClientResult, Exchange, RoundSpec
+from privfl.core.exchange import Aggregate, ClientResult, Exchange, Rejection, RoundSpec
 from privfl.core.message import SERVER_NODE_ID, Config, Message
 from privfl.errors import ConfigError, MessageError, PrivflError, ProtocolAbort, ProtocolError
 from privfl.secagg import protocol as p
@@ -42,23 +42,6 @@ from privfl.secagg.shamir import SHARE_BYTES, combine, decode_element
 
 SharesOf = dict[int, dict[int, int]]
 """Whose secret -> share holder -> share value."""
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """A reply the server refused; its sender counts as dropped from that stage on.
-
-    Attributes:
-        node: the sender.
-        stage: the stage of the reply.
-        error: the type of the validation error (e.g. ``"MessageError"``).
-        reason: what was wrong.
-    """
-
-    node: int
-    stage: str
-    error: str
-    reason: str
 
 
 @dataclass
@@ -512,6 +495,7 @@ class SecAggPlusAggregator:
             results=[ClientResult(u, 0, {}) for u in result.survivors],
             dropped=tuple(u for u in spec.nodes if u not in set(result.survivors)),
             metrics=metrics,
+            rejected=tuple(result.rejected),
         )
 
     def contribution_error_bound(self, spec: RoundSpec) -> float:
@@ -522,7 +506,7 @@ class SecAggPlusAggregator:
         """
         d = sum(int(np.size(v)) for v in spec.parameters.values())
         weight = self.config.max_weight if self.config.weighting == "examples" else 1
-        return math.sqrt(d) * Quantizer(self.config.clip, self.config.bits).step * weight
+        return math.sqrt(d) * Quantizer(self.config.coordinate_bound, self.config.bits).step * weight
 
     def state_dict(self) -> dict[str, Any]:
         return {}

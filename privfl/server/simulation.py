@@ -15,7 +15,7 @@ import secrets
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +248,7 @@ def _run_round(
         new_parameters = outcome.parameters
         record.num_clients = outcome.num_clients
         record.fit = dict(outcome.metrics)
+        record.rejected = [asdict(r) for r in outcome.rejected]
     if evaluate_fraction > 0:
         eval_nodes = FixedFractionSampler(evaluate_fraction).sample(population, _round_rng(seed, rnd, 1))
         eval_spec = RoundSpec(

@@ -48,7 +48,7 @@ def on_grid_parameters() -> dict[str, np.ndarray]:
     return {"w": np.zeros((3, 4)), "b": np.zeros(5)}
 
 
-SECAGG_CONFIG = secagg.SecAggConfig(clip=127.5, bits=8, max_weight=1, weighting="uniform")
+SECAGG_CONFIG = secagg.SecAggConfig(coordinate_bound=127.5, bits=8, max_weight=1, weighting="uniform")
 SECAGG_DROPOUT = FailurePlan.script([(2, "secagg.masked_input", 3)])
 
 

@@ -26,6 +26,6 @@ def make_harness():
             return vector
 
     def make(n: int, d: int = 6, config: SecAggConfig | None = None, **kwargs) -> Harness:
-        return Harness(n, d, config or SecAggConfig(clip=2.0), encoded, client=Recording, **kwargs)
+        return Harness(n, d, config or SecAggConfig(coordinate_bound=2.0), encoded, client=Recording, **kwargs)
 
     return make

@@ -47,7 +47,7 @@ def test_split_view_reveals_no_share_of_the_victims_seed_or_its_partners_keys() 
 
 def test_different_survivor_sets_make_every_shown_client_refuse(make_harness) -> None:
     """Two halves shown two sets: no client collects t tags on its own set, nothing is revealed."""
-    h = make_harness(8, 4, SecAggConfig(clip=2.0, num_neighbours=6, threshold=4))
+    h = make_harness(8, 4, SecAggConfig(coordinate_bound=2.0, num_neighbours=6, threshold=4))
     exchange = h.exchange()
     outbox = run_to(exchange, h.deliver, p.STAGE_CONSISTENCY)
     everyone = [int(v) for v in outbox[0].arrays[p.SURVIVORS]]

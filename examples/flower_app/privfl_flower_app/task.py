@@ -68,7 +68,7 @@ class Settings:
         the DP noise is calibrated to one clipped update per client.
         """
         secure_sum = SecAggPlusAggregator(
-            SecAggConfig(clip=self.clip_norm, bits=self.secagg_bits, max_weight=1, weighting="uniform"),
+            SecAggConfig(coordinate_bound=self.clip_norm, bits=self.secagg_bits, max_weight=1, weighting="uniform"),
             semi_honest=True,
         )
         dp = CentralDp(secure_sum, noise_multiplier=self.noise_multiplier, clip_norm=self.clip_norm, delta=self.delta)
