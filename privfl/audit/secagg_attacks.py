@@ -212,6 +212,7 @@ def key_substitution(hardened: bool) -> AttackOutcome:
     harness = SecAggHarness(_updates(8, 16, 12), active=hardened)
     fake_enc, fake_mask = KeyPair.generate(), KeyPair.generate()
     swapped: list[int] = []
+    sessions: list[bytes] = []
 
     def substitute(outbox: list[Message]) -> list[Message]:
         """Swap one neighbour's keys, keeping everything the victim checks consistent with the swap.
@@ -231,6 +232,7 @@ def key_substitution(hardened: bool) -> AttackOutcome:
                 victim_state.nodes, params.num_neighbours, s.session_hash(victim_state.prefix, forged)
             )
             if w in graph[VICTIM]:
+                sessions.append(s.session_hash(victim_state.prefix, forged))  # the victim's view of the round
                 break
         peers = list(graph[VICTIM])
         keys = {u: (ads[u][p.PK_ENC], ads[u][p.PK_MASK], sig_of(u)) for u in peers}
@@ -252,7 +254,7 @@ def key_substitution(hardened: bool) -> AttackOutcome:
     if reply is None:
         return AttackOutcome(False, harness.refusals, "the victim sent no shares")
     w = swapped[0]
-    victim_state = harness.contexts[VICTIM].state[STATE_KEY]
+    session = sessions[0]
     pk_enc_victim = next(
         r.config[p.PK_ENC] for r in harness.received(p.STAGE_SETUP, 1) if r.metadata.src_node == VICTIM
     )
@@ -263,13 +265,11 @@ def key_substitution(hardened: bool) -> AttackOutcome:
         server_round=1,
         a=VICTIM,
         b=w,
-        session=victim_state.session,
+        session=session,
     )
     row = [int(v) for v in reply.arrays[p.NODES]].index(w)
     try:
-        bundle = unseal(
-            key, reply.arrays[p.CIPHERTEXTS][row].tobytes(), associated_data(0, 1, VICTIM, w, victim_state.session)
-        )
+        bundle = unseal(key, reply.arrays[p.CIPHERTEXTS][row].tobytes(), associated_data(0, 1, VICTIM, w, session))
     except DecryptionError:
         return AttackOutcome(False, harness.refusals, "the victim's share bundle did not decrypt")
     return AttackOutcome(len(bundle) == 2 * SHARE_BYTES, harness.refusals, "decrypted the victim's share bundle")

@@ -48,9 +48,9 @@ def test_aggregator_agrees_with_plain_aggregation_over_the_wire() -> None:
     d, n = 300, 12
     spec = Harness(n, d, SecAggConfig(), {}).spec()
     plain = drive(PlainAggregator().aggregate(spec), InProcessClients(ClientApp(lambda u: FixedClient(u, d))).deliver)
-    federation = Federation.generate(spec.nodes, corruption=0.0)
-    clients = InProcessClients(ClientApp(lambda u: FixedClient(u, d), mods=[SecAggMod(trust=federation.trust)]))
     config = SecAggConfig(coordinate_bound=4.0, bits=20, max_weight=64)
+    federation = Federation.generate(spec.nodes, config.corruption)
+    clients = InProcessClients(ClientApp(lambda u: FixedClient(u, d), mods=[SecAggMod(trust=federation.trust)]))
     secure = drive(SecAggPlusAggregator(config, roster=federation.roster).aggregate(spec), clients.deliver)
     assert secure.metrics["secagg.active_server"] == 1.0 and secure.metrics["secagg.rejected"] == 0.0
     assert secure.weight_sum == plain.weight_sum and secure.num_clients == n
