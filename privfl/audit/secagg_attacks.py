@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from privfl.audit.secagg import Refusal, SecAggHarness
 from privfl.core.context import Context
@@ -255,24 +256,20 @@ def key_substitution(hardened: bool) -> AttackOutcome:
         return AttackOutcome(False, harness.refusals, "the victim sent no shares")
     w = swapped[0]
     session = sessions[0]
-    pk_enc_victim = next(
-        r.config[p.PK_ENC] for r in harness.received(p.STAGE_SETUP, 1) if r.metadata.src_node == VICTIM
-    )
-    key = derive(
-        exchange(fake_enc.private, pk_enc_victim),
-        purpose=PURPOSE_SHARES,
-        run_id=0,
-        server_round=1,
-        a=VICTIM,
-        b=w,
-        session=session,
-    )
     row = [int(v) for v in reply.arrays[p.NODES]].index(w)
     try:
-        bundle = unseal(key, reply.arrays[p.CIPHERTEXTS][row].tobytes(), associated_data(0, 1, VICTIM, w, session))
+        bundle = _open_bundle(harness, fake_enc.private, w, reply.arrays[p.CIPHERTEXTS][row].tobytes(), session)
     except DecryptionError:
         return AttackOutcome(False, harness.refusals, "the victim's share bundle did not decrypt")
     return AttackOutcome(len(bundle) == 2 * SHARE_BYTES, harness.refusals, "decrypted the victim's share bundle")
+
+
+def _open_bundle(harness: SecAggHarness, private: X25519PrivateKey, holder: int, blob: bytes, session: bytes) -> bytes:
+    """Decrypt the victim's share bundle for ``holder`` with the holder's round key (which the server holds)."""
+    pk_enc = next(r.config[p.PK_ENC] for r in harness.received(p.STAGE_SETUP, 1) if r.metadata.src_node == VICTIM)
+    shared = exchange(private, pk_enc)
+    key = derive(shared, purpose=PURPOSE_SHARES, run_id=0, server_round=1, a=VICTIM, b=holder, session=session)
+    return unseal(key, blob, associated_data(0, 1, VICTIM, holder, session))
 
 
 def parameter_downgrade(hardened: bool) -> AttackOutcome:
@@ -330,21 +327,9 @@ def placed_colluders(hardened: bool) -> AttackOutcome:
     if reply is None:
         return AttackOutcome(False, harness.refusals, "the victim sent no shares")
     session = harness.contexts[VICTIM].state[STATE_KEY].session or harness.session(1)
-    pk_enc_victim = next(
-        r.config[p.PK_ENC] for r in harness.received(p.STAGE_SETUP, 1) if r.metadata.src_node == VICTIM
-    )
     seeds, keys = {}, {}
     for c, blob in zip([int(v) for v in reply.arrays[p.NODES]], reply.arrays[p.CIPHERTEXTS], strict=True):
-        key = derive(
-            exchange(colluder_keys[c], pk_enc_victim),
-            purpose=PURPOSE_SHARES,
-            run_id=0,
-            server_round=1,
-            a=VICTIM,
-            b=c,
-            session=session,
-        )
-        bundle = unseal(key, blob.tobytes(), associated_data(0, 1, VICTIM, c, session))
+        bundle = _open_bundle(harness, colluder_keys[c], c, blob.tobytes(), session)
         seeds[c], keys[c] = decode_element(bundle[:SHARE_BYTES]), decode_element(bundle[SHARE_BYTES:])
     t = config.threshold or 0
     mask_key = load_private(combine(keys, t))
