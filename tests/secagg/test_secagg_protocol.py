@@ -27,7 +27,7 @@ def weighted_truth(nodes, d: int, clip: float, max_weight: int) -> tuple[np.ndar
     return total, weights
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.integers(3, 9), d=st.integers(1, 5), bits=st.integers(2, 16), data=st.data())
 def test_no_dropouts_sum_is_exact(make_harness, n: int, d: int, bits: int, data: st.DataObject) -> None:
     k = data.draw(st.integers(2, n - 1).filter(lambda k: k % 2 == 0 or n % 2 == 0))
