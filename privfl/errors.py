@@ -49,3 +49,7 @@ class AccountingError(PrivflError):
 
 class CheckpointError(PrivflError):
     """A checkpoint file is missing, corrupt, or does not match the run being resumed."""
+
+
+class MissingExtraError(PrivflError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""

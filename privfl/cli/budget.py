@@ -56,7 +56,7 @@ def register(subparsers: Any) -> None:
         "--plot", type=Path, metavar="FILE.png", help="also draw epsilon against rounds (.png, .svg or .pdf)"
     )
     _common(budget)
-    budget.set_defaults(func=_run_budget)
+    budget.set_defaults(func=_run_budget, accountant=None)  # None: not given (a ledger keeps its own)
 
     calibrate = subparsers.add_parser(
         "calibrate",
@@ -102,9 +102,12 @@ def _run_budget(args: argparse.Namespace) -> int:
     }
     if args.ledger is not None:
         given = [flag for flag, value in mechanism.items() if value is not None]
-        if given or args.plot is not None:
-            raise ConfigError(f"--ledger reports a saved run; do not combine it with {given or ['--plot']}")
+        if args.plot is not None:
+            given.append("--plot")
+        if given:
+            raise ConfigError(f"--ledger reports a saved run; do not combine it with {', '.join(given)}")
         return _report_ledger(args)
+    args.accountant = args.accountant or "rdp"
     missing = [flag for flag, value in mechanism.items() if value is None] + (["--delta"] if args.delta is None else [])
     if missing:
         raise ConfigError(f"missing {', '.join(missing)} (or give --ledger FILE)")
@@ -166,6 +169,11 @@ def _plot(args: argparse.Namespace, q: float, z: float, rounds: int, delta: floa
 
 def _report_ledger(args: argparse.Namespace) -> int:
     ledger = PrivacyLedger.load(args.ledger)
+    if args.accountant not in (None, ledger.accountant):
+        raise ConfigError(
+            f"ledger {str(args.ledger)!r} is accounted with {ledger.accountant!r}, its own setting; "
+            f"drop --accountant {args.accountant}"
+        )
     if args.delta is None and ledger.budget is None:
         raise ConfigError(f"ledger {str(args.ledger)!r} has no budget; give --delta")
     delta = ledger.budget.delta if args.delta is None else check_delta(args.delta)

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from privfl.cli.options import int_at_least
+from privfl.core.extras import require_all
 from privfl.core.message import Message, MessageKind, Metadata
 from privfl.core.wire import encode
 from privfl.errors import ConfigError
@@ -34,8 +36,8 @@ def add_demo_parser(demo_subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--clients", type=int, default=10, help="number of clients")
-    parser.add_argument("--dim", type=int, default=100_000, help="values per client update")
+    parser.add_argument("--clients", type=int_at_least(1), default=10, help="number of clients")
+    parser.add_argument("--dim", type=int_at_least(1), default=100_000, help="values per client update")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="fl-8192", help="CKKS parameter preset")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated updates (not of the keys)")
     parser.set_defaults(func=run_he_demo)
@@ -58,8 +60,7 @@ def _upload(node: int, arrays: dict[str, np.ndarray]) -> int:
 
 def run_he_demo(args: argparse.Namespace) -> int:
     """Run the demo; returns the process exit code."""
-    if args.clients < 1 or args.dim < 1:
-        raise ConfigError(f"need --clients >= 1 and --dim >= 1, got {args.clients} and {args.dim}")
+    require_all(("tenseal",), "privfl demo he")
     params = preset(args.preset)
     rng = np.random.default_rng(args.seed)  # simulated data only; key material comes from SEAL's CSPRNG
     print(f"CKKS aggregation demo: {args.clients} clients, {args.dim:,} values each, preset {params.name}")

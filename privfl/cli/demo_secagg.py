@@ -20,9 +20,11 @@ import numpy as np
 from scipy.stats import chisquare
 from tqdm.auto import tqdm
 
+from privfl.cli.options import PLOT_SUFFIXES, int_at_least, output_file, probability
 from privfl.client.app import ClientApp
 from privfl.client.numpy_client import NDArrays, NumPyClient
 from privfl.core.exchange import RoundSpec, SamplingInfo
+from privfl.core.extras import require_all
 from privfl.core.message import Message
 from privfl.errors import ConfigError, ProtocolAbort
 from privfl.secagg import protocol as p
@@ -47,12 +49,23 @@ def add_demo_parser(demo_subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--clients", type=int, default=20, help="number of clients n")
-    parser.add_argument("--dim", type=int, default=10_000, help="values per client update d")
-    parser.add_argument("--dropout", type=float, default=0.1, help="probability that a client drops during the round")
-    parser.add_argument("--neighbours", type=int, default=None, help="neighbours k (default 2*ceil(log2 n))")
-    parser.add_argument("--threshold", type=int, default=None, help="threshold t (default k//2 + 1)")
-    parser.add_argument("--histogram", type=Path, default=None, help="save a histogram of one masked vector (PNG)")
+    parser.add_argument("--clients", type=int_at_least(2), default=20, help="number of clients n")
+    parser.add_argument("--dim", type=int_at_least(1), default=10_000, help="values per client update d")
+    parser.add_argument(
+        "--dropout", type=probability, default=0.1, help="probability that a client drops during the round"
+    )
+    parser.add_argument(
+        "--neighbours", type=int_at_least(1), default=None, help="neighbours k (default 2*ceil(log2 n))"
+    )
+    parser.add_argument(
+        "--threshold", type=int_at_least(1), default=None, help="threshold t (default k//2 + 1; needs --neighbours)"
+    )
+    parser.add_argument(
+        "--histogram",
+        type=output_file(*PLOT_SUFFIXES),
+        default=None,
+        help="save a histogram of one masked vector (PNG)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated updates and dropouts (not of keys)")
     parser.set_defaults(func=run_secagg_demo)
 
@@ -108,8 +121,10 @@ def _save_histogram(masked: np.ndarray, plain: np.ndarray, modulus_bits: int, pa
 
 def run_secagg_demo(args: argparse.Namespace) -> int:
     """Run the demo; returns the process exit code (0: exact recovery, 1: round aborted or mismatch)."""
-    if args.clients < 2 or args.dim < 1 or not 0.0 <= args.dropout <= 1.0:
-        raise ConfigError(f"need --clients >= 2, --dim >= 1, 0 <= --dropout <= 1; got {args.clients}, {args.dim}")
+    if args.histogram is not None:
+        require_all(("matplotlib",), "--histogram")
+    if args.threshold is not None and args.neighbours is None:
+        raise ConfigError("--threshold needs --neighbours too (t counts shares among the k neighbours)")
     config = SecAggConfig(
         clip=CLIP,
         bits=BITS,
