@@ -18,7 +18,7 @@ from privfl.core.names import NUM_EXAMPLES
 from privfl.core.plain import evaluate_exchange, weighted_client_metrics
 from privfl.errors import ConfigError, MessageError, ProtocolAbort
 from privfl.he.cipher import EncryptedSum
-from privfl.he.codec import EncryptedModel, is_encrypted_model, read_ciphertext_arrays
+from privfl.he.codec import KEY_ID, EncryptedModel, is_encrypted_model, read_ciphertext_arrays
 from privfl.he.keys import CkksKeys
 from privfl.he.mods import NUM_CLIENTS
 from privfl.he.packing import PackLayout, chunk_sizes
@@ -64,6 +64,11 @@ class HEFedAvg:
         results: list[ClientResult] = []
         for reply in replies:
             node, num_examples = _check_reply(reply, spec, {r.node_id for r in results})
+            if KEY_ID not in reply.arrays:
+                raise MessageError(
+                    f"node {node} replied with plaintext arrays {sorted(reply.arrays)[:4]}, not CKKS ciphertexts: "
+                    "under HEFedAvg every client app needs CkksClientMod(keys) in its mods"
+                )
             total.add(read_ciphertext_arrays(reply.arrays, self.keys.key_id, count))
             weight += num_examples
             results.append(ClientResult(node, num_examples, dict(reply.metrics)))
