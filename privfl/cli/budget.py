@@ -18,6 +18,7 @@ from privfl.accounting.calibration import calibrate_noise_multiplier, epsilon_fo
 from privfl.accounting.checks import check_delta, integer
 from privfl.accounting.events import GaussianEvent, PoissonSampledEvent
 from privfl.accounting.ledger import PrivacyLedger
+from privfl.cli.options import PLOT_SUFFIXES, output_file
 from privfl.errors import ConfigError
 
 _SETTING = (
@@ -25,7 +26,6 @@ _SETTING = (
     "with probability Q (Poisson sampling), updates are clipped to L2 norm C, and Gaussian noise "
     "of std Z*C is added to their sum. Epsilon is in nats."
 )
-_PLOT_FORMATS = (".png", ".svg", ".pdf")
 
 
 def register(subparsers: Any) -> None:
@@ -53,7 +53,10 @@ def register(subparsers: Any) -> None:
         "--ledger", type=Path, metavar="FILE", help="report a ledger saved by a run instead of -z/-q/-T"
     )
     budget.add_argument(
-        "--plot", type=Path, metavar="FILE.png", help="also draw epsilon against rounds (.png, .svg or .pdf)"
+        "--plot",
+        type=output_file(*PLOT_SUFFIXES),
+        metavar="FILE.png",
+        help="also draw epsilon against rounds (.png, .svg or .pdf)",
     )
     _common(budget)
     budget.set_defaults(func=_run_budget, accountant=None)  # None: not given (a ledger keeps its own)
@@ -114,8 +117,6 @@ def _run_budget(args: argparse.Namespace) -> int:
     event = PoissonSampledEvent(args.sample_rate, GaussianEvent(args.noise_multiplier))
     rounds = integer(args.rounds, "rounds", 1)
     delta = check_delta(args.delta)
-    if args.plot is not None:
-        _check_plot_path(args.plot)
     accountant = make_accountant(args.accountant).compose(event, rounds)
     if isinstance(accountant, RdpAccountant):
         epsilon, order = accountant.get_epsilon_and_order(delta)
@@ -130,13 +131,6 @@ def _run_budget(args: argparse.Namespace) -> int:
         f"epsilon = {epsilon:.6g} at delta = {delta:g} ({args.accountant.upper()}{best})\n"
         f"  {rounds} rounds, sample rate {event.sampling_rate:g}, noise multiplier {args.noise_multiplier:g}",
     )
-
-
-def _check_plot_path(path: Path) -> None:
-    if path.suffix.lower() not in _PLOT_FORMATS:
-        raise ConfigError(f"--plot file must end in one of {_PLOT_FORMATS}, got {str(path)!r}")
-    if not path.parent.is_dir():
-        raise ConfigError(f"--plot directory {str(path.parent)!r} does not exist")
 
 
 def _plot(args: argparse.Namespace, q: float, z: float, rounds: int, delta: float) -> None:
@@ -163,6 +157,7 @@ def _plot(args: argparse.Namespace, q: float, z: float, rounds: int, delta: floa
     ax.set_title(f"{args.accountant.upper()}: q = {q:g}, z = {z:g}")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
+    args.plot.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.plot, dpi=120)
     plt.close(fig)
 

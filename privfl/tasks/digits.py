@@ -166,9 +166,14 @@ class DigitsFederation:
         )
 
     def evaluate(self, server_round: int, parameters: ArrayDict) -> dict[str, float]:
-        """Centralized evaluation on the held-out test split."""
+        """Centralized evaluation on the held-out test split.
+
+        ``parameters`` holds the weight and the bias in that order, named as by
+        :func:`initial_parameters` or by position (a client's ``get_parameters`` list).
+        """
         data = load_digits_data(self.seed)
-        loss, acc = loss_and_accuracy(parameters["weight"], parameters["bias"], data.x_test, data.y_test)
+        weight, bias = parameters.values()
+        loss, acc = loss_and_accuracy(weight, bias, data.x_test, data.y_test)
         return {"loss": loss, "accuracy": acc}
 
 
