@@ -19,6 +19,7 @@ from privfl.accounting.checks import check_delta, integer
 from privfl.accounting.events import GaussianEvent, PoissonSampledEvent
 from privfl.accounting.ledger import PrivacyLedger
 from privfl.cli.options import PLOT_SUFFIXES, output_file
+from privfl.core.extras import require_all
 from privfl.errors import ConfigError
 
 _SETTING = (
@@ -111,6 +112,8 @@ def _run_budget(args: argparse.Namespace) -> int:
             raise ConfigError(f"--ledger reports a saved run; do not combine it with {', '.join(given)}")
         return _report_ledger(args)
     args.accountant = args.accountant or "rdp"
+    if args.plot is not None:
+        require_all(("matplotlib",), "--plot")  # before any work
     missing = [flag for flag, value in mechanism.items() if value is None] + (["--delta"] if args.delta is None else [])
     if missing:
         raise ConfigError(f"missing {', '.join(missing)} (or give --ledger FILE)")
@@ -135,13 +138,11 @@ def _run_budget(args: argparse.Namespace) -> int:
 
 def _plot(args: argparse.Namespace, q: float, z: float, rounds: int, delta: float) -> None:
     """Draw epsilon against rounds (log-spaced round counts) into ``args.plot``."""
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ConfigError("--plot needs matplotlib (pip install 'privfl[demo]')") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     points = 100 if args.accountant == "rdp" else 12  # each PLD point is a fresh composition
     ts = np.unique(np.geomspace(1, rounds, points).round().astype(int))
     with warnings.catch_warnings():  # grid-edge warnings at few rounds would drown the output
