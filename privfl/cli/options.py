@@ -15,7 +15,7 @@ import re
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 """File types matplotlib writes that privfl's plots accept."""
@@ -73,17 +73,22 @@ def _fill(text: str, width: int, indent: str) -> list[str]:
     return out
 
 
+def _number(text: str, kind: Callable[[str], Any], what: str, ok: Callable[[Any], bool]) -> Any:
+    """``kind(text)`` if it parses and passes ``ok``; else a usage error saying it must be ``what``."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+    return value
+
+
 def int_at_least(low: int) -> Callable[[str], int]:
     """Argument type: an integer >= ``low``."""
 
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
-        return value
+        return _number(text, int, f"an integer >= {low}", lambda v: v >= low)
 
     parse.__name__ = f"integer >= {low}"
     return parse
@@ -91,24 +96,12 @@ def int_at_least(low: int) -> Callable[[str], int]:
 
 def positive_float(text: str) -> float:
     """Argument type: a finite float > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
+    return _number(text, float, "a finite number > 0", lambda v: math.isfinite(v) and v > 0)
 
 
 def probability(text: str) -> float:
     """Argument type: a float in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:  # also false for nan
-        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1], got {text}")
-    return value
+    return _number(text, float, "a probability in [0, 1]", lambda v: 0.0 <= v <= 1.0)  # also false for nan
 
 
 def _check_writable_location(path: Path) -> None:
