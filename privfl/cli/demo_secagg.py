@@ -64,7 +64,7 @@ def add_demo_parser(demo_subparsers: Any) -> None:
         "--histogram",
         type=output_file(*PLOT_SUFFIXES),
         default=None,
-        help="save a histogram of one masked vector (PNG)",
+        help="save a histogram of one masked vector (.png, .svg or .pdf)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated updates and dropouts (not of keys)")
     parser.set_defaults(func=run_secagg_demo)
