@@ -56,6 +56,11 @@ def test_help_of_every_subcommand_is_plain_text(path: tuple[str, ...], capsys: p
         assert line.count("default") <= 1, line
 
 
+def test_help_shows_a_zero_default(capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = run(["demo", "--help"], capsys)
+    assert code == 0 and "seed of data split, training and sampling (default: 0)" in " ".join(out.split())
+
+
 def test_version_and_bare_command(capsys: pytest.CaptureFixture) -> None:
     import privfl
 
