@@ -141,3 +141,11 @@ def test_core_install_every_command_works_or_names_its_extra(tmp_path: Path) -> 
             assert 'pip install "privfl[flower]"' in proc.stderr
         else:
             assert proc.returncode == 0
+
+
+def test_digits_task_names_its_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from privfl.tasks.digits import load_digits_data
+
+    hide(monkeypatch, "sklearn", "sklearn.datasets")
+    with pytest.raises(MissingExtraError, match=r'the digits task needs sklearn: pip install "privfl\[demo\]"'):
+        load_digits_data.__wrapped__(seed=12345)  # past the cache
