@@ -11,6 +11,7 @@ that would overspend a privacy budget stops the run before anything is sent.
 from __future__ import annotations
 
 import copy
+import re
 import secrets
 import time
 import warnings
@@ -56,8 +57,9 @@ class SimulationResult:
 
 
 ABORTS_BEFORE_STOP = 3
-"""A run stops after this many consecutive rounds aborted with the same error: it is misconfigured
-(e.g. clients without the mod the strategy needs), and more rounds would only repeat the abort."""
+"""A run stops after this many consecutive rounds aborted with the same error (numbers aside, such
+as the round): it is misconfigured (e.g. clients without the mod the strategy needs) or its
+population cannot run the protocol, and more rounds would only repeat the abort."""
 
 
 def _round_rng(seed: int, server_round: int, purpose: int) -> np.random.Generator:
@@ -177,7 +179,7 @@ def run_rounds(
         start_round, seed, parameters, history = _restore(state, strategy, clients, len(population), run_id)
 
     stopped = ""
-    repeats, last_note = 0, ""
+    repeats, last_kind = 0, ""
     bar = tqdm(total=num_rounds, initial=start_round, desc="rounds", unit="round", disable=not progress, leave=False)
     try:
         for rnd in range(start_round + 1, num_rounds + 1):
@@ -211,7 +213,8 @@ def run_rounds(
                 callback(record)
             if record.status == "aborted":
                 warnings.warn(f"round {rnd} aborted: {record.note}", stacklevel=2)
-                repeats, last_note = (repeats + 1 if record.note == last_note else 1), record.note
+                kind = re.sub(r"\d+", "N", record.note)  # the same error in another round, with other counts
+                repeats, last_kind = (repeats + 1 if kind == last_kind else 1), kind
                 if repeats >= ABORTS_BEFORE_STOP:
                     stopped = f"{repeats} consecutive rounds aborted with the same error: {record.note}"
                     warnings.warn(f"run stopped after round {rnd}: {stopped}", stacklevel=2)
