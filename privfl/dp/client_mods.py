@@ -45,7 +45,7 @@ def _check_train_input(message: Message, who: str) -> None:
     for name, arr in message.arrays.items():
         if arr.dtype.kind != "f":
             hint = (
-                "; a protocol mod (secagg_mod, CkksClientMod) must come before the DP mods in ClientApp(mods=[...]), "
+                "; a protocol mod (SecAggMod, CkksClientMod) must come before the DP mods in ClientApp(mods=[...]), "
                 "the first being the outermost"
                 if "." in name
                 else ""

@@ -170,7 +170,7 @@ def bad_inputs(tmp: Path, ledger: Path) -> list[tuple[list[str], tuple[str, ...]
         (["demo", "dp", "--epsilon", "-3"], ("--epsilon",)),
         (["demo", "secagg", "--dropout", "1.5"], ("--dropout", "1.5")),
         (["demo", "secagg", "--threshold", "1"], ("--threshold", "--neighbours")),
-        (["demo", "secagg", "--clients", "1"], ("--clients", ">= 2")),
+        (["demo", "secagg", "--clients", "1"], ("--clients", ">= 3")),
         (["demo", "secagg", "--histogram", str(tmp / "h.txt")], ("--histogram", ".png")),
         (["demo", "he", "--dim", "0"], ("--dim",)),
         (["audit", "--out", str(text)], ("--out", "not a directory")),

@@ -9,7 +9,7 @@ from privfl.client import ClientApp
 from privfl.core.message import as_array_dict
 from privfl.dp import FixedClippingMod
 from privfl.errors import ConfigError
-from privfl.secagg import SecAggConfig, SecAggPlusAggregator, secagg_mod
+from privfl.secagg import SecAggConfig, SecAggMod, SecAggPlusAggregator
 from privfl.server import FedAvg, run_simulation
 from privfl.server.simulation import ABORTS_BEFORE_STOP
 from privfl.server.transport import ClientError
@@ -54,8 +54,8 @@ def test_ckks_mod_under_plain_fedavg_names_hefedavg(keys) -> None:
 
 
 def test_dp_mod_outside_the_protocol_mod_says_to_swap_them() -> None:
-    app = ClientApp(FED, mods=[FixedClippingMod(clip_norm=1.0), secagg_mod])
-    strategy = FedAvg(aggregator=SecAggPlusAggregator(SecAggConfig(weighting="uniform")))
+    app = ClientApp(FED, mods=[FixedClippingMod(clip_norm=1.0), SecAggMod(semi_honest=True)])
+    strategy = FedAvg(aggregator=SecAggPlusAggregator(SecAggConfig(weighting="uniform"), semi_honest=True))
     with pytest.raises(ClientError, match=r"must come before the DP mods in ClientApp\(mods=\[\.\.\.\]\)"):
         simulate(app, strategy, rounds=1)
 
