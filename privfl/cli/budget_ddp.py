@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     missing = [flag for flag, value in required.items() if value is None]
     if missing:
         raise ConfigError(f"--mechanism {args.mechanism} needs {', '.join(missing)}")
-    if args.accountant != "rdp" or args.ledger is not None or args.plot is not None:
+    if args.accountant not in (None, "rdp") or args.ledger is not None or args.plot is not None:
         raise ConfigError(f"--mechanism {args.mechanism} uses the rdp accountant and takes no --ledger or --plot")
     rounds, delta = integer(args.rounds, "rounds", 1), check_delta(args.delta)
     n = integer(args.clients, "clients", 1)

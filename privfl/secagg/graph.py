@@ -15,54 +15,12 @@ place colluders next to a victim after seeing the keys.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from privfl.errors import ConfigError
 from privfl.secagg.prg import uniform_words
-
-
-def default_num_neighbours(num_nodes: int) -> int:
-    """k = 2 * ceil(log2 n), capped at n - 1 (the complete graph).
-
-    This equals the neighbour count of Flower's SecAgg+ default ``num_shares`` =
-    2 * ceil(log2 n) + 1, which counts the client itself.
-    """
-    if num_nodes < 2:
-        raise ConfigError(f"secure aggregation needs at least 2 clients, got {num_nodes}")
-    return min(2 * math.ceil(math.log2(num_nodes)), num_nodes - 1)
-
-
-def default_threshold(num_neighbours: int) -> int:
-    """t = floor(k / 2) + 1: the smallest threshold above k / 2."""
-    return num_neighbours // 2 + 1
-
-
-def check_graph_params(num_nodes: int, num_neighbours: int, threshold: int) -> None:
-    """Raise :class:`ConfigError` unless (n, k, t) is a safe, buildable SecAgg+ setting.
-
-    Requires 1 <= k <= n - 1 (a client cannot have more neighbours than other clients),
-    k even or n even (a k-regular graph exists), and k / 2 < t <= k:
-    with t <= k / 2 a server could split a neighbourhood into two halves that each hold
-    t shares and ask one half for self-mask shares and the other for mask-key shares,
-    unmasking an individual input (Bell et al. CCS'20, section 3.2).
-    """
-    for name, value in (("num_nodes", num_nodes), ("num_neighbours", num_neighbours), ("threshold", threshold)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{name} must be an int, got {value!r}")
-    if num_nodes < 2:
-        raise ConfigError(f"secure aggregation needs at least 2 clients, got {num_nodes}")
-    if not 1 <= num_neighbours <= num_nodes - 1:
-        raise ConfigError(f"num_neighbours must be in [1, n - 1] = [1, {num_nodes - 1}], got {num_neighbours}")
-    if num_neighbours % 2 and num_nodes % 2:
-        raise ConfigError(f"no {num_neighbours}-regular graph on {num_nodes} nodes (odd k and odd n): use an even k")
-    if not num_neighbours / 2 < threshold <= num_neighbours:
-        raise ConfigError(
-            f"threshold must satisfy k/2 < t <= k (k = {num_neighbours}); got t = {threshold}, "
-            "and t <= k/2 lets a malicious server unmask individual inputs"
-        )
 
 
 def neighbour_graph(nodes: Sequence[int], num_neighbours: int, seed: bytes) -> dict[int, tuple[int, ...]]:
@@ -75,6 +33,20 @@ def neighbour_graph(nodes: Sequence[int], num_neighbours: int, seed: bytes) -> d
     driven by the AES-256-CTR keystream under ``seed``, with rejection sampling (no
     modulo bias).
     """
+    order, offsets = _layout(nodes, num_neighbours, seed)
+    n = len(order)
+    return {node: tuple(sorted(order[(i + off) % n] for off in offsets)) for i, node in enumerate(order)}
+
+
+def neighbours_of(node: int, nodes: Sequence[int], num_neighbours: int, seed: bytes) -> tuple[int, ...]:
+    """``neighbour_graph(nodes, num_neighbours, seed)[node]`` without building the other nodes' lists."""
+    order, offsets = _layout(nodes, num_neighbours, seed)
+    i = order.index(node)
+    return tuple(sorted(order[(i + off) % len(order)] for off in offsets))
+
+
+def _layout(nodes: Sequence[int], num_neighbours: int, seed: bytes) -> tuple[list[int], set[int]]:
+    """The seeded permutation of the nodes around the ring, and the ring offsets of H(n, k)."""
     order = sorted(nodes)
     if len(set(order)) != len(order):
         raise ConfigError("node ids must be distinct")
@@ -89,7 +61,7 @@ def neighbour_graph(nodes: Sequence[int], num_neighbours: int, seed: bytes) -> d
     offsets = set(steps) | {n - s for s in steps}
     if k % 2:
         offsets.add(n // 2)  # odd k (so n is even): join opposite positions
-    return {node: tuple(sorted(order[(i + off) % n] for off in offsets)) for i, node in enumerate(order)}
+    return order, offsets
 
 
 class _SeededDraws:

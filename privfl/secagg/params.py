@@ -1,10 +1,12 @@
 """SecAgg+ parameters (k, t) from n, the dropout rate and the corrupted fraction.
 
 Bell et al., "Secure Single-Server Aggregation with (Poly)Logarithmic Overhead",
-CCS'20 (ePrint 2020/704), Section 3 and Appendix C, bound two bad events for a
-neighbour graph of degree k and Shamir threshold t; Google's deployed parameter
-finder (federated-compute, ``graph_parameter_finder.cc``) applies the same analysis
-to a Harary graph under a random relabelling of clients. Here both are computed from
+CCS'20 (ePrint 2020/704), Section 3, show SecAgg+ is secure and correct on a graph
+of degree k with Shamir threshold t unless one of the bad events below happens;
+Google's deployed parameter finder (federated-compute, ``graph_parameter_finder.cc``)
+applies the same analysis to a Harary graph under a random relabelling of clients.
+(The paper's lemma numbers could not be checked against its text here, so sections
+and events are cited, not numbers.) Here both are computed from
 exact binomial and hypergeometric tails, with a union bound over clients:
 
 * **security** (probability <= 2^-security_bits): a fraction ``corruption`` of the
@@ -12,11 +14,11 @@ exact binomial and hypergeometric tails, with a union bound over clients:
   different survivor lists to different clients. The server learns an honest
   client's input if (E1) it holds t shares of both its self-mask seed and its mask
   key: the honest neighbours reveal one of the two each, the c corrupted ones both,
-  so this needs c + (k - c) / 2 >= t, i.e. c >= 2t - k (Bell et al., Section 3.2;
-  Bonawitz et al. CCS'17, Section 6.2 for the complete graph); or (E2) the graph of
-  honest clients left after corrupted clients and dropouts are removed is
-  disconnected, which reveals the partial sum of each component (Bell et al.,
-  Definition 3.1 and Lemma 3.3, "good" graphs).
+  so this needs c + (k - c) / 2 >= t, i.e. c >= 2t - k (the semi-malicious
+  condition of Bell et al., Section 3; with c = 0 it is the familiar t > k / 2); or
+  (E2) the graph of honest clients left after corrupted clients and dropouts are
+  removed is disconnected, which reveals the partial sum of each component (Bell
+  et al., Section 3, the connectivity property of their graphs).
 * **availability** (probability <= ``abort_target``): with no adversary and each
   client dropping independently with probability ``dropout`` at any stage, the
   round aborts. The server recovers every client whose masks are in the sum as long
@@ -94,7 +96,7 @@ def corrupted_neighbour_bound(num_clients: int, num_neighbours: int, threshold: 
 
     An honest client's k neighbours are a uniformly random k-subset of the other n - 1
     clients (the graph is relabelled by a uniform permutation), so its corrupted
-    neighbours are hypergeometric (n - 1, corrupted, k). Bell et al. CCS'20, Section 3.2.
+    neighbours are hypergeometric (n - 1, corrupted, k). Bell et al. CCS'20, Section 3.
     """
     honest = num_clients - corrupted
     if honest <= 0:
@@ -113,8 +115,8 @@ def harary_disconnection_bound(num_clients: int, num_neighbours: int, corrupted:
     between them on both sides. There are n (n - k - 1) / 2 such pairs of runs; under
     a uniform relabelling each pair is a uniform k-subset of clients, all removed
     with probability E[dropout^(k - J)], J ~ hypergeometric(n, corrupted, k) the
-    corrupted clients in it (each other client drops independently). Bell et al.
-    CCS'20, Lemma 3.3 style union bound; the run-pair count follows Google's
+    corrupted clients in it (each other client drops independently). The union
+    bound follows Bell et al. CCS'20, Section 3; the run-pair count matches Google's
     federated-compute parameter finder. The complete graph (k = n - 1) never
     disconnects: returns 0.
     """
@@ -175,13 +177,25 @@ def _corrupted(num_clients: int, corruption: float) -> int:
     return min(num_clients, math.ceil(corruption * num_clients - 1e-12))
 
 
+def check_targets(*, dropout: float, corruption: float, abort_target: float, security_bits: float) -> None:
+    """Raise :class:`ConfigError` naming the first argument outside its range.
+
+    dropout and corruption in [0, 1), abort_target in (0, 1), security_bits in [1, 256].
+    """
+    _check_fraction("dropout", dropout)
+    _check_fraction("corruption", corruption)
+    if isinstance(abort_target, bool) or not isinstance(abort_target, int | float) or not 0 < abort_target < 1:
+        raise ConfigError(f"abort_target must be a number in (0, 1), got {abort_target!r}")
+    _check_security_bits(security_bits)
+
+
 def check_structure(num_clients: int, num_neighbours: int, threshold: int) -> None:
     """Raise :class:`ConfigError` unless (n, k, t) is a buildable, non-degenerate SecAgg+ setting.
 
     Requires 2 <= k <= n - 1, k even or n even (a k-regular graph exists), and
     k / 2 < t <= k with t >= 2: with t <= k / 2 a server could ask one half of a
     neighbourhood for self-mask shares and the other half for mask-key shares and
-    unmask an individual input (Bell et al. CCS'20, Section 3.2), and t = 1 makes
+    unmask an individual input (Bell et al. CCS'20, Section 3), and t = 1 makes
     every single share the secret.
     """
     _check_count("num_clients", num_clients, 3)
@@ -244,6 +258,27 @@ def _smallest_secure_threshold(
         if failure <= target:
             return t, failure
     return None
+
+
+def smallest_secure_threshold(
+    num_clients: int, num_neighbours: int, *, corruption: float, security_bits: float = 40, dropout: float = 0.0
+) -> int:
+    """The smallest t that :func:`check_secure` accepts for (n, k).
+
+    Raises:
+        ConfigError: a bad argument, or no threshold is secure for this k.
+    """
+    check_structure(num_clients, num_neighbours, num_neighbours)
+    corruption = _check_fraction("corruption", corruption)
+    dropout = _check_fraction("dropout", dropout)
+    bits = _check_security_bits(security_bits)
+    found = _smallest_secure_threshold(num_clients, num_neighbours, corruption, dropout, 2.0**-bits)
+    if found is None:
+        raise ConfigError(
+            f"no threshold is secure for k = {num_neighbours} at n = {num_clients} with corruption {corruption:g} "
+            f"and dropout {dropout:g} (security failure above 2^-{bits:g}); use a larger k (see choose_parameters)"
+        )
+    return found[0]
 
 
 def check_secure(
@@ -362,11 +397,8 @@ def choose_parameters(
             (too many corrupted clients for n).
     """
     n = _check_count("num_clients", num_clients, 3)
-    dropout = _check_fraction("dropout", dropout)
-    corruption = _check_fraction("corruption", corruption)
-    if isinstance(abort_target, bool) or not isinstance(abort_target, int | float) or not 0 < abort_target < 1:
-        raise ConfigError(f"abort_target must be a number in (0, 1), got {abort_target!r}")
-    bits = _check_security_bits(security_bits)
+    check_targets(dropout=dropout, corruption=corruption, abort_target=abort_target, security_bits=security_bits)
+    bits = float(security_bits)
     target = 2.0**-bits
 
     def make(k: int, t: int, failure: float, abort: float) -> SecAggParameters:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from privfl.core.exchange import Aggregate, ClientResult, Exchange, RoundSpec
+from privfl.core.exchange import Aggregate, ClientResult, Exchange, Rejection, RoundSpec
 from privfl.core.message import SERVER_NODE_ID, Config, Message
 from privfl.errors import ConfigError, MessageError, PrivflError, ProtocolAbort, ProtocolError
 from privfl.secagg import protocol as p
@@ -42,23 +42,6 @@ from privfl.secagg.shamir import SHARE_BYTES, combine, decode_element
 
 SharesOf = dict[int, dict[int, int]]
 """Whose secret -> share holder -> share value."""
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """A reply the server refused; its sender counts as dropped from that stage on.
-
-    Attributes:
-        node: the sender.
-        stage: the stage of the reply.
-        error: the type of the validation error (e.g. ``"MessageError"``).
-        reason: what was wrong.
-    """
-
-    node: int
-    stage: str
-    error: str
-    reason: str
 
 
 @dataclass
@@ -109,6 +92,22 @@ def recoverable_core(clients: set[int], graph: dict[int, tuple[int, ...]], thres
     return core
 
 
+def check_roster_matches(config: SecAggConfig, roster: SignedRoster) -> None:
+    """Raise :class:`ConfigError` unless the config's corruption and security level are the roster's.
+
+    The operator's signed roster is the one source of truth for both: clients derive
+    their floor on k and t from it, so a server choosing (k, t) from other values would
+    only see its clients refuse.
+    """
+    signed = roster.roster
+    if (config.corruption, config.security_bits) != (signed.corruption, signed.security_bits):
+        raise ConfigError(
+            f"SecAggConfig has corruption {config.corruption:g} and security_bits {config.security_bits:g}; the "
+            f"roster the clients pin says {signed.corruption:g} and {signed.security_bits}: set "
+            f"SecAggConfig(corruption={signed.corruption:g}, security_bits={signed.security_bits})"
+        )
+
+
 class _ServerRound:
     """The server's state during one SecAgg+ round: session, graph, public keys, stage bookkeeping."""
 
@@ -131,6 +130,7 @@ class _ServerRound:
         self.roster = roster
         self.trust = p.SEMI_HONEST if roster is None else p.ACTIVE
         if roster is not None:
+            check_roster_matches(config, roster)
             unknown = [u for u in nodes if u not in roster.roster.keys]
             if unknown:
                 raise ConfigError(f"node(s) {unknown[:8]} are not on the roster")
@@ -484,6 +484,8 @@ class SecAggPlusAggregator:
     semi_honest: bool = False
 
     def __post_init__(self) -> None:
+        if self.roster is not None:
+            check_roster_matches(self.config, self.roster)
         if (self.roster is None) != self.semi_honest:
             raise ConfigError(
                 "choose the SecAgg+ trust model: SecAggPlusAggregator(config, roster=signed_roster) against an "
@@ -526,6 +528,7 @@ class SecAggPlusAggregator:
             results=[ClientResult(u, 0, {}) for u in result.survivors],
             dropped=tuple(u for u in spec.nodes if u not in set(result.survivors)),
             metrics=metrics,
+            rejected=tuple(result.rejected),
         )
 
     def contribution_error_bound(self, spec: RoundSpec) -> float:
@@ -536,7 +539,7 @@ class SecAggPlusAggregator:
         """
         d = sum(int(np.size(v)) for v in spec.parameters.values())
         weight = self.config.max_weight if self.config.weighting == "examples" else 1
-        return math.sqrt(d) * Quantizer(self.config.clip, self.config.bits).step * weight
+        return math.sqrt(d) * Quantizer(self.config.coordinate_bound, self.config.bits).step * weight
 
     def state_dict(self) -> dict[str, Any]:
         return {}

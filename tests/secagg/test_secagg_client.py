@@ -120,7 +120,7 @@ def with_survivors(message: Message, survivors) -> Message:
 @pytest.fixture
 def at_unmask(make_harness):
     """A semi-honest round of 8 clients (k = 6, t = 4) paused before unmasking; returns (harness, outbox)."""
-    h = make_harness(8, 4, SecAggConfig(clip=2.0, num_neighbours=6, threshold=4), active=False)
+    h = make_harness(8, 4, SecAggConfig(coordinate_bound=2.0, num_neighbours=6, threshold=4), active=False)
     exchange = h.exchange()
     return h, run_to(exchange, h.deliver, p.STAGE_UNMASK)
 

@@ -17,9 +17,9 @@ from privfl.tasks.digits import DigitsFederation, initial_parameters
 
 def simulate(secure: bool, failures: FailurePlan | None = None, num_rounds: int = 3):
     federation = DigitsFederation(num_clients=10, seed=0)
-    keys = Federation.generate(range(1, 11), corruption=0.0)
+    config = SecAggConfig(coordinate_bound=4.0, bits=16, max_weight=512)
+    keys = Federation.generate(range(1, 11), config.corruption)
     mods = [SecAggMod(trust=keys.trust)] if secure else []
-    config = SecAggConfig(clip=4.0, bits=16, max_weight=512)
     aggregator = SecAggPlusAggregator(config, roster=keys.roster) if secure else None
     strategy = FedAvg(aggregator=aggregator) if secure else FedAvg()
     return run_simulation(
@@ -79,7 +79,7 @@ def test_central_dp_over_secagg_with_client_clipping() -> None:
     with pytest.raises(ConfigError, match="uniform"):
         CentralDp(SecAggPlusAggregator(SecAggConfig(), semi_honest=True), noise_multiplier=1.0, clip_norm=1.0)
     federation = DigitsFederation(num_clients=10, seed=0)
-    secure = SecAggPlusAggregator(SecAggConfig(clip=1.0, bits=20, weighting="uniform"), semi_honest=True)
+    secure = SecAggPlusAggregator(SecAggConfig(coordinate_bound=1.0, bits=20, weighting="uniform"), semi_honest=True)
     strategy = FedAvg(aggregator=CentralDp(secure, noise_multiplier=0.3, clip_norm=1.0, delta=1e-5), min_clients=0)
     drops = [(2, p.STAGE_MASKED_INPUT, node) for node in range(1, 11)]  # round 2 aborts
     result = run_simulation(

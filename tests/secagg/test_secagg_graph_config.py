@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privfl.errors import ConfigError, MessageError
 from privfl.secagg.config import RoundParams, SecAggConfig
-from privfl.secagg.graph import check_graph_params, default_num_neighbours, default_threshold, neighbour_graph
+from privfl.secagg.graph import neighbour_graph, neighbours_of
+from privfl.secagg.params import check_secure, check_structure, choose_parameters
 
 
 @settings(max_examples=60, deadline=None)
@@ -46,13 +45,24 @@ def test_graph_is_harary_under_a_permutation() -> None:
         assert distances == [1, 1, 2, 2, 3, 3]
 
 
-@pytest.mark.parametrize("n", [2, 3, 10, 100, 500, 1000])
-def test_defaults_grow_like_log_n_and_are_safe(n: int) -> None:
-    k = default_num_neighbours(n)
-    assert k == min(2 * math.ceil(math.log2(n)), n - 1)
-    t = default_threshold(k)
-    assert k / 2 < t <= k
-    check_graph_params(n, k, t)
+@pytest.mark.parametrize("n", [3, 10, 100, 500, 1000])
+def test_defaults_follow_dropout_and_corruption(n: int) -> None:
+    config = SecAggConfig(dropout=0.2, corruption=0.05)
+    params = config.round_params(n)
+    chosen = choose_parameters(n, dropout=0.2, corruption=0.05)
+    assert (params.num_neighbours, params.threshold) == (chosen.num_neighbours, chosen.threshold)
+    check_secure(n, params.num_neighbours, params.threshold, corruption=0.05)
+    more_dropout = SecAggConfig(dropout=0.3, corruption=0.05).round_params(n)
+    assert more_dropout.num_neighbours >= params.num_neighbours
+
+
+def test_explicit_k_gets_the_smallest_secure_threshold_and_explicit_t_is_checked() -> None:
+    params = SecAggConfig(num_neighbours=20, corruption=0.05).round_params(1000)
+    with pytest.raises(ConfigError):
+        check_secure(1000, 20, params.threshold - 1, corruption=0.05)
+    with pytest.raises(ConfigError, match=f"t >= {params.threshold} is secure"):
+        SecAggConfig(num_neighbours=20, threshold=11, corruption=0.05).round_params(1000)
+    assert SecAggConfig(num_neighbours=20, threshold=11, corruption=0.0).round_params(1000).threshold == 11
 
 
 @pytest.mark.parametrize(
@@ -60,6 +70,8 @@ def test_defaults_grow_like_log_n_and_are_safe(n: int) -> None:
     [
         (10, 4, 2),  # t <= k/2: a server could split the neighbourhood
         (10, 4, 1),
+        (10, 2, 1),  # the floor: t >= 2
+        (3, 1, 1),
         (10, 4, 5),  # t > k
         (10, 10, 6),  # k >= n
         (10, 0, 1),
@@ -69,12 +81,16 @@ def test_defaults_grow_like_log_n_and_are_safe(n: int) -> None:
 )
 def test_unsafe_or_impossible_graph_settings(n: int, k: int, t: int) -> None:
     with pytest.raises(ConfigError):
-        check_graph_params(n, k, t)
+        check_structure(n, k, t)
 
 
 def test_config_validation() -> None:
     for bad in (
-        {"clip": -1.0},
+        {"coordinate_bound": -1.0},
+        {"dropout": 1.0},
+        {"corruption": -0.1},
+        {"abort_target": 0.0},
+        {"security_bits": 0},
         {"bits": 0},
         {"max_weight": 0},
         {"weighting": "median"},
@@ -109,3 +125,8 @@ def test_round_params_travel_and_are_revalidated() -> None:
         RoundParams.from_config(missing)
     with pytest.raises(MessageError):
         RoundParams.from_config({**params.to_config(), "secagg.bits": "16"})
+
+
+def test_one_nodes_neighbours_match_the_whole_graph() -> None:
+    graph = neighbour_graph(range(1, 31), 6, b"\x07" * 32)
+    assert all(neighbours_of(u, range(1, 31), 6, b"\x07" * 32) == graph[u] for u in graph)
