@@ -121,6 +121,7 @@ FAMILIES: tuple[Family, ...] = (
         "DistributedDp round (the modular sum of every client's rounded vector and noise share), with a canary "
         "client at the clip norm; FAIL if the lower bound exceeds the RDP accountant's epsilon for that release. "
         "The planted bug (one noise share where the ledger counts ten) must be caught.",
+        needs=("matplotlib",),
     ),
     Family(
         "CKKS",

@@ -56,7 +56,8 @@ class DistributedDp:
         budget: optional total (epsilon, delta); a round that would exceed it is refused.
         delta: delta for the reported epsilons (default: the budget's).
         roster, semi_honest: the SecAgg+ trust model (exactly one of them).
-        num_neighbours, threshold: SecAgg+ graph (defaults as in :class:`SecAggConfig`).
+        secagg: further :class:`SecAggConfig` settings (``dropout``, ``corruption``,
+            ``num_neighbours``, ``threshold``, ...); its quantiser fields are fixed by the encoding.
     """
 
     weighting = "uniform"
@@ -70,8 +71,7 @@ class DistributedDp:
         delta: float | None = None,
         roster: SignedRoster | None = None,
         semi_honest: bool = False,
-        num_neighbours: int | None = None,
-        threshold: int | None = None,
+        **secagg: Any,
     ) -> None:
         if (roster is None) != semi_honest:
             raise ConfigError(
@@ -87,14 +87,16 @@ class DistributedDp:
         self.ledger = PrivacyLedger(budget=budget)
         self.server_ledger = PrivacyLedger()
         # The quantiser fields are unused (the DDP encoder replaces it); m = bits of the encoding.
+        fixed = {"coordinate_bound", "bits", "max_weight", "weighting", "modulus_bits"} & set(secagg)
+        if fixed:
+            raise ConfigError(f"{sorted(fixed)} are set by the distributed-DP encoding, not by the caller")
         self.secagg = SecAggConfig(
-            clip=params.clip,
+            coordinate_bound=params.clip,
             bits=1,
             max_weight=1,
             weighting="uniform",
-            num_neighbours=num_neighbours,
-            threshold=threshold,
             modulus_bits=params.bits,
+            **secagg,
         )
 
     @classmethod

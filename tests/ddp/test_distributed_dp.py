@@ -112,7 +112,7 @@ def test_the_server_never_holds_the_unnoised_sum(monkeypatch: pytest.MonkeyPatch
     true = sum(clip_flat(updates[u], 1.0) for u in NODES)
 
     # Weakened: SecAgg+ alone (central DP would noise after this point): the server unmasks the exact sum.
-    quantized = SecAggConfig(clip=1.0, bits=16, weighting="uniform")
+    quantized = SecAggConfig(coordinate_bound=1.0, bits=16, weighting="uniform")
     _run(SecAggPlusAggregator(quantized, semi_honest=True), updates, mod=SecAggMod(semi_honest=True))
     plain = quantized.round_params(N).quantizer.dequantize_sum(unmasked[-1][:-1], N)
     exact = sum(updates[u] for u in NODES)  # every coordinate is inside the quantiser's [-1, 1]
@@ -142,13 +142,13 @@ class _NoSurvivorCheck(DistributedDp):
 
 def test_too_few_survivors_are_refused_before_unmasking() -> None:
     drops = _dropped_at_masked_input(1, 2, 3)
-    weak = _NoSurvivorCheck(PARAMS, semi_honest=True, min_clients=6, num_neighbours=7, threshold=4)
+    weak = _NoSurvivorCheck(PARAMS, semi_honest=True, min_clients=6, num_neighbours=7, threshold=4, corruption=0.0)
     _, stages = _run(weak, _updates(), failures=drops)
     assert p.STAGE_UNMASK in stages  # the weakened server releases a sum with 5 shares, sized for 6
     assert weak.ledger.entries[0].event.event.num_clients == 5
 
     dp = DistributedDp(
-        PARAMS, semi_honest=True, min_clients=6, num_neighbours=7, threshold=4
+        PARAMS, semi_honest=True, min_clients=6, num_neighbours=7, threshold=4, corruption=0.0
     )  # SecAgg+ alone could unmask 5
     with pytest.raises(ProtocolAbort, match="too little noise") as info:
         _run(dp, _updates(), failures=drops)
@@ -176,7 +176,9 @@ def test_fixed_size_sampling_and_wrong_dimension_are_refused() -> None:
 
 
 def test_client_refuses_parameters_that_disagree_with_the_round() -> None:
-    round_params = SecAggConfig(clip=1.0, bits=1, max_weight=1, weighting="uniform", modulus_bits=20).round_params(N)
+    round_params = SecAggConfig(
+        coordinate_bound=1.0, bits=1, max_weight=1, weighting="uniform", modulus_bits=20
+    ).round_params(N)
     message = _spec().message_to(1, config=PARAMS.to_config())
     with pytest.raises(MessageError, match="modulus"):
         ddp_encoder(np.zeros(D), message, round_params)
@@ -215,7 +217,7 @@ def test_secagg_refuses_an_encoder_that_breaks_the_word_format() -> None:
 
 def test_active_server_mode_with_a_signed_roster_and_pinned_parameters() -> None:
     keys = Federation.generate(NODES, corruption=0.0)
-    dp = DistributedDp(PARAMS, roster=keys.roster, min_clients=5)
+    dp = DistributedDp(PARAMS, roster=keys.roster, min_clients=5, corruption=0.0)
     agg, stages = _run(dp, _updates(), mod=ddp_mod(trust=keys.trust, expected=PARAMS))
     assert agg.num_clients == N and agg.metrics["secagg.active_server"] == 1.0
     assert p.STAGE_CONSISTENCY in stages  # the consistency round ran before unmasking
