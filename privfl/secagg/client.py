@@ -408,7 +408,9 @@ class SecAggPlusClient:
         st.peers = peers
         st.peer_keys = {v: (e, m) for v, e, m in zip(peers, pk_enc, pk_mask, strict=True)}
         arrays = {p.NODES: p.node_array(peers), p.CIPHERTEXTS: p.byte_rows(ciphertexts, p.CIPHERTEXT_BYTES)}
-        return message.reply(arrays=arrays)
+        # The server checks the reconstructed b_u against this (privfl.secagg.session.seed_commitment).
+        commitment = s.seed_commitment(st.session, self.node_id, st.self_mask_seed)
+        return message.reply(arrays=arrays, config={p.SEED_COMMITMENT: commitment})
 
     def _peers(self, message: Message, advertisers: set[int]) -> tuple[int, ...]:
         """This client's neighbours that advertised keys, as the session hash gives them (Bell et al. CCS'20 graph).
