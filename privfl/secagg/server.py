@@ -32,7 +32,7 @@ from privfl.errors import ConfigError, MessageError, PrivflError, ProtocolAbort,
 from privfl.secagg import protocol as p
 from privfl.secagg import session as s
 from privfl.secagg.config import RoundParams, SecAggConfig
-from privfl.secagg.crypto import KEY_BYTES, PURPOSE_MASK, agree, load_private, public_bytes
+from privfl.secagg.crypto import KEY_BYTES, PURPOSE_MASK, agree, is_private_of, load_private
 from privfl.secagg.graph import neighbour_graph
 from privfl.secagg.identity import SIGNATURE_BYTES, SignedRoster, verify
 from privfl.secagg.params import check_secure
@@ -427,7 +427,7 @@ class _ServerRound:
 
     def key_verifies(self, owner: int, key: bytes) -> bool:
         """Whether ``key`` is the private half of the mask public key ``owner`` advertised (one X25519 base mult)."""
-        return public_bytes(load_private(key).public_key()) == self.ads[owner][1]
+        return is_private_of(key, self.ads[owner][1])
 
     def reconstruct(
         self, what: str, owner: int, shares: dict[int, int], verifies: Callable[[int, bytes], bool]

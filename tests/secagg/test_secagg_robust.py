@@ -15,7 +15,9 @@ from secagg_helpers import finish
 from privfl.errors import ProtocolAbort
 from privfl.secagg import SecAggConfig
 from privfl.secagg import protocol as p
+from privfl.secagg.crypto import KeyPair, is_private_of, load_private, private_bytes, public_bytes
 from privfl.secagg.server import _ServerRound
+from privfl.secagg.shamir import PRIME, Reconstruction, robust_combine, split
 
 CONFIG = SecAggConfig(coordinate_bound=2.0, num_neighbours=4, threshold=3)
 LIAR = 1  # node 1 answers first, so its shares are among the t the server tries first
@@ -122,3 +124,25 @@ def test_a_share_keys_reply_without_a_seed_commitment_is_a_dropout(make_harness)
     assert 2 not in result.survivors
     assert [(r.node, r.stage, r.error) for r in result.rejected] == [(2, p.STAGE_SHARE_KEYS, "MessageError")]
     assert np.array_equal(result.total, h.expected_total(result))
+
+
+def test_a_non_canonical_key_cannot_frame_honest_holders() -> None:
+    """Holder 1 shifts the key by 2^248 (a bit X25519 clamping clears) in the subset {1, 3, 4}.
+
+    Checked by its public key alone, that "twin" key verifies, and the decoder then blames
+    honest holder 5; checked canonically (:func:`is_private_of`) only the liars are named.
+    """
+    key = private_bytes(KeyPair.generate().private)
+    public = KeyPair(load_private(key)).public
+    shares = split(key, [1, 2, 3, 4, 5], 3)
+    shares[2] = (shares[2] + 12345) % PRIME  # a plain liar, so the first t shares fail
+    lagrange_1 = 2  # (3 * 4) / ((3 - 1) * (4 - 1)): holder 1's coefficient at 0 in {1, 3, 4}
+    shares[1] = (shares[1] + pow(lagrange_1, -1, PRIME) * 2**248) % PRIME
+    twin = (int.from_bytes(key, "big") + 2**248).to_bytes(32, "big")
+
+    def by_public_key_only(candidate: bytes) -> bool:
+        return public_bytes(load_private(candidate).public_key()) == public
+
+    assert by_public_key_only(twin) and not is_private_of(twin, public)
+    assert robust_combine(shares, 3, by_public_key_only) == Reconstruction(twin, (2, 5))  # 5 is honest
+    assert robust_combine(shares, 3, lambda c: is_private_of(c, public)) == Reconstruction(key, (1, 2))
