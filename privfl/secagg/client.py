@@ -11,7 +11,8 @@ enforces the checks that keep a malicious server from learning an individual inp
   round prefix (:mod:`privfl.secagg.session`);
 * the neighbour graph is recomputed from the session hash, and a different list of
   neighbours is refused; the model must match the digest committed at setup;
-* it masks only if at least t neighbours shared keys with it;
+* it masks only if at least t neighbours shared keys with it, and commits to its
+  self-mask seed (a hash sent with its shares) so a wrong share of it is detected;
 * consistency (active-server mode): it reveals shares only after t neighbours
   attested, with a tag under the pairwise key, the very survivor set it attested;
   it then reveals the self-mask share of each surviving partner and the mask-key

@@ -5,7 +5,10 @@ sparse neighbour graph of Bell et al. CCS'20. The server only routes keys,
 ciphertexts and consistency tags, sums masked vectors as they arrive (memory
 O(d + n k): one running sum, the public keys, the encrypted shares in transit),
 then reconstructs the self-mask seeds of survivors and the mask keys of neighbours
-that dropped after sharing keys, and removes those masks.
+that dropped after sharing keys, and removes those masks. Every reconstructed secret is
+checked (a seed against the hash commitment its owner sent with its shares, a mask key
+against its advertised public key) and decoded around wrong shares, so a holder that
+returns a wrong share is a rejection, never a wrong sum.
 
 Dropouts are tolerated at every stage, and a reply that fails validation is a
 dropout too: it is recorded (:class:`Rejection`: node, stage, typed reason) and the

@@ -9,6 +9,7 @@ The field is the Mersenne prime p = 2^521 - 1, so one field element holds a whol
 256-bit secret and shares are evaluated with Python integers: SecAgg+ shares only
 two secrets per client among k = O(log n) neighbours, so there is nothing large to
 vectorise. Share x-coordinates are the receivers' node ids (positive, < 2^63 < p).
+:func:`robust_combine` recovers a secret that a check accepts when some shares are wrong.
 """
 
 from __future__ import annotations
