@@ -1,6 +1,6 @@
 """One privfl SecAgg+ round (n=50, d=10^5) on Flower's simulation runtime vs privfl's bundled loop, in one run.
 
-Both runtimes run the same privfl code (``secagg_mod`` on the clients, the
+Both runtimes run the same privfl code (``SecAggMod`` on the clients, the
 ``SecAggPlusAggregator`` state machine on the server, FedAvg); only the transport
 differs: the bundled loop calls the clients in this process through privfl's wire
 codec, Flower moves every stage through its SuperLink state, ``Grid.send_and_receive``
@@ -25,7 +25,7 @@ from flwr.simulation import run_simulation as flower_run_simulation
 
 from privfl.client import ClientApp, NumPyClient
 from privfl.integrations.flower import flower_client_app, run_on_grid
-from privfl.secagg import SecAggConfig, SecAggPlusAggregator, secagg_mod
+from privfl.secagg import SecAggConfig, SecAggMod, SecAggPlusAggregator
 from privfl.server import FedAvg, SimulationResult
 from privfl.server import run_simulation as bundled_run_simulation
 
@@ -49,11 +49,11 @@ class SyntheticClient(NumPyClient):
 def run_bundled(n: int, d: int) -> tuple[SimulationResult, float]:
     t0 = time.perf_counter()
     result = bundled_run_simulation(
-        ClientApp(SyntheticClient, mods=[secagg_mod]),
+        ClientApp(SyntheticClient, mods=[SecAggMod(semi_honest=True)]),
         num_clients=n,
         num_rounds=ROUNDS,
         initial_parameters={"w": np.zeros(d, np.float32)},
-        strategy=FedAvg(aggregator=SecAggPlusAggregator(CONFIG)),
+        strategy=FedAvg(aggregator=SecAggPlusAggregator(CONFIG, semi_honest=True)),
         seed=0,
         progress=False,
     )
@@ -71,14 +71,14 @@ def run_flower(n: int, d: int) -> tuple[SimulationResult, float]:
             min_nodes=n,
             num_rounds=ROUNDS,
             initial_parameters={"w": np.zeros(d, np.float32)},
-            strategy=FedAvg(aggregator=SecAggPlusAggregator(CONFIG)),
+            strategy=FedAvg(aggregator=SecAggPlusAggregator(CONFIG, semi_honest=True)),
             seed=0,
         )
 
     t0 = time.perf_counter()
     flower_run_simulation(
         server_app=server,
-        client_app=flower_client_app(ClientApp(SyntheticClient, mods=[secagg_mod])),
+        client_app=flower_client_app(ClientApp(SyntheticClient, mods=[SecAggMod(semi_honest=True)])),
         num_supernodes=n,
         backend_config=ONE_ACTOR,
     )

@@ -211,13 +211,21 @@ def secagg_dp_checks(settings: AuditSettings, out_dir: Path | None) -> list[Chec
     label = "CentralDp over SecAgg+ (client clipping)"
     if importlib.util.find_spec("privfl.secagg") is None:
         return [not_run(FAMILY, f"{label}, one release", "NOT RUN (module missing: privfl.secagg)")]
-    from privfl.secagg import SecAggConfig, SecAggPlusAggregator, secagg_mod
+    from privfl.secagg import SecAggConfig, SecAggMod, SecAggPlusAggregator
 
     # The per-coordinate SecAgg+ clip equals C, so it never shrinks an update already clipped to L2 norm C.
     config = SecAggConfig(coordinate_bound=CLIP_NORM, bits=16, weighting="uniform")
-    make = partial(CentralDp, SecAggPlusAggregator(config), noise_multiplier=NOISE_MULTIPLIER, clip_norm=CLIP_NORM)
+    make = partial(
+        CentralDp,
+        SecAggPlusAggregator(config, semi_honest=True),
+        noise_multiplier=NOISE_MULTIPLIER,
+        clip_norm=CLIP_NORM,
+    )
     clipping = CentralRound(
-        clip_norm=CLIP_NORM, dim=64, seed=settings.seed, client_mods=(secagg_mod, FixedClippingMod(CLIP_NORM))
+        clip_norm=CLIP_NORM,
+        dim=64,
+        seed=settings.seed,
+        client_mods=(SecAggMod(semi_honest=True), FixedClippingMod(CLIP_NORM)),
     )
     real = end_to_end_check(
         label,
@@ -226,10 +234,10 @@ def secagg_dp_checks(settings: AuditSettings, out_dir: Path | None) -> list[Chec
         settings,
         out_dir,
         "dp_secagg.png",
-        "clients run secagg_mod around FixedClippingMod; a full SecAgg+ round, then CentralDp noises the sum",
+        "clients run SecAggMod around FixedClippingMod; a full SecAgg+ round, then CentralDp noises the sum",
         settings.dp_secagg_trials,
     )
-    unclipped = dataclasses.replace(clipping, client_mods=(secagg_mod,))
+    unclipped = dataclasses.replace(clipping, client_mods=(SecAggMod(semi_honest=True),))
     planted = planted_check(
         CentralDpRelease(
             make,

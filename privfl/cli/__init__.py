@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from privfl.cli import audit, budget, demo, secagg_params
+from privfl.cli import audit, budget, demo, keys, secagg_params
 from privfl.errors import PrivflError
 
 
@@ -14,11 +14,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="privfl",
         description="Privacy-enhancing technologies for federated learning: "
-        "DP budgets and calibration, SecAgg+/CKKS/DP demos, and privacy audits.",
+        "DP budgets and calibration, SecAgg+/CKKS/DP demos, privacy audits, and SecAgg+ identity keys.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (demo, budget, audit, secagg_params):
+    for module in (demo, budget, audit, keys, secagg_params):
         module.register(sub)
     return parser
 

@@ -26,7 +26,9 @@ gives the full state for a runtime that seals it (Flower's deployment runtime).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import MISSING, dataclass, field, fields
 from enum import Enum
 from typing import Any
@@ -56,7 +58,7 @@ from privfl.secagg.crypto import (
     tag_matches,
     unseal,
 )
-from privfl.secagg.graph import neighbour_graph
+from privfl.secagg.graph import neighbours_of
 from privfl.secagg.identity import SIGNATURE_BYTES, ClientTrust, Roster, SignedRoster, verify
 from privfl.secagg.params import check_secure
 from privfl.secagg.prg import SEED_BYTES, MaskExpander, low_bits_mask
@@ -127,6 +129,7 @@ class SecAggClientState:
     enc_private: bytes | None = field(default=None, repr=False)
     mask_private: bytes | None = field(default=None, repr=False)
     signature: bytes = field(default=b"", repr=False)
+    public_keys: tuple[bytes, bytes] = ()  # this client's (encryption, mask) public keys
     peers: tuple[int, ...] = ()  # neighbours that advertised keys
     peer_keys: dict[int, tuple[bytes, bytes]] = field(default_factory=dict, repr=False)
     share_keys: dict[int, bytes] = field(default_factory=dict, repr=False)
@@ -182,6 +185,7 @@ class SecAggClientState:
             self.roster = None if state["roster"] is None else Roster.from_json(state["roster"])
             self.nodes = tuple(int(u) for u in state["nodes"])
             self.peers = tuple(int(u) for u in state["peers"])
+            self.public_keys = tuple(state["public_keys"])  # type: ignore[assignment]
             self.partners = tuple(int(u) for u in state["partners"])
             self.survivors = None if state["survivors"] is None else tuple(int(u) for u in state["survivors"])
             for name in ("model", "prefix", "session", "signature", "enc_private", "mask_private", "self_mask_seed"):
@@ -206,6 +210,9 @@ class SecAggPlusClient:
             for semi-honest mode.
         rosters: a cache of rosters already verified under ``trust`` (shared by the
             clients of one process; optional).
+        profile: called with (node, step, seconds) for the timed steps "verify" (roster
+            and neighbours' signatures), "sign", "model_digest", "encode" (clip, scale,
+            quantise) and "mask" (key agreements and mask expansion); for benchmarks.
     """
 
     def __init__(
@@ -214,12 +221,25 @@ class SecAggPlusClient:
         state: SecAggClientState,
         trust: ClientTrust | None,
         rosters: dict[bytes, Roster] | None = None,
+        profile: Callable[[int, str, float], None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.state = state
         self.trust = trust
         self.mode = p.SEMI_HONEST if trust is None else p.ACTIVE
         self.rosters = {} if rosters is None else rosters
+        self.profile = profile
+
+    @contextmanager
+    def _timed(self, step: str) -> Iterator[None]:
+        if self.profile is None:
+            yield
+            return
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.profile(self.node_id, step, time.perf_counter() - start)
 
     def handle(self, message: Message, fit: Callable[[Message], Message]) -> Message:
         """Answer one SecAgg+ message; ``fit`` runs local training on a plain train message.
@@ -285,7 +305,8 @@ class SecAggPlusClient:
         roster_digest = b""
         if self.trust is not None:
             signed = SignedRoster(p.read_bytes(message, p.ROSTER, None), p.read_bytes(message, p.ROSTER_SIGNATURE, 64))
-            st.roster = self._verified_roster(signed)
+            with self._timed("verify"):
+                st.roster = self._verified_roster(signed)
             roster_digest = signed.digest
             unknown = [u for u in nodes if u not in st.roster.keys]
             if unknown:
@@ -312,10 +333,12 @@ class SecAggPlusClient:
         )
         enc, mask = KeyPair.generate(), KeyPair.generate()
         st.enc_private, st.mask_private = private_bytes(enc.private), private_bytes(mask.private)
+        st.public_keys = (enc.public, mask.public)
         config = {p.PK_ENC: enc.public, p.PK_MASK: mask.public}
         if self.trust is not None:  # Bonawitz et al. CCS'17, Figure 5, round 0: sign both public keys
             ad = s.advertisement(st.prefix, self.node_id, enc.public, mask.public)
-            st.signature = config[p.SIGNATURE] = self.trust.identity(self.node_id).sign(ad)
+            with self._timed("sign"):
+                st.signature = config[p.SIGNATURE] = self.trust.identity(self.node_id).sign(ad)
         return message.reply(config=config)
 
     def _verified_roster(self, signed: SignedRoster) -> Roster:
@@ -334,7 +357,7 @@ class SecAggPlusClient:
         p.check_names(message, [p.NODES, p.DIGESTS, p.PEERS, p.PK_ENC, p.PK_MASK] + ([p.SIGNATURES] if signed else []))
         advertisers = p.read_nodes(message.arrays, p.NODES, st.nodes)
         digests = dict(zip(advertisers, p.read_rows(message.arrays, p.DIGESTS, len(advertisers), 32), strict=True))
-        own_keys = (KeyPair(load_private(st.enc_private)).public, KeyPair(load_private(st.mask_private)).public)
+        own_keys = st.public_keys
         if digests.get(self.node_id) != s.advertisement_digest(self.node_id, *own_keys, st.signature):
             raise AuthenticationError(f"client {self.node_id}: the server altered or left out its advertisement")
         st.session = s.session_hash(st.prefix, digests)
@@ -354,7 +377,8 @@ class SecAggPlusClient:
             if signed:  # key substitution: only the roster identity of v can have signed v's keys
                 assert st.roster is not None
                 ad = s.advertisement(st.prefix, v, enc_v, mask_v)
-                verify(st.roster.keys[v], sig_v, ad, f"client {self.node_id}: node {v}'s advertisement")
+                with self._timed("verify"):
+                    verify(st.roster.keys[v], sig_v, ad, f"client {self.node_id}: node {v}'s advertisement")
         # Bonawitz et al. CCS'17, Fig. 4 Round 1: share b_u and s_u^SK among the neighbours.
         st.self_mask_seed = os.urandom(SEED_BYTES)
         b_shares = split(st.self_mask_seed, peers, t)
@@ -381,8 +405,8 @@ class SecAggPlusClient:
         """
         st = self.state
         assert st.params is not None
-        graph = neighbour_graph(st.nodes, st.params.num_neighbours, st.session)
-        expected = tuple(v for v in graph[self.node_id] if v in advertisers)
+        neighbours = neighbours_of(self.node_id, st.nodes, st.params.num_neighbours, st.session)
+        expected = tuple(v for v in neighbours if v in advertisers)
         peers = p.read_nodes(message.arrays, p.PEERS, advertisers)
         if peers != expected:
             raise AuthenticationError(
@@ -415,7 +439,8 @@ class SecAggPlusClient:
         p.check_names(message, [p.NODES, p.CIPHERTEXTS])
         parameters = {k: v for k, v in message.arrays.items() if not k.startswith(p.PREFIX)}
         config = {k: v for k, v in message.config.items() if not k.startswith(p.PREFIX)}
-        self._check_model(parameters, config)
+        with self._timed("model_digest"):
+            self._check_model(parameters, config)
         sources = p.read_nodes(message.arrays, p.NODES, st.peer_keys)
         t = st.params.threshold
         if len(sources) < t:
@@ -431,8 +456,10 @@ class SecAggPlusClient:
         if not parameters or any(v.dtype.kind != "f" for v in parameters.values()):
             raise MessageError(f"client {self.node_id}: the masked-input request needs floating-point parameters")
         reply = fit(message.replace(arrays=parameters, config=config).with_stage(""))
-        vector = self._encode(*self._update(parameters, reply))
-        self._mask(vector, sources)
+        with self._timed("encode"):
+            vector = self._encode(*self._update(parameters, reply))
+        with self._timed("mask"):
+            self._mask(vector, sources)
         st.self_mask_seed = st.enc_private = st.mask_private = None  # no longer needed: erase
         st.share_keys = {}
         return message.reply(arrays={p.MASKED: vector})
@@ -504,7 +531,8 @@ class SecAggPlusClient:
             raise ProtocolAbort(
                 f"client {self.node_id}: only {len(alive)} surviving neighbours, threshold {st.params.threshold}"
             )
-        tags = [tag(st.tag_keys[v], s.consistency_statement(st.session, self.node_id, v, survivors)) for v in alive]
+        digest = s.survivor_digest(survivors)
+        tags = [tag(st.tag_keys[v], s.consistency_statement(st.session, self.node_id, v, digest)) for v in alive]
         st.survivors = survivors
         st.consistency_reply = {p.NODES: p.node_array(alive), p.TAGS: p.byte_rows(tags, TAG_BYTES)}
         return message.reply(arrays=st.consistency_reply)
@@ -523,8 +551,9 @@ class SecAggPlusClient:
             survivors = st.survivors
             senders = p.read_nodes(message.arrays, p.NODES, [v for v in st.partners if v in set(survivors)])
             tags = p.read_rows(message.arrays, p.TAGS, len(senders), TAG_BYTES)
+            digest = s.survivor_digest(survivors)
             valid = sum(
-                tag_matches(st.tag_keys[v], s.consistency_statement(st.session, v, self.node_id, survivors), got)
+                tag_matches(st.tag_keys[v], s.consistency_statement(st.session, v, self.node_id, digest), got)
                 for v, got in zip(senders, tags, strict=True)
             )
             if valid < t:  # the split-view defence: t neighbours must have been shown the same set
@@ -561,7 +590,8 @@ class SecAggMod:
     Choose the trust model explicitly: ``SecAggMod(trust=federation_trust)`` protects
     against an actively malicious server (signed keys from a roster the operator
     signed, consistency round); ``SecAggMod(semi_honest=True)`` trusts the server to
-    follow the protocol and needs no keys.
+    follow the protocol and needs no keys. ``profile`` (optional) receives per-step
+    timings, see :class:`SecAggPlusClient`.
 
     A train message that is not a SecAgg+ stage is refused (:class:`ProtocolError`):
     answering it would send the update in the clear. At the masked-input stage the mod
@@ -573,6 +603,7 @@ class SecAggMod:
 
     trust: ClientTrust | None = None
     semi_honest: bool = False
+    profile: Callable[[int, str, float], None] | None = field(default=None, repr=False)
     _rosters: dict[bytes, Roster] = field(default_factory=dict, repr=False, compare=False)
     _client: type[SecAggPlusClient] = field(default=SecAggPlusClient, repr=False)  # audits plant weakened clients
 
@@ -597,5 +628,5 @@ class SecAggMod:
                 f"client {context.node_id}: refusing train stage {message.metadata.stage!r} without secure aggregation"
             )
         state = context.get_or_create(STATE_KEY, SecAggClientState)
-        client = self._client(context.node_id, state, self.trust, self._rosters)
+        client = self._client(context.node_id, state, self.trust, self._rosters, self.profile)
         return client.handle(message, lambda m: call_next(m, context))

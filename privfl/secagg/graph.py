@@ -33,6 +33,20 @@ def neighbour_graph(nodes: Sequence[int], num_neighbours: int, seed: bytes) -> d
     driven by the AES-256-CTR keystream under ``seed``, with rejection sampling (no
     modulo bias).
     """
+    order, offsets = _layout(nodes, num_neighbours, seed)
+    n = len(order)
+    return {node: tuple(sorted(order[(i + off) % n] for off in offsets)) for i, node in enumerate(order)}
+
+
+def neighbours_of(node: int, nodes: Sequence[int], num_neighbours: int, seed: bytes) -> tuple[int, ...]:
+    """``neighbour_graph(nodes, num_neighbours, seed)[node]`` without building the other nodes' lists."""
+    order, offsets = _layout(nodes, num_neighbours, seed)
+    i = order.index(node)
+    return tuple(sorted(order[(i + off) % len(order)] for off in offsets))
+
+
+def _layout(nodes: Sequence[int], num_neighbours: int, seed: bytes) -> tuple[list[int], set[int]]:
+    """The seeded permutation of the nodes around the ring, and the ring offsets of H(n, k)."""
     order = sorted(nodes)
     if len(set(order)) != len(order):
         raise ConfigError("node ids must be distinct")
@@ -47,7 +61,7 @@ def neighbour_graph(nodes: Sequence[int], num_neighbours: int, seed: bytes) -> d
     offsets = set(steps) | {n - s for s in steps}
     if k % 2:
         offsets.add(n // 2)  # odd k (so n is even): join opposite positions
-    return {node: tuple(sorted(order[(i + off) % n] for off in offsets)) for i, node in enumerate(order)}
+    return order, offsets
 
 
 class _SeededDraws:

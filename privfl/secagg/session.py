@@ -119,12 +119,18 @@ def session_hash(prefix: bytes, digests: Mapping[int, bytes]) -> bytes:
     return h.digest()
 
 
-def consistency_statement(session: bytes, sender: int, receiver: int, survivors: Collection[int]) -> bytes:
+def survivor_digest(survivors: Collection[int]) -> bytes:
+    """H(sorted survivor set): what consistency tags bind (computed once per client, not per tag)."""
+    body = b"".join(_u64(u) for u in sorted(survivors))
+    return hashlib.sha256(_LABEL + b"survivors" + _u64(len(survivors)) + body).digest()
+
+
+def consistency_statement(session: bytes, sender: int, receiver: int, survivors: bytes) -> bytes:
     """What a client attests to a neighbour in the consistency round: the survivor set it was shown.
 
     Bonawitz et al. CCS'17, Figure 5, ConsistencyCheck: each client signs (round, U3); a
-    client reveals shares only after t valid attestations on the same set. Sender and
-    receiver are included so a tag cannot be reflected back to its author.
+    client reveals shares only after t valid attestations on the same set. ``survivors``
+    is :func:`survivor_digest` of the set. Sender and receiver are included so a tag
+    cannot be reflected back to its author.
     """
-    body = b"".join(_u64(u) for u in sorted(survivors))
-    return _LABEL + b"consistency" + session + _u64(sender) + _u64(receiver) + _u64(len(survivors)) + body
+    return _LABEL + b"consistency" + session + _u64(sender) + _u64(receiver) + survivors

@@ -67,7 +67,7 @@ def secagg_run() -> dict:
     return {
         "num_rounds": 2,
         "initial_parameters": on_grid_parameters(),
-        "strategy": FedAvg(aggregator=secagg.SecAggPlusAggregator(SECAGG_CONFIG)),
+        "strategy": FedAvg(aggregator=secagg.SecAggPlusAggregator(SECAGG_CONFIG, semi_honest=True)),
         "failures": SECAGG_DROPOUT,
         "seed": 4,
         "run_id": SECAGG,
@@ -91,7 +91,7 @@ def dp_run() -> dict:
 RUNS = {PLAIN: plain_run, SECAGG: secagg_run, DP: dp_run}
 CLIENT_APPS = {
     PLAIN: ClientApp(FED),
-    SECAGG: ClientApp(OnGridClient, mods=[secagg.secagg_mod]),
+    SECAGG: ClientApp(OnGridClient, mods=[secagg.SecAggMod(semi_honest=True)]),
     DP: ClientApp(FED),
 }
 

@@ -11,7 +11,7 @@ from privfl.client.numpy_client import NumPyClient
 from privfl.core.context import Context
 from privfl.core.exchange import Exchange, RoundSpec, SamplingInfo
 from privfl.core.message import Message
-from privfl.secagg import Federation, SecAggConfig, SecAggMod, secagg_exchange
+from privfl.secagg import Federation, SecAggConfig, SecAggMod, SecAggPlusClient, secagg_exchange
 from privfl.secagg.server import SecAggRoundResult
 from privfl.server.failures import FailureInjector, FailurePlan
 from privfl.server.transport import drive
@@ -57,12 +57,14 @@ class Harness:
         *,
         active: bool = True,
         corruption: float = 0.0,
+        client: type[SecAggPlusClient] = SecAggPlusClient,
     ) -> None:
         self.nodes = tuple(range(1, n + 1))
         self.d = d
         self.config = config
         self.federation = Federation.generate(self.nodes, corruption) if active else None
-        self.mod = SecAggMod(trust=self.federation.trust) if self.federation else SecAggMod(semi_honest=True)
+        trust = self.federation.trust if self.federation else None
+        self.mod = SecAggMod(trust=trust, semi_honest=trust is None, _client=client)
         self.app = ClientApp(lambda node: FixedClient(node, d), mods=[self.mod])
         self.contexts = {u: Context(node_id=u) for u in self.nodes}
         self.parameters = {"w": np.zeros(d, np.float32)}

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from privfl.errors import ConfigError, MessageError
 from privfl.secagg.config import RoundParams, SecAggConfig
-from privfl.secagg.graph import neighbour_graph
+from privfl.secagg.graph import neighbour_graph, neighbours_of
 from privfl.secagg.params import check_secure, check_structure, choose_parameters
 
 
@@ -125,3 +125,8 @@ def test_round_params_travel_and_are_revalidated() -> None:
         RoundParams.from_config(missing)
     with pytest.raises(MessageError):
         RoundParams.from_config({**params.to_config(), "secagg.bits": "16"})
+
+
+def test_one_nodes_neighbours_match_the_whole_graph() -> None:
+    graph = neighbour_graph(range(1, 31), 6, b"\x07" * 32)
+    assert all(neighbours_of(u, range(1, 31), 6, b"\x07" * 32) == graph[u] for u in graph)
