@@ -108,7 +108,7 @@ def measure_round(mode: str, n: int, d: int, dropout: float) -> dict:
 
     config = SecAggConfig(weighting="uniform")
     if mode == "hardened":
-        federation = Federation.generate(range(1, n + 1), corruption=0.0)  # same k, t as the baseline
+        federation = Federation.generate(range(1, n + 1), config.corruption)  # same k, t as the baseline
         mod = SecAggMod(trust=federation.trust, profile=profile)
         aggregator = SecAggPlusAggregator(config, roster=federation.roster)
     elif mode == "secagg":

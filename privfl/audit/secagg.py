@@ -17,6 +17,7 @@ stage messages). Everything the server receives is kept as its transcript.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,14 +73,14 @@ class SecAggHarness:
         updates: node id to the update the client trains to (float64 vectors of one length).
         config: the SecAgg+ configuration.
         active: True for the active-server protocol (a roster the clients pin), False for semi-honest.
-        corruption: the corruption fraction the roster declares.
+        corruption: the corruption fraction the roster and the config declare (default: the config's).
         client: the client class behind the mod (the real one, or a planted weakness).
     """
 
     updates: dict[int, NDArray[np.float64]]
     config: SecAggConfig = CONFIG
     active: bool = True
-    corruption: float = 0.0
+    corruption: float | None = None
     client: type[SecAggPlusClient] = SecAggPlusClient
     contexts: dict[int, Context] = field(default_factory=dict)
     transcript: list[Message] = field(default_factory=list)
@@ -87,7 +88,10 @@ class SecAggHarness:
     refusals: list[Refusal] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.federation = Federation.generate(sorted(self.updates), self.corruption) if self.active else None
+        if self.corruption is not None:  # the roster and the server's config declare the same fraction
+            self.config = dataclasses.replace(self.config, corruption=self.corruption)
+        nodes, bits = sorted(self.updates), int(self.config.security_bits)
+        self.federation = Federation.generate(nodes, self.config.corruption, bits) if self.active else None
         trust = self.federation.trust if self.federation else None
         self.mod = SecAggMod(trust=trust, semi_honest=trust is None, _client=self.client)
         self.app = compose(self._train, [self.mod])

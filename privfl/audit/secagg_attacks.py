@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from privfl.audit.secagg import Refusal, SecAggHarness
 from privfl.core.context import Context
@@ -113,6 +114,39 @@ def _partners(harness: SecAggHarness, node: int) -> list[int]:
     return [int(v) for v in harness.sent_to(p.STAGE_MASKED_INPUT, 1, node).arrays[p.NODES]]
 
 
+def _plan_split(graph: dict[int, set[int]], victim: int, t: int) -> dict[int, set[int]]:
+    """For each holder h, the victim's partners it is told dropped: t holders per partner, h keeping t survivors.
+
+    A b-matching found as a maximum flow (source -> partner w, capacity t; w -> each of
+    its neighbours h, capacity 1; h -> sink, capacity deg(h) - t), by augmenting paths.
+    """
+    partners = sorted(graph[victim])
+    budget = {h: len(graph[h]) - t for h in graph}
+    told: dict[int, set[int]] = {h: set() for h in graph}
+    need = dict.fromkeys(partners, t)
+
+    def augment(w: int, seen: set[int]) -> bool:
+        for h in sorted(graph[w]):
+            if h in seen or w in told[h]:
+                continue
+            seen.add(h)
+            if budget[h] > 0:
+                budget[h] -= 1
+                told[h].add(w)
+                return True
+            for other in sorted(told[h]):  # move one of h's assignments elsewhere to free it
+                if augment(other, seen):
+                    told[h].discard(other)
+                    told[h].add(w)
+                    return True
+        return False
+
+    for w in partners:
+        while need[w] and augment(w, set()):
+            need[w] -= 1
+    return told
+
+
 def split_view(hardened: bool) -> AttackOutcome:
     """Issue 11's attack: holders of v's seed hear "v survived", holders of each partner's key "it dropped".
 
@@ -132,18 +166,11 @@ def split_view(hardened: bool) -> AttackOutcome:
 
     def split(outbox: list[Message]) -> list[Message]:
         graph = {m.metadata.dst_node: set(_peers(harness, m.metadata.dst_node)) for m in outbox}
-        budget = {h: len(graph[h]) - t for h in graph}
-        for h in graph:
-            plan[h] = set()
-        for w in sorted(graph[VICTIM]):  # each partner w of v needs t holders told "w dropped"
-            holders = sorted(graph[w], key=lambda h: -budget[h])
-            for h in holders[:t]:
-                if budget[h] > 0:
-                    plan[h].add(w)
-                    budget[h] -= 1
+        plan.update(_plan_split(graph, VICTIM, t))
         everyone = {int(v) for v in outbox[0].arrays[p.SURVIVORS]}
         return [
-            m.replace(arrays={p.SURVIVORS: p.node_array(sorted(everyone - plan[m.metadata.dst_node]))}) for m in outbox
+            m.replace(arrays={p.SURVIVORS: p.node_array(sorted(everyone - plan.get(m.metadata.dst_node, set())))})
+            for m in outbox
         ]
 
     harness.run(1, _at(harness.survivor_stage(), split))
@@ -186,6 +213,7 @@ def key_substitution(hardened: bool) -> AttackOutcome:
     harness = SecAggHarness(_updates(8, 16, 12), active=hardened)
     fake_enc, fake_mask = KeyPair.generate(), KeyPair.generate()
     swapped: list[int] = []
+    sessions: list[bytes] = []
 
     def substitute(outbox: list[Message]) -> list[Message]:
         """Swap one neighbour's keys, keeping everything the victim checks consistent with the swap.
@@ -205,6 +233,7 @@ def key_substitution(hardened: bool) -> AttackOutcome:
                 victim_state.nodes, params.num_neighbours, s.session_hash(victim_state.prefix, forged)
             )
             if w in graph[VICTIM]:
+                sessions.append(s.session_hash(victim_state.prefix, forged))  # the victim's view of the round
                 break
         peers = list(graph[VICTIM])
         keys = {u: (ads[u][p.PK_ENC], ads[u][p.PK_MASK], sig_of(u)) for u in peers}
@@ -226,27 +255,21 @@ def key_substitution(hardened: bool) -> AttackOutcome:
     if reply is None:
         return AttackOutcome(False, harness.refusals, "the victim sent no shares")
     w = swapped[0]
-    victim_state = harness.contexts[VICTIM].state[STATE_KEY]
-    pk_enc_victim = next(
-        r.config[p.PK_ENC] for r in harness.received(p.STAGE_SETUP, 1) if r.metadata.src_node == VICTIM
-    )
-    key = derive(
-        exchange(fake_enc.private, pk_enc_victim),
-        purpose=PURPOSE_SHARES,
-        run_id=0,
-        server_round=1,
-        a=VICTIM,
-        b=w,
-        session=victim_state.session,
-    )
+    session = sessions[0]
     row = [int(v) for v in reply.arrays[p.NODES]].index(w)
     try:
-        bundle = unseal(
-            key, reply.arrays[p.CIPHERTEXTS][row].tobytes(), associated_data(0, 1, VICTIM, w, victim_state.session)
-        )
+        bundle = _open_bundle(harness, fake_enc.private, w, reply.arrays[p.CIPHERTEXTS][row].tobytes(), session)
     except DecryptionError:
         return AttackOutcome(False, harness.refusals, "the victim's share bundle did not decrypt")
     return AttackOutcome(len(bundle) == 2 * SHARE_BYTES, harness.refusals, "decrypted the victim's share bundle")
+
+
+def _open_bundle(harness: SecAggHarness, private: X25519PrivateKey, holder: int, blob: bytes, session: bytes) -> bytes:
+    """Decrypt the victim's share bundle for ``holder`` with the holder's round key (which the server holds)."""
+    pk_enc = next(r.config[p.PK_ENC] for r in harness.received(p.STAGE_SETUP, 1) if r.metadata.src_node == VICTIM)
+    shared = exchange(private, pk_enc)
+    key = derive(shared, purpose=PURPOSE_SHARES, run_id=0, server_round=1, a=VICTIM, b=holder, session=session)
+    return unseal(key, blob, associated_data(0, 1, VICTIM, holder, session))
 
 
 def parameter_downgrade(hardened: bool) -> AttackOutcome:
@@ -304,21 +327,9 @@ def placed_colluders(hardened: bool) -> AttackOutcome:
     if reply is None:
         return AttackOutcome(False, harness.refusals, "the victim sent no shares")
     session = harness.contexts[VICTIM].state[STATE_KEY].session or harness.session(1)
-    pk_enc_victim = next(
-        r.config[p.PK_ENC] for r in harness.received(p.STAGE_SETUP, 1) if r.metadata.src_node == VICTIM
-    )
     seeds, keys = {}, {}
     for c, blob in zip([int(v) for v in reply.arrays[p.NODES]], reply.arrays[p.CIPHERTEXTS], strict=True):
-        key = derive(
-            exchange(colluder_keys[c], pk_enc_victim),
-            purpose=PURPOSE_SHARES,
-            run_id=0,
-            server_round=1,
-            a=VICTIM,
-            b=c,
-            session=session,
-        )
-        bundle = unseal(key, blob.tobytes(), associated_data(0, 1, VICTIM, c, session))
+        bundle = _open_bundle(harness, colluder_keys[c], c, blob.tobytes(), session)
         seeds[c], keys[c] = decode_element(bundle[:SHARE_BYTES]), decode_element(bundle[SHARE_BYTES:])
     t = config.threshold or 0
     mask_key = load_private(combine(keys, t))

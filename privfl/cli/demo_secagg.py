@@ -155,7 +155,7 @@ def run_secagg_demo(args: argparse.Namespace) -> int:
         f"modulus 2^{params.modulus_bits} ({params.dtype} on the wire)"
     )
 
-    federation = None if args.semi_honest else Federation.generate(nodes, args.corruption)
+    federation = None if args.semi_honest else Federation.generate(nodes, config.corruption, int(config.security_bits))
     if federation is None:
         print("  trust: semi-honest (no roster): the server is trusted to follow the protocol")
         mod = SecAggMod(semi_honest=True)

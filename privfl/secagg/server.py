@@ -92,6 +92,22 @@ def recoverable_core(clients: set[int], graph: dict[int, tuple[int, ...]], thres
     return core
 
 
+def check_roster_matches(config: SecAggConfig, roster: SignedRoster) -> None:
+    """Raise :class:`ConfigError` unless the config's corruption and security level are the roster's.
+
+    The operator's signed roster is the one source of truth for both: clients derive
+    their floor on k and t from it, so a server choosing (k, t) from other values would
+    only see its clients refuse.
+    """
+    signed = roster.roster
+    if (config.corruption, config.security_bits) != (signed.corruption, signed.security_bits):
+        raise ConfigError(
+            f"SecAggConfig has corruption {config.corruption:g} and security_bits {config.security_bits:g}; the "
+            f"roster the clients pin says {signed.corruption:g} and {signed.security_bits}: set "
+            f"SecAggConfig(corruption={signed.corruption:g}, security_bits={signed.security_bits})"
+        )
+
+
 class _ServerRound:
     """The server's state during one SecAgg+ round: session, graph, public keys, stage bookkeeping."""
 
@@ -112,6 +128,7 @@ class _ServerRound:
         self.roster = roster
         self.trust = p.SEMI_HONEST if roster is None else p.ACTIVE
         if roster is not None:
+            check_roster_matches(config, roster)
             unknown = [u for u in nodes if u not in roster.roster.keys]
             if unknown:
                 raise ConfigError(f"node(s) {unknown[:8]} are not on the roster")
@@ -453,6 +470,8 @@ class SecAggPlusAggregator:
     semi_honest: bool = False
 
     def __post_init__(self) -> None:
+        if self.roster is not None:
+            check_roster_matches(self.config, self.roster)
         if (self.roster is None) != self.semi_honest:
             raise ConfigError(
                 "choose the SecAgg+ trust model: SecAggPlusAggregator(config, roster=signed_roster) against an "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -45,7 +46,8 @@ class Harness:
     """Clients 1..n kept in this process; messages go straight to the app (no wire codec).
 
     ``active=True`` (the default) runs the active-server protocol with a federation whose
-    roster declares ``corruption``; ``active=False`` the semi-honest one.
+    roster declares the config's corruption (``corruption`` overrides it in both);
+    ``active=False`` the semi-honest one.
     """
 
     def __init__(
@@ -56,13 +58,17 @@ class Harness:
         encoded: dict[tuple[int, int], np.ndarray],
         *,
         active: bool = True,
-        corruption: float = 0.0,
+        corruption: float | None = None,
         client: type[SecAggPlusClient] = SecAggPlusClient,
     ) -> None:
         self.nodes = tuple(range(1, n + 1))
         self.d = d
+        if corruption is not None:
+            config = dataclasses.replace(config, corruption=corruption)
         self.config = config
-        self.federation = Federation.generate(self.nodes, corruption) if active else None
+        self.federation = (
+            Federation.generate(self.nodes, config.corruption, int(config.security_bits)) if active else None
+        )
         trust = self.federation.trust if self.federation else None
         self.mod = SecAggMod(trust=trust, semi_honest=trust is None, _client=client)
         self.app = ClientApp(lambda node: FixedClient(node, d), mods=[self.mod])

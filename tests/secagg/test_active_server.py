@@ -72,7 +72,8 @@ def test_different_survivor_sets_make_every_shown_client_refuse(make_harness) ->
 
 def test_insecure_parameters_are_refused_by_the_server_too() -> None:
     federation = Federation.generate(range(1, 21), corruption=0.1)
-    aggregator = SecAggPlusAggregator(SecAggConfig(num_neighbours=4, threshold=3), roster=federation.roster)
+    config = SecAggConfig(num_neighbours=4, threshold=3, corruption=0.1)
+    aggregator = SecAggPlusAggregator(config, roster=federation.roster)
     from privfl.core.exchange import RoundSpec, SamplingInfo
 
     spec = RoundSpec(1, 1, tuple(range(1, 21)), {"w": np.zeros(3)}, {}, SamplingInfo(20, 1.0, False))
@@ -178,3 +179,10 @@ def test_an_abort_on_a_lying_consistency_stage_names_the_reason(make_harness) ->
         h.send(message.replace(arrays={p.SURVIVORS: p.node_array(without_self)}))
     with pytest.raises(ProtocolError):  # the round was abandoned: even the genuine request is out of order now
         h.send(message)
+
+
+def test_the_roster_is_the_one_source_of_the_corruption_bound() -> None:
+    federation = Federation.generate(range(1, 11), corruption=0.1)
+    with pytest.raises(ConfigError, match="roster the clients pin says 0.1"):
+        SecAggPlusAggregator(SecAggConfig(corruption=0.05), roster=federation.roster)
+    SecAggPlusAggregator(SecAggConfig(corruption=0.1), roster=federation.roster)  # matching: accepted

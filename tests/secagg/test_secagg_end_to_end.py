@@ -17,9 +17,9 @@ from privfl.tasks.digits import DigitsFederation, initial_parameters
 
 def simulate(secure: bool, failures: FailurePlan | None = None, num_rounds: int = 3):
     federation = DigitsFederation(num_clients=10, seed=0)
-    keys = Federation.generate(range(1, 11), corruption=0.0)
-    mods = [SecAggMod(trust=keys.trust)] if secure else []
     config = SecAggConfig(coordinate_bound=4.0, bits=16, max_weight=512)
+    keys = Federation.generate(range(1, 11), config.corruption)
+    mods = [SecAggMod(trust=keys.trust)] if secure else []
     aggregator = SecAggPlusAggregator(config, roster=keys.roster) if secure else None
     strategy = FedAvg(aggregator=aggregator) if secure else FedAvg()
     return run_simulation(

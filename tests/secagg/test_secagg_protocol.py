@@ -27,7 +27,7 @@ def weighted_truth(nodes, d: int, clip: float, max_weight: int) -> tuple[np.ndar
     return total, weights
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.integers(3, 9), d=st.integers(1, 5), bits=st.integers(2, 16), data=st.data())
 def test_no_dropouts_sum_is_exact(make_harness, n: int, d: int, bits: int, data: st.DataObject) -> None:
     k = data.draw(st.integers(2, n - 1).filter(lambda k: k % 2 == 0 or n % 2 == 0))
@@ -48,9 +48,9 @@ def test_aggregator_agrees_with_plain_aggregation_over_the_wire() -> None:
     d, n = 300, 12
     spec = Harness(n, d, SecAggConfig(), {}).spec()
     plain = drive(PlainAggregator().aggregate(spec), InProcessClients(ClientApp(lambda u: FixedClient(u, d))).deliver)
-    federation = Federation.generate(spec.nodes, corruption=0.0)
-    clients = InProcessClients(ClientApp(lambda u: FixedClient(u, d), mods=[SecAggMod(trust=federation.trust)]))
     config = SecAggConfig(coordinate_bound=4.0, bits=20, max_weight=64)
+    federation = Federation.generate(spec.nodes, config.corruption)
+    clients = InProcessClients(ClientApp(lambda u: FixedClient(u, d), mods=[SecAggMod(trust=federation.trust)]))
     secure = drive(SecAggPlusAggregator(config, roster=federation.roster).aggregate(spec), clients.deliver)
     assert secure.metrics["secagg.active_server"] == 1.0 and secure.metrics["secagg.rejected"] == 0.0
     assert secure.weight_sum == plain.weight_sum and secure.num_clients == n

@@ -122,6 +122,7 @@ def test_garbage_consistency_tags_from_one_client_do_not_stop_the_round(make_har
     assert np.array_equal(result.total, h.expected_total(result))
 
 
+@pytest.mark.slow  # about 5 s: ten 2000-word rounds with a gc.collect per message
 def test_masked_vectors_are_summed_as_they_arrive(make_harness) -> None:
     """While reply i + 1 is produced, reply i - 1's vector is already garbage: O(d) vectors held, not O(n d)."""
     h = make_harness(10, 2000, SecAggConfig(coordinate_bound=2.0))
