@@ -183,6 +183,6 @@ def test_an_abort_on_a_lying_consistency_stage_names_the_reason(make_harness) ->
 
 def test_the_roster_is_the_one_source_of_the_corruption_bound() -> None:
     federation = Federation.generate(range(1, 11), corruption=0.1)
-    with pytest.raises(ConfigError, match="roster the clients pin says 0.1"):
+    with pytest.raises(ConfigError, match=r"roster the clients pin says 0\.1"):
         SecAggPlusAggregator(SecAggConfig(corruption=0.05), roster=federation.roster)
     SecAggPlusAggregator(SecAggConfig(corruption=0.1), roster=federation.roster)  # matching: accepted
