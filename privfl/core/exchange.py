@@ -182,7 +182,7 @@ class FitOutcome:
     Attributes:
         parameters: the new global model, sent to clients next round.
         num_clients: clients whose update is in the aggregate.
-        dropped: clients selected but not counted.
+        dropped: clients selected but not counted (rejected ones included).
         metrics: server-side metrics of the round (weighted means of client metrics,
             protocol metrics).
         rejected: replies refused as invalid (their senders are in ``dropped``).
