@@ -57,3 +57,7 @@ class AuthenticationError(ProtocolAbort):
 
     The refusing party reveals nothing further in the round.
     """
+
+
+class MissingExtraError(PrivflError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""

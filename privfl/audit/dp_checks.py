@@ -35,6 +35,7 @@ from privfl.audit.planted import Bug, broken_central_dp, broken_local_dp
 from privfl.audit.report import Check, Status, not_run
 from privfl.audit.stats import max_certifiable_epsilon
 from privfl.core.exchange import Aggregator
+from privfl.core.extras import install_hint, missing
 from privfl.core.plain import PlainAggregator
 from privfl.dp import AdaptiveClippingDp, CentralDp, FixedClippingMod, LocalDpMod
 
@@ -261,9 +262,9 @@ def _claim(make: Callable[..., Aggregator], setup: CentralRound, settings: Audit
 def dp_sgd_check(settings: AuditSettings, out_dir: Path | None) -> Check:
     """Record-level DP of the Opacus path: one DP-SGD step with or without a gradient canary record."""
     name = "Opacus DP-SGD (fit_dp_sgd), one step"
-    missing = [m for m in ("torch", "opacus", "privfl.integrations.opacus") if importlib.util.find_spec(m) is None]
-    if missing:
-        return not_run(FAMILY, name, f"NOT RUN (module missing: {', '.join(missing)})")
+    absent = missing(("torch", "opacus"))
+    if absent:
+        return not_run(FAMILY, name, f"NOT RUN (needs {', '.join(absent)}: {install_hint('torch')})")
     from privfl.integrations.opacus import DpSgdSettings
 
     dp_sgd = DpSgdSettings(noise_multiplier=NOISE_MULTIPLIER, max_grad_norm=CLIP_NORM, batch_size=8, lr=1.0)

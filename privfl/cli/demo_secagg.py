@@ -26,9 +26,11 @@ import numpy as np
 from scipy.stats import chisquare
 from tqdm.auto import tqdm
 
+from privfl.cli.options import PLOT_SUFFIXES, int_at_least, output_file, probability
 from privfl.client.app import ClientApp
 from privfl.client.numpy_client import NDArrays, NumPyClient
 from privfl.core.exchange import RoundSpec, SamplingInfo
+from privfl.core.extras import require_all
 from privfl.core.message import Message
 from privfl.errors import ConfigError, ProtocolAbort
 from privfl.secagg import protocol as p
@@ -55,20 +57,35 @@ def add_demo_parser(demo_subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--clients", type=int, default=20, help="number of clients n")
-    parser.add_argument("--dim", type=int, default=10_000, help="values per client update d")
-    parser.add_argument("--dropout", type=float, default=0.1, help="probability that a client drops during the round")
+    parser.add_argument("--clients", type=int_at_least(3), default=20, help="number of clients n")
+    parser.add_argument("--dim", type=int_at_least(1), default=10_000, help="values per client update d")
     parser.add_argument(
-        "--neighbours", type=int, default=None, help="neighbours k (default: privfl.secagg.params.choose_parameters)"
+        "--dropout", type=probability, default=0.1, help="probability that a client drops during the round"
     )
-    parser.add_argument("--threshold", type=int, default=None, help="threshold t (default: with k, as above)")
     parser.add_argument(
-        "--corruption", type=float, default=0.05, help="fraction of clients the roster declares may collude"
+        "--neighbours",
+        type=int_at_least(1),
+        default=None,
+        help="neighbours k (default: the smallest secure k for n, --dropout and --corruption)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=int_at_least(1),
+        default=None,
+        help="threshold t (default: with k, as above; needs --neighbours)",
+    )
+    parser.add_argument(
+        "--corruption", type=probability, default=0.05, help="fraction of clients the roster declares may collude"
     )
     parser.add_argument(
         "--semi-honest", action="store_true", help="trust the server to follow the protocol (no roster)"
     )
-    parser.add_argument("--histogram", type=Path, default=None, help="save a histogram of one masked vector (PNG)")
+    parser.add_argument(
+        "--histogram",
+        type=output_file(*PLOT_SUFFIXES),
+        default=None,
+        help="save a histogram of one masked vector (.png, .svg or .pdf)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated updates and dropouts (not of keys)")
     parser.set_defaults(func=run_secagg_demo)
 
@@ -124,10 +141,12 @@ def _save_histogram(masked: np.ndarray, plain: np.ndarray, modulus_bits: int, pa
 
 def run_secagg_demo(args: argparse.Namespace) -> int:
     """Run the demo; returns the process exit code (0: exact recovery, 1: round aborted or mismatch)."""
-    if args.clients < 3 or args.dim < 1 or not 0.0 <= args.dropout <= 1.0:
-        raise ConfigError(f"need --clients >= 3, --dim >= 1, 0 <= --dropout <= 1; got {args.clients}, {args.dim}")
+    if args.histogram is not None:
+        require_all(("matplotlib",), "--histogram")
+    if args.threshold is not None and args.neighbours is None:
+        raise ConfigError("--threshold needs --neighbours too (t counts shares among the k neighbours)")
     k, t = args.neighbours, args.threshold
-    if k is None and t is None:  # the smallest (k, t) secure for the roster and robust to this dropout rate
+    if k is None:  # the smallest (k, t) secure for the roster and robust to this dropout rate
         chosen = choose_parameters(args.clients, dropout=args.dropout, corruption=args.corruption)
         k, t = chosen.num_neighbours, chosen.threshold
     config = SecAggConfig(

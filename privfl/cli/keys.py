@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from privfl.cli.options import int_at_least, output_file, probability
 from privfl.errors import ConfigError
 from privfl.secagg.identity import IdentityKey, Roster, SignedRoster, read_public_key
 
@@ -48,13 +49,15 @@ def register(subparsers: Any) -> None:
     )
     roster.add_argument(
         "--corruption",
-        type=float,
+        type=probability,
         required=True,
         help="largest fraction of a round's clients that may collude with the server; clients derive their "
         "floor on k and t from it",
     )
-    roster.add_argument("--security-bits", type=int, default=40, help="security failure target 2^-bits per round")
-    roster.add_argument("--out", type=Path, required=True, help="roster file to write (JSON)")
+    roster.add_argument(
+        "--security-bits", type=int_at_least(1), default=40, help="security failure target 2^-bits per round"
+    )
+    roster.add_argument("--out", type=output_file(".json"), required=True, help="roster file to write (JSON)")
     roster.set_defaults(func=_roster)
 
     check = sub.add_parser("verify", help="check a roster's signature against the pinned operator key")

@@ -19,7 +19,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +89,15 @@ def verify(public: bytes, signature: bytes, message: bytes, what: str) -> None:
     if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
         raise AuthenticationError(f"{what}: a signature must be {SIGNATURE_BYTES} bytes")
     try:
-        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+        _public_key(public).verify(signature, message)
     except (InvalidSignature, ValueError):
         raise AuthenticationError(f"{what}: invalid signature") from None
+
+
+@lru_cache(maxsize=1 << 14)
+def _public_key(public: bytes) -> Ed25519PublicKey:
+    """A parsed identity key; roster keys recur every round, so each is parsed once per process."""
+    return Ed25519PublicKey.from_public_bytes(public)
 
 
 def read_public_key(text: str, what: str = "public key") -> bytes:

@@ -43,8 +43,10 @@ def test_demo_reports_an_aborted_round(capsys) -> None:
 
 
 def test_demo_rejects_bad_arguments() -> None:
-    args = parse(["secagg", "--clients", "1"])
-    with pytest.raises(ConfigError):
+    with pytest.raises(SystemExit):  # a usage error, reported by the parser before any work
+        parse(["secagg", "--clients", "1"])
+    args = parse(["secagg", "--threshold", "2"])
+    with pytest.raises(ConfigError, match="--threshold needs --neighbours"):
         args.func(args)
 
 
