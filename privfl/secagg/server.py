@@ -60,7 +60,9 @@ class SecAggRoundResult:
         dropped: stage to the clients that did not answer that stage's request.
         excluded: stage to the clients not asked at that stage because they would refuse
             (fewer than t live neighbours).
-        rejected: replies that failed validation, in arrival order.
+        rejected: replies that failed validation, in arrival order, then holders whose
+            returned share did not match a verified secret. A client rejected at the unmask
+            stage stays in ``survivors``: its masked input is already in ``total``.
     """
 
     params: RoundParams
