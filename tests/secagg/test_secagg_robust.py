@@ -146,3 +146,13 @@ def test_a_non_canonical_key_cannot_frame_honest_holders() -> None:
     assert by_public_key_only(twin) and not is_private_of(twin, public)
     assert robust_combine(shares, 3, by_public_key_only) == Reconstruction(twin, (2, 5))  # 5 is honest
     assert robust_combine(shares, 3, lambda c: is_private_of(c, public)) == Reconstruction(key, (1, 2))
+
+
+def test_two_liars_on_one_seed_are_both_rejected(make_harness):
+    """n = 8, k = 7, t = 5: node 8's seed has 7 holders; 1 and 2 lie about it (different amounts)."""
+    h = make_harness(8, 6, SecAggConfig(coordinate_bound=2.0, num_neighbours=7, threshold=5), active=False)
+    result = run(h, corrupting(h, p.SELF_MASK_SHARES, {1: 3, 2: 11}, about=8))
+    assert result.survivors == tuple(range(1, 9))
+    assert np.array_equal(result.total, h.expected_total(result))
+    assert [(r.node, r.stage) for r in result.rejected] == [(1, p.STAGE_UNMASK), (2, p.STAGE_UNMASK)]
+    assert all("node 8's self-mask seed" in r.reason for r in result.rejected)
