@@ -115,6 +115,9 @@ class Aggregate:
         results: per-client metadata the server may see.
         dropped: clients that were sent the task but did not contribute.
         metrics: protocol metrics (e.g. DP noise scale, SecAgg+ dropouts).
+        dp_release: the aggregate is a differentially private release that must be applied
+            whatever ``num_clients`` is: under DP the client count depends on who was
+            sampled, so a strategy that aborted on it would leak through the abort.
     """
 
     update_sum: ArrayDict
@@ -123,6 +126,21 @@ class Aggregate:
     results: list[ClientResult] = field(default_factory=list)
     dropped: tuple[int, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
+    dp_release: bool = False
+
+
+@runtime_checkable
+class ClientFloor(Protocol):
+    """An aggregator that cannot run with fewer than ``min_clients`` selected clients (e.g. SecAgg+: 2).
+
+    Central DP falls back to a noise-only release below the floor, which raises the
+    sensitivity of the release from C to ``min_clients`` * C (see :mod:`privfl.dp.central`).
+    """
+
+    @property
+    def min_clients(self) -> int:
+        """Fewest selected clients the aggregator can aggregate (>= 1)."""
+        ...
 
 
 @runtime_checkable

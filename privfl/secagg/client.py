@@ -30,6 +30,7 @@ from privfl.core.context import Context
 from privfl.core.message import SERVER_NODE_ID, Message, MessageKind, check_same_layout
 from privfl.core.mods import App
 from privfl.core.names import NUM_EXAMPLES
+from privfl.dp.clipping import clip_to_round_config
 from privfl.errors import MessageError, ProtocolAbort, ProtocolError
 from privfl.secagg import protocol as p
 from privfl.secagg.config import RoundParams
@@ -241,6 +242,7 @@ class SecAggPlusClient:
             raise MessageError(f"client {self.node_id}: the masked-input request needs floating-point parameters")
         config = {k: v for k, v in message.config.items() if not k.startswith(p.PREFIX)}
         reply = fit(message.replace(arrays=parameters, config=config).with_stage(""))
+        reply = clip_to_round_config(config, parameters, reply)  # the server's DP clip norm, if any
         vector = self._encode(*self._update(parameters, reply))
         self._mask(vector, sources)
         st.self_mask_seed = st.enc_keys = st.mask_keys = None  # no longer needed: erase

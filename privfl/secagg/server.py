@@ -33,6 +33,9 @@ from privfl.secagg.prg import MaskExpander, low_bits_mask
 from privfl.secagg.quantization import Quantizer
 from privfl.secagg.shamir import SHARE_BYTES, combine, decode_element
 
+MIN_CLIENTS = 2
+"""Fewest clients a SecAgg+ round runs with (one client's "sum" would be its update)."""
+
 SharesOf = dict[int, dict[int, int]]
 """Whose secret -> share holder -> share value."""
 
@@ -90,8 +93,8 @@ class _ServerRound:
         nodes = tuple(spec.nodes)
         if len(set(nodes)) != len(nodes):
             raise ConfigError("round nodes must be distinct")
-        if len(nodes) < 2:
-            raise ProtocolAbort(f"secure aggregation needs at least 2 clients, {len(nodes)} selected")
+        if len(nodes) < MIN_CLIENTS:
+            raise ProtocolAbort(f"secure aggregation needs at least {MIN_CLIENTS} clients, {len(nodes)} selected")
         if any(name.startswith(p.PREFIX) for name in spec.parameters):
             raise ConfigError(f"parameter names must not start with {p.PREFIX!r}")
         self.spec = spec
@@ -305,6 +308,11 @@ class SecAggPlusAggregator:
     def weighting(self) -> str:
         """``"examples"`` or ``"uniform"``, as wrappers such as central DP check it."""
         return self.config.weighting
+
+    @property
+    def min_clients(self) -> int:
+        """Fewest selected clients a round runs with (see :class:`~privfl.core.exchange.ClientFloor`)."""
+        return MIN_CLIENTS
 
     def aggregate(self, spec: RoundSpec) -> Exchange[Aggregate]:
         result = yield from secagg_exchange(spec, self.config)
