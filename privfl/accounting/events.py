@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from privfl.accounting.checks import check_noise_multiplier, check_sampling_rate, integer
+from privfl.accounting.checks import check_count, check_noise_multiplier, check_sampling_rate, integer
 from privfl.errors import ConfigError
 
 
@@ -73,7 +73,7 @@ class ComposedEvent(DpEvent):
 
     def __post_init__(self) -> None:
         check_event(self.event, "event")
-        integer(self.count, "count", 1)
+        check_count(self.count)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from privfl.accounting.gaussian import gaussian_epsilon
 from privfl.audit.config import AuditSettings
 from privfl.audit.dp import (
     CentralDpRelease,
@@ -27,7 +28,6 @@ from privfl.audit.dp import (
     DpSgdRelease,
     LocalDpRelease,
     Release,
-    gaussian_epsilon,
     plot_run,
     run_distinguishing,
 )

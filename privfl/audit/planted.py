@@ -75,11 +75,13 @@ def broken_local_dp(bug: Bug, *, clip_norm: float, epsilon: float, delta: float,
 def broken_central_dp(bug: Bug, *, clip_norm: float, noise_multiplier: float, n: int) -> CentralDp:
     """A server-clipping central-DP aggregator with ``bug``.
 
-    Skipped clipping is the misconfiguration the API allows: a wrapper told the clients
-    clip (``CentralDp`` around a plain aggregator) when they do not.
+    Skipped clipping: the wrapper's plain inner aggregator does not clip. The constructor
+    refuses that configuration, so the bug is planted by swapping the inner aggregator after it.
     """
     if bug is Bug.CLIPPING_SKIPPED:
-        return CentralDp(PlainAggregator(weighting="uniform"), noise_multiplier=noise_multiplier, clip_norm=clip_norm)
+        broken = CentralDp.with_server_clipping(noise_multiplier=noise_multiplier, clip_norm=clip_norm)
+        broken.inner = PlainAggregator(weighting="uniform")
+        return broken
     honest = CentralDp.with_server_clipping(noise_multiplier=noise_multiplier, clip_norm=clip_norm)
     scale = 0.0 if bug is Bug.NOISE_MISSING else 1.0 / n
     return BrokenNoiseCentralDp(honest.inner, noise_scale=scale, noise_multiplier=noise_multiplier, clip_norm=clip_norm)

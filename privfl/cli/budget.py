@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import textwrap
 import warnings
 from collections import Counter
@@ -15,7 +16,7 @@ import numpy as np
 
 from privfl.accounting.accountant import ACCOUNTANTS, RdpAccountant, make_accountant
 from privfl.accounting.calibration import calibrate_noise_multiplier, epsilon_for
-from privfl.accounting.checks import check_delta, integer
+from privfl.accounting.checks import check_count, check_delta
 from privfl.accounting.events import GaussianEvent, PoissonSampledEvent
 from privfl.accounting.ledger import PrivacyLedger
 from privfl.errors import ConfigError
@@ -26,6 +27,21 @@ _SETTING = (
     "of std Z*C is added to their sum. Epsilon is in nats."
 )
 _PLOT_FORMATS = (".png", ".svg", ".pdf")
+
+
+def _count(text: str) -> int:
+    """A round count as typed: an integer, or an integral float such as ``1e4``."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value.is_integer()):
+        raise argparse.ArgumentTypeError(f"not a whole number of rounds: {text!r}")
+    return int(value)
 
 
 def register(subparsers: Any) -> None:
@@ -45,7 +61,7 @@ def register(subparsers: Any) -> None:
     )
     budget.add_argument("-z", "--noise-multiplier", type=float, metavar="Z", help="noise std / clip norm (> 0)")
     budget.add_argument("-q", "--sample-rate", type=float, metavar="Q", help="per-round sampling rate in (0, 1]")
-    budget.add_argument("-T", "--rounds", type=int, metavar="T", help="number of rounds (>= 1)")
+    budget.add_argument("-T", "--rounds", type=_count, metavar="T", help="number of rounds (>= 1)")
     budget.add_argument(
         "--delta", type=float, metavar="D", help="target delta in (0, 1) (with --ledger: default is the budget's)"
     )
@@ -73,7 +89,7 @@ def register(subparsers: Any) -> None:
     calibrate.add_argument(
         "-q", "--sample-rate", type=float, required=True, metavar="Q", help="per-round sampling rate in (0, 1]"
     )
-    calibrate.add_argument("-T", "--rounds", type=int, required=True, metavar="T", help="number of rounds (>= 1)")
+    calibrate.add_argument("-T", "--rounds", type=_count, required=True, metavar="T", help="number of rounds (>= 1)")
     _common(calibrate)
     calibrate.set_defaults(func=_run_calibrate)
 
@@ -109,14 +125,17 @@ def _run_budget(args: argparse.Namespace) -> int:
     if missing:
         raise ConfigError(f"missing {', '.join(missing)} (or give --ledger FILE)")
     event = PoissonSampledEvent(args.sample_rate, GaussianEvent(args.noise_multiplier))
-    rounds = integer(args.rounds, "rounds", 1)
+    rounds = check_count(args.rounds, "rounds")
     delta = check_delta(args.delta)
     if args.plot is not None:
         _check_plot_path(args.plot)
     accountant = make_accountant(args.accountant).compose(event, rounds)
     if isinstance(accountant, RdpAccountant):
         epsilon, order = accountant.get_epsilon_and_order(delta)
-        best = f", best order {order:g}"
+        if math.isnan(order):  # un-subsampled Gaussians: exact, not an RDP bound
+            order, best = None, ", exact Gaussian"
+        else:
+            best = f", best order {order:g}"
     else:
         epsilon, order, best = accountant.get_epsilon(delta), None, ""
     if args.plot is not None:
