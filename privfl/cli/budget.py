@@ -18,7 +18,7 @@ from privfl.accounting.accountant import ACCOUNTANTS, RdpAccountant, make_accoun
 from privfl.accounting.calibration import calibrate_noise_multiplier, epsilon_for
 from privfl.accounting.checks import check_count, check_delta
 from privfl.accounting.events import GaussianEvent, PoissonSampledEvent
-from privfl.accounting.ledger import PrivacyLedger
+from privfl.accounting.ledger import PrivacyLedger, read_key_file
 from privfl.errors import ConfigError
 
 _SETTING = (
@@ -67,6 +67,13 @@ def register(subparsers: Any) -> None:
     )
     budget.add_argument(
         "--ledger", type=Path, metavar="FILE", help="report a ledger saved by a run instead of -z/-q/-T"
+    )
+    budget.add_argument(
+        "--ledger-key-file",
+        type=Path,
+        metavar="FILE",
+        help="operator key (hex) the ledger was saved under: verify its HMAC; without it the ledger is "
+        "checked for corruption only",
     )
     budget.add_argument(
         "--plot", type=Path, metavar="FILE.png", help="also draw epsilon against rounds (.png, .svg or .pdf)"
@@ -121,6 +128,8 @@ def _run_budget(args: argparse.Namespace) -> int:
         if given or args.plot is not None:
             raise ConfigError(f"--ledger reports a saved run; do not combine it with {given or ['--plot']}")
         return _report_ledger(args)
+    if args.ledger_key_file is not None:
+        raise ConfigError("--ledger-key-file verifies a saved ledger; give it with --ledger FILE")
     missing = [flag for flag, value in mechanism.items() if value is None] + (["--delta"] if args.delta is None else [])
     if missing:
         raise ConfigError(f"missing {', '.join(missing)} (or give --ledger FILE)")
@@ -184,7 +193,9 @@ def _plot(args: argparse.Namespace, q: float, z: float, rounds: int, delta: floa
 
 
 def _report_ledger(args: argparse.Namespace) -> int:
-    ledger = PrivacyLedger.load(args.ledger)
+    key = None if args.ledger_key_file is None else read_key_file(args.ledger_key_file)
+    ledger = PrivacyLedger.load(args.ledger, key=key)
+    integrity = "authenticated (HMAC-SHA256 under the operator key)" if key else "NOT authenticated (no key given)"
     if args.delta is None and ledger.budget is None:
         raise ConfigError(f"ledger {str(args.ledger)!r} has no budget; give --delta")
     delta = ledger.budget.delta if args.delta is None else check_delta(args.delta)
@@ -196,7 +207,8 @@ def _report_ledger(args: argparse.Namespace) -> int:
     lines = [
         f"ledger {args.ledger}: {len(rounds)} entries"
         + (f", rounds {span[0]}-{span[1]}" if span else "")
-        + f", accountant {ledger.accountant}"
+        + f", accountant {ledger.accountant}",
+        f"integrity: {integrity}",
     ]
     lines += [
         f"  {n:>6} x {event!r}  [{scope}, {locality}]" + (f" {note}" if note else "")
@@ -210,6 +222,7 @@ def _report_ledger(args: argparse.Namespace) -> int:
         args,
         {
             "entries": len(rounds),
+            "authenticated": key is not None,
             "rounds": span,
             "accountant": ledger.accountant,
             "events": [

@@ -107,10 +107,11 @@ class _LedgeredDp:
         delta: float | None,
         accountant: str,
         rng: np.random.Generator | None,
+        ledger_key: bytes | None,
     ) -> None:
         if delta is not None:
             delta = check_delta(delta)
-        self.ledger = PrivacyLedger(budget=budget, accountant=accountant)
+        self.ledger = PrivacyLedger(budget=budget, accountant=accountant, key=ledger_key)
         self.delta = delta if delta is not None else (budget.delta if budget is not None else None)
         self._rng = rng
 
@@ -193,6 +194,9 @@ class CentralDp(_LedgeredDp):
         accountant: accountant of the ledger ("rdp" or "pld").
         rng: explicitly injected generator for tests only; the default is the CSPRNG of
             :mod:`privfl.dp.noise`.
+        ledger_key: operator key (>= 32 bytes) under which the ledger's state, in checkpoints
+            too, is authenticated (HMAC-SHA256, see :mod:`privfl.accounting.ledger`); a
+            resumed run refuses a checkpoint whose ledger was edited or truncated.
     """
 
     def __init__(
@@ -205,13 +209,14 @@ class CentralDp(_LedgeredDp):
         delta: float | None = None,
         accountant: str = "rdp",
         rng: np.random.Generator | None = None,
+        ledger_key: bytes | None = None,
     ) -> None:
         if getattr(inner, "weighting", "uniform") != "uniform":
             raise ConfigError(
                 f"central DP needs uniform client weights, got weighting={inner.weighting!r}: the noise is "
                 "calibrated to one clipped update per client, not to example-weighted updates"
             )
-        super().__init__(budget=budget, delta=delta, accountant=accountant, rng=rng)
+        super().__init__(budget=budget, delta=delta, accountant=accountant, rng=rng, ledger_key=ledger_key)
         self.inner = inner
         self.noise_multiplier = check_positive("noise_multiplier", noise_multiplier)
         self.clip_norm = check_clip_norm(clip_norm)
@@ -292,7 +297,7 @@ class AdaptiveClippingDp(_LedgeredDp):
         count_noise_std: sigma_b (> z / 2); Andrew et al. suggest about expected clients / 20.
         target_quantile: gamma in (0, 1), the fraction of updates meant to be unclipped.
         clip_learning_rate: eta (> 0); Andrew et al. use 0.2.
-        budget, delta, accountant, rng: as for :class:`CentralDp`.
+        budget, delta, accountant, rng, ledger_key: as for :class:`CentralDp`.
     """
 
     def __init__(
@@ -307,8 +312,9 @@ class AdaptiveClippingDp(_LedgeredDp):
         delta: float | None = None,
         accountant: str = "rdp",
         rng: np.random.Generator | None = None,
+        ledger_key: bytes | None = None,
     ) -> None:
-        super().__init__(budget=budget, delta=delta, accountant=accountant, rng=rng)
+        super().__init__(budget=budget, delta=delta, accountant=accountant, rng=rng, ledger_key=ledger_key)
         self.noise_multiplier = check_positive("noise_multiplier", noise_multiplier)
         self.clip_norm = check_clip_norm(initial_clip_norm)
         if not (math.isfinite(count_noise_std) and 2.0 * count_noise_std > self.noise_multiplier):
