@@ -9,12 +9,17 @@ modules are untouched. An audit that reports PASS on any of them has no power.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from privfl.accounting import GaussianEvent
-from privfl.core.exchange import Aggregate, RoundSpec
+from privfl.core.context import Context
+from privfl.core.exchange import Aggregate, Aggregator, Exchange, RoundSpec
+from privfl.core.message import Message
+from privfl.core.mods import App
+from privfl.core.names import DP_CLIP_NORM, DP_MODE
 from privfl.core.plain import PlainAggregator
 from privfl.dp import CentralDp, LocalDpMod
 
@@ -85,3 +90,45 @@ def broken_central_dp(bug: Bug, *, clip_norm: float, noise_multiplier: float, n:
     honest = CentralDp.with_server_clipping(noise_multiplier=noise_multiplier, clip_norm=clip_norm)
     scale = 0.0 if bug is Bug.NOISE_MISSING else 1.0 / n
     return BrokenNoiseCentralDp(honest.inner, noise_scale=scale, noise_multiplier=noise_multiplier, clip_norm=clip_norm)
+
+
+class UnmarkedDp:
+    """The pre-issue-13 loop behaviour: a DP release not marked ``dp_release``, so a strategy aborts on its count.
+
+    The aborted round is then rolled back out of the ledger: the abort channel the
+    :mod:`privfl.audit.dp_abort` audit measures.
+    """
+
+    def __init__(self, dp: CentralDp) -> None:
+        self.dp = dp
+        self.ledger = dp.ledger
+
+    def aggregate(self, spec: RoundSpec) -> Exchange[Aggregate]:
+        agg = yield from self.dp.aggregate(spec)
+        return dataclasses.replace(agg, dp_release=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.dp.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.dp.load_state_dict(state)
+
+
+class AbortingDp(CentralDp):
+    """The pre-issue-13 CentralDp over SecAgg+: an inner abort (below 2 clients) aborts the round, unreleased."""
+
+    @staticmethod
+    def _sum_or_nothing(inner: Aggregator, spec: RoundSpec, floor: int) -> Exchange[tuple[Aggregate, str]]:
+        del floor
+        agg = yield from inner.aggregate(spec)
+        return agg, ""
+
+
+def ignore_round_clip_norm(message: Message, context: Context, call_next: App) -> Message:
+    """A client mod that hides the server's DP entries from the mods inside it: a client that does not clip.
+
+    Placed outside ``secagg_mod`` it plants the pre-issue-13 behaviour, where SecAgg+ clients
+    clipped only if the user remembered a clipping mod.
+    """
+    config = {k: v for k, v in message.config.items() if k not in (DP_CLIP_NORM, DP_MODE)}
+    return call_next(message.replace(config=config), context)

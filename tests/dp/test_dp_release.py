@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -10,8 +9,9 @@ import pytest
 from dp_helpers import fixed_trainer, round_spec, run_exchange, train_message
 
 from privfl.audit.dp_abort import audit_abort_channel
+from privfl.audit.planted import AbortingDp, UnmarkedDp
 from privfl.core.context import Context
-from privfl.core.exchange import Aggregate, RoundSpec
+from privfl.core.exchange import Aggregate
 from privfl.core.mods import compose
 from privfl.core.names import DP_CLIP_NORM, DP_MODE, DP_MODE_CENTRAL, LOCAL_DP_EPSILON
 from privfl.core.plain import PlainAggregator, weighted_client_metrics
@@ -31,33 +31,6 @@ DELTA = 1e-5
 
 def _secagg() -> SecAggPlusAggregator:
     return SecAggPlusAggregator(SecAggConfig(clip=8.0, bits=16, weighting="uniform"))
-
-
-class _UnmarkedDp:
-    """The pre-fix behaviour: the DP release is not marked, so FedAvg aborts on its client count."""
-
-    def __init__(self, dp: CentralDp) -> None:
-        self.dp = dp
-        self.ledger = dp.ledger
-
-    def aggregate(self, spec: RoundSpec):
-        agg = yield from self.dp.aggregate(spec)
-        return dataclasses.replace(agg, dp_release=False)
-
-    def state_dict(self) -> dict:
-        return self.dp.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.dp.load_state_dict(state)
-
-
-class _AbortingDp(CentralDp):
-    """The pre-fix behaviour over SecAgg+: an inner abort aborts the round (no noise-only fallback)."""
-
-    @staticmethod
-    def _sum_or_nothing(inner, spec, floor):
-        agg = yield from inner.aggregate(spec)
-        return agg, ""
 
 
 def test_an_empty_round_releases_noise_and_is_charged_under_default_min_clients() -> None:
@@ -103,7 +76,7 @@ def test_abort_audit_fails_on_count_aborts_and_passes_when_every_round_releases(
 
     app = fixed_trainer(BIG)
     settings = {"population": 2, "rate": 0.5, "rounds": 100, "trials": 1000}
-    leaky = _abort_audit(lambda: FedAvg(aggregator=_UnmarkedDp(dp())), app, **settings)
+    leaky = _abort_audit(lambda: FedAvg(aggregator=UnmarkedDp(dp())), app, **settings)
     assert leaky.release_rate_without == pytest.approx(0.5, abs=0.02)
     assert leaky.release_rate_with == pytest.approx(0.75, abs=0.02)
     assert leaky.bound.epsilon > 3.0 > 1.0 > leaky.ledger_epsilon and not leaky.passed
@@ -118,7 +91,7 @@ def test_abort_audit_over_secagg_floor() -> None:
 
     app = compose(fixed_trainer(BIG), [secagg_mod])
     settings = {"population": 3, "rate": 0.5, "rounds": 60, "trials": 1000}
-    leaky = _abort_audit(strategy(_AbortingDp), app, **settings)
+    leaky = _abort_audit(strategy(AbortingDp), app, **settings)
     assert leaky.bound.epsilon > 2.0 > 1.0 > leaky.ledger_epsilon and not leaky.passed
     sound = _abort_audit(strategy(CentralDp), app, **settings)
     assert sound.release_rate_without == sound.release_rate_with == 1.0 and sound.passed
