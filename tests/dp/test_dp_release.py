@@ -11,7 +11,7 @@ from dp_helpers import fixed_trainer, round_spec, run_exchange, train_message
 from privfl.audit.dp_abort import audit_abort_channel
 from privfl.audit.planted import AbortingDp, UnmarkedDp
 from privfl.core.context import Context
-from privfl.core.exchange import Aggregate
+from privfl.core.exchange import Aggregate, RoundSpec
 from privfl.core.mods import compose
 from privfl.core.names import DP_CLIP_NORM, DP_MODE, DP_MODE_CENTRAL, LOCAL_DP_EPSILON
 from privfl.core.plain import PlainAggregator, weighted_client_metrics
@@ -166,3 +166,17 @@ def test_aggregate_marks_dp_releases() -> None:
     dp = CentralDp.with_server_clipping(noise_multiplier=1.0, clip_norm=1.0, rng=np.random.default_rng(0))
     agg: Aggregate = run_exchange(dp.aggregate(round_spec(PARAMS, ())), lambda m: m)
     assert agg.dp_release and agg.weight_sum == pytest.approx(10.0)
+
+
+@pytest.mark.slow  # CKKS key generation: several seconds
+def test_ckks_clients_clip_to_the_round_config_before_encrypting() -> None:
+    from privfl.core.exchange import SamplingInfo
+    from privfl.he import FL_8192, CkksClientMod, CkksKeys, ClientCipher, HEFedAvg, decrypt_model
+
+    keys = CkksKeys.generate(FL_8192)
+    clients = InProcessClients(compose(fixed_trainer(BIG), [CkksClientMod(keys)]))
+    config = {DP_CLIP_NORM: 0.5, DP_MODE: DP_MODE_CENTRAL}
+    spec = RoundSpec(0, 1, (1, 2, 3), PARAMS, config, SamplingInfo(3, 1.0, True))
+    outcome = drive(HEFedAvg(keys.public()).fit_round(spec), clients.deliver)
+    model = decrypt_model(outcome.parameters, ClientCipher(keys))
+    assert l2_norm(model) == pytest.approx(0.5, abs=1e-4)  # each update (norm 10) clipped to 0.5 before Enc
