@@ -181,7 +181,11 @@ def fit_dp_sgd(
                     loss.backward()
                     total_loss += float(loss.detach()) * len(y)
                     seen += len(y)
-                # An empty Poisson batch is still a step: the optimizer adds noise to a zero gradient.
+                else:
+                    # An empty Poisson batch is still a step: no per-example gradients, so the
+                    # optimizer clips and sums nothing and adds its noise to a zero gradient.
+                    for param in private_optimizer.params:
+                        param.grad_sample = torch.zeros((0, *param.shape), dtype=param.dtype)
                 private_optimizer.step()
                 steps += 1
     private_model.remove_hooks()

@@ -156,3 +156,19 @@ def test_unnoised_training_metrics_stay_on_the_client_unless_named() -> None:
     assert opted.metrics["train_loss"] == 0.7 and "train_accuracy" not in opted.metrics
     with pytest.raises(ConfigError):
         DpSgdLedgerMod(1e-5, unnoised_metrics="train_loss")
+
+
+def test_empty_poisson_batches_are_noisy_steps() -> None:
+    """With q = 1/3 over 3 examples about 30% of batches are empty; each is still a step (noise only)."""
+    import torch
+
+    seen: list[int] = []
+
+    def loss_fn(output, target):
+        seen.append(len(target))
+        return torch.nn.functional.cross_entropy(output, target)
+
+    x, y = np.ones((3, 3), dtype=np.float32), np.arange(3)
+    settings = DpSgdSettings(noise_multiplier=1.0, max_grad_norm=1.0, batch_size=1, epochs=20)
+    metrics = fit_dp_sgd(torch.nn.Linear(3, 3), x, y, settings, loss_fn=loss_fn)
+    assert metrics[STEPS] == 60 and 0 < len(seen) < 60  # P(no empty batch in 60) is about 1e-9
