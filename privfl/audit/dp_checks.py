@@ -315,7 +315,7 @@ def local_check(settings: AuditSettings, out_dir: Path | None) -> Check:
         (
             *_figures(run, settings.local_trials, settings),
             ("noise std of the mod (analytic Gaussian, sensitivity 2C)", f"{mod.noise_std:.4g}"),
-            ("epsilon of one release in the client's ledger (RDP)", f"{ledger['local_dp_epsilon']:.3f}"),
+            ("epsilon of one release in the client's ledger (exact Gaussian)", f"{ledger['local_dp_epsilon']:.3f}"),
         ),
         plots=plots,
     )
