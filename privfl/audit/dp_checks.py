@@ -48,6 +48,7 @@ from privfl.audit.report import Check, Status, not_run
 from privfl.audit.stats import max_certifiable_epsilon
 from privfl.core.context import Context
 from privfl.core.exchange import Aggregator
+from privfl.core.extras import install_hint, missing
 from privfl.core.message import Message
 from privfl.core.names import NUM_EXAMPLES
 from privfl.dp import AdaptiveClippingDp, CentralDp, FixedClippingMod, LocalDpMod
@@ -228,12 +229,19 @@ def secagg_dp_checks(settings: AuditSettings, out_dir: Path | None) -> list[Chec
     label = "CentralDp over SecAgg+ (client clipping)"
     if importlib.util.find_spec("privfl.secagg") is None:
         return [not_run(FAMILY, f"{label}, one release", "NOT RUN (module missing: privfl.secagg)")]
-    from privfl.secagg import SecAggConfig, SecAggPlusAggregator, secagg_mod
+    from privfl.secagg import SecAggConfig, SecAggMod, SecAggPlusAggregator
 
     # The per-coordinate SecAgg+ clip equals C, so it never shrinks an update already clipped to L2 norm C.
-    config = SecAggConfig(clip=CLIP_NORM, bits=16, weighting="uniform")
-    make = partial(CentralDp, SecAggPlusAggregator(config), noise_multiplier=NOISE_MULTIPLIER, clip_norm=CLIP_NORM)
-    clipping = CentralRound(clip_norm=CLIP_NORM, dim=256, seed=settings.seed, client_mods=(secagg_mod,))
+    config = SecAggConfig(coordinate_bound=CLIP_NORM, bits=16, weighting="uniform")
+    make = partial(
+        CentralDp,
+        SecAggPlusAggregator(config, semi_honest=True),
+        noise_multiplier=NOISE_MULTIPLIER,
+        clip_norm=CLIP_NORM,
+    )
+    clipping = CentralRound(
+        clip_norm=CLIP_NORM, dim=256, seed=settings.seed, client_mods=(SecAggMod(semi_honest=True),)
+    )
     real = end_to_end_check(
         label,
         make,
@@ -241,11 +249,11 @@ def secagg_dp_checks(settings: AuditSettings, out_dir: Path | None) -> list[Chec
         settings,
         out_dir,
         "dp_secagg.png",
-        "clients run secagg_mod, which clips to the round config's clip norm; a full SecAgg+ round, then "
+        "clients run SecAggMod, which clips to the round config's clip norm; a full SecAgg+ round, then "
         "CentralDp noises the sum",
         settings.dp_secagg_trials,
     )
-    unclipped = dataclasses.replace(clipping, client_mods=(ignore_round_clip_norm, secagg_mod))
+    unclipped = dataclasses.replace(clipping, client_mods=(ignore_round_clip_norm, SecAggMod(semi_honest=True)))
     planted = planted_check(
         CentralDpRelease(
             make,
@@ -269,9 +277,9 @@ def _claim(make: Callable[..., Aggregator], setup: CentralRound, settings: Audit
 def dp_sgd_check(settings: AuditSettings, out_dir: Path | None) -> Check:
     """Record-level DP of the Opacus path: one DP-SGD step with or without a gradient canary record."""
     name = "Opacus DP-SGD (fit_dp_sgd), one step"
-    missing = [m for m in ("torch", "opacus", "privfl.integrations.opacus") if importlib.util.find_spec(m) is None]
-    if missing:
-        return not_run(FAMILY, name, f"NOT RUN (module missing: {', '.join(missing)})")
+    absent = missing(("torch", "opacus"))
+    if absent:
+        return not_run(FAMILY, name, f"NOT RUN (needs {', '.join(absent)}: {install_hint('torch')})")
     from privfl.integrations.opacus import DpSgdSettings
 
     dp_sgd = DpSgdSettings(noise_multiplier=NOISE_MULTIPLIER, max_grad_norm=CLIP_NORM, batch_size=8, lr=1.0)
@@ -385,7 +393,7 @@ def _abort_figures(audit: AbortAudit, rounds: int) -> tuple[tuple[str, str], ...
 def abort_checks(settings: AuditSettings) -> list[Check]:
     """The abort channel (issue 13): plain central DP at N = 2 and over SecAgg+ at N = 3, and both pre-fix variants."""
     from privfl.core.mods import compose
-    from privfl.secagg import SecAggConfig, SecAggPlusAggregator, secagg_mod
+    from privfl.secagg import SecAggConfig, SecAggMod, SecAggPlusAggregator
     from privfl.server.strategy import FedAvg
 
     parameters = {"w": np.zeros(4)}
@@ -400,12 +408,21 @@ def abort_checks(settings: AuditSettings) -> list[Check]:
         return lambda: FedAvg(aggregator=wrap(CentralDp.with_server_clipping(noise_multiplier=z, clip_norm=CLIP_NORM)))
 
     def secure(cls: type[CentralDp]) -> Callable[[], FedAvg]:
-        config = SecAggConfig(clip=CLIP_NORM, bits=16, weighting="uniform")
-        return lambda: FedAvg(aggregator=cls(SecAggPlusAggregator(config), noise_multiplier=z, clip_norm=CLIP_NORM))
+        config = SecAggConfig(coordinate_bound=CLIP_NORM, bits=16, weighting="uniform")
+        aggregator = SecAggPlusAggregator(config, semi_honest=True)
+        return lambda: FedAvg(aggregator=cls(aggregator, noise_multiplier=z, clip_norm=CLIP_NORM))
 
     cases = (
         ("CentralDp, default min_clients", plain(lambda dp: dp), UnmarkedDp, app, 2, 100, "rolled back"),
-        ("CentralDp over SecAgg+", secure(CentralDp), AbortingDp, compose(app, [secagg_mod]), 3, 60, "below 2"),
+        (
+            "CentralDp over SecAgg+",
+            secure(CentralDp),
+            AbortingDp,
+            compose(app, [SecAggMod(semi_honest=True)]),
+            3,
+            60,
+            "below 2",
+        ),
     )
     checks = []
     for label, real, weakened, client_app, population, rounds, how in cases:

@@ -127,7 +127,7 @@ class AbortingDp(CentralDp):
 def ignore_round_clip_norm(message: Message, context: Context, call_next: App) -> Message:
     """A client mod that hides the server's DP entries from the mods inside it: a client that does not clip.
 
-    Placed outside ``secagg_mod`` it plants the pre-issue-13 behaviour, where SecAgg+ clients
+    Placed outside ``SecAggMod`` it plants the pre-issue-13 behaviour, where SecAgg+ clients
     clipped only if the user remembered a clipping mod.
     """
     config = {k: v for k, v in message.config.items() if k not in (DP_CLIP_NORM, DP_MODE)}

@@ -4,6 +4,8 @@ NUM_EXAMPLES = "num_examples"
 """Metric key under which a reply reports how many examples the client used."""
 LOSS = "loss"
 """Metric key under which an evaluate reply reports the loss."""
+REJECTED = "rejected"
+"""Metric key counting replies the server refused as invalid (their senders count as dropped)."""
 
 DP_CLIP_NORM = "privfl.dp.clip_norm"
 """Round-config key: the L2 clip norm (update units) the server's DP wrapper accounts for.

@@ -164,6 +164,7 @@ class _LedgeredDp:
             results=agg.results,
             dropped=agg.dropped,
             metrics=out,
+            rejected=agg.rejected,
             dp_release=True,
         )
 

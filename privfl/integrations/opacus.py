@@ -43,6 +43,7 @@ import numpy as np
 from privfl.accounting import ComposedEvent, GaussianEvent, PoissonSampledEvent, PrivacyLedger
 from privfl.accounting.conversion import check_delta
 from privfl.core.context import Context
+from privfl.core.extras import require_all
 from privfl.core.message import Message, MessageKind
 from privfl.core.mods import App
 from privfl.core.names import DP_SGD_EPSILON, NUM_EXAMPLES
@@ -138,6 +139,7 @@ def fit_dp_sgd(
     Each epoch runs ceil(n / batch_size) steps of Poisson batches with q = 1 / steps
     (Opacus' convention), sampled by :class:`PoissonBatches`.
     """
+    require_all(("torch", "opacus"), "fit_dp_sgd (DP-SGD in clients)")
     import torch
     from opacus import PrivacyEngine
     from opacus.data_loader import dtype_safe, shape_safe, wrap_collate_with_empty

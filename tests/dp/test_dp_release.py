@@ -18,7 +18,7 @@ from privfl.core.plain import PlainAggregator, weighted_client_metrics
 from privfl.dp import CentralDp, ClipEachUpdate, FixedClippingMod, l2_norm
 from privfl.dp.clipping import clip_to_round_config
 from privfl.errors import ConfigError, MessageError
-from privfl.secagg.client import secagg_mod
+from privfl.secagg.client import SecAggMod
 from privfl.secagg.config import SecAggConfig
 from privfl.secagg.server import SecAggPlusAggregator
 from privfl.server.strategy import FedAvg
@@ -30,7 +30,7 @@ DELTA = 1e-5
 
 
 def _secagg() -> SecAggPlusAggregator:
-    return SecAggPlusAggregator(SecAggConfig(clip=8.0, bits=16, weighting="uniform"))
+    return SecAggPlusAggregator(SecAggConfig(coordinate_bound=8.0, bits=16, weighting="uniform"), semi_honest=True)
 
 
 def test_an_empty_round_releases_noise_and_is_charged_under_default_min_clients() -> None:
@@ -89,7 +89,7 @@ def test_abort_audit_over_secagg_floor() -> None:
     def strategy(cls):
         return lambda: FedAvg(aggregator=cls(_secagg(), noise_multiplier=50.0, clip_norm=1.0), min_clients=0)
 
-    app = compose(fixed_trainer(BIG), [secagg_mod])
+    app = compose(fixed_trainer(BIG), [SecAggMod(semi_honest=True)])
     settings = {"population": 3, "rate": 0.5, "rounds": 60, "trials": 1000}
     leaky = _abort_audit(strategy(AbortingDp), app, **settings)
     assert leaky.bound.epsilon > 2.0 > 1.0 > leaky.ledger_epsilon and not leaky.passed
@@ -100,7 +100,7 @@ def test_abort_audit_over_secagg_floor() -> None:
 def test_secagg_clients_without_a_clipping_mod_clip_to_the_servers_norm() -> None:
     """Before issue 13 the unclipped updates (norm 10 each) entered the sum that was noised for C = 1."""
     dp = CentralDp(_secagg(), noise_multiplier=1e-9, clip_norm=1.0, rng=np.random.default_rng(0))
-    clients = InProcessClients(compose(fixed_trainer(BIG), [secagg_mod]))
+    clients = InProcessClients(compose(fixed_trainer(BIG), [SecAggMod(semi_honest=True)]))
     agg = drive(dp.aggregate(round_spec(PARAMS, (1, 2, 3))), clients.deliver)
     assert agg.num_clients == 3
     assert l2_norm(agg.update_sum) <= 3 * (1.0 + _secagg().contribution_error_bound(round_spec(PARAMS, (1,))))
@@ -116,7 +116,7 @@ def test_a_clipping_mod_that_disagrees_with_the_server_is_refused() -> None:
     assert l2_norm(reply.arrays) == pytest.approx(1.0)
     # Under SecAgg+ the disagreeing client refuses (a dropout), so its update never enters the sum.
     dp = CentralDp(_secagg(), noise_multiplier=1e-9, clip_norm=1.0, rng=np.random.default_rng(0))
-    clients = InProcessClients(compose(fixed_trainer(BIG), [secagg_mod, FixedClippingMod(5.0)]))
+    clients = InProcessClients(compose(fixed_trainer(BIG), [SecAggMod(semi_honest=True), FixedClippingMod(5.0)]))
     with pytest.raises(Exception, match="accounts for clip norm 1"):
         drive(dp.aggregate(round_spec(PARAMS, (1, 2, 3))), clients.deliver)
 
