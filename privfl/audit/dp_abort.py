@@ -2,7 +2,7 @@
 
 A round that aborts leaves the global model where it was, so every observer of the models
 sees it. If the abort depends on who was sampled (too few clients for ``min_clients``, for
-SecAgg+'s floor of 2, ...) and the aborted round is rolled back out of the ledger, the
+SecAgg+'s floor of 2 or 3, ...) and the aborted round is rolled back out of the ledger, the
 pattern of aborts is an unaccounted release (issue 13). This audit measures that channel
 on a small population, through the real bundled loop:
 
@@ -10,7 +10,8 @@ on a small population, through the real bundled loop:
    target. Each round Poisson-samples every client with probability q.
 2. For every distinct sampled set, one real round of a fresh strategy runs through
    :func:`privfl.server.simulation.run_rounds` (rollback on abort included); the audit
-   records whether it released (status ``ok``) and how many ledger entries it left.
+   records whether it released (status ``ok``; an abort or an error means the model did not
+   move) and how many ledger entries it left.
    Everything else about the round is a function of the sampled set, so Monte Carlo trials
    of ``rounds`` rounds just replay those outcomes on freshly sampled sets.
 3. The score of a trial is its number of released rounds (the target's presence makes
@@ -27,6 +28,7 @@ code its bound is 0: every round releases. It is meant to fail on code that abor
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +40,7 @@ from privfl.audit.stats import EpsilonBound, epsilon_lower_bound
 from privfl.core.exchange import SamplingInfo, Strategy
 from privfl.core.message import ArrayDict
 from privfl.core.mods import App
-from privfl.errors import ConfigError
+from privfl.errors import ConfigError, PrivflError
 from privfl.server.simulation import run_rounds
 from privfl.server.transport import InProcessClients
 
@@ -107,18 +109,22 @@ def round_outcomes(
             strategy = make_strategy()
             clients = InProcessClients(client_app)
             try:
-                result = run_rounds(
-                    clients,
-                    population=ids,
-                    num_rounds=1,
-                    initial_parameters=initial_parameters,
-                    strategy=strategy,
-                    sampler=_Replay(nodes, rate),
-                    progress=False,
-                )
+                with warnings.catch_warnings():  # the loop warns about each aborted round
+                    warnings.simplefilter("ignore")
+                    result = run_rounds(
+                        clients,
+                        population=ids,
+                        num_rounds=1,
+                        initial_parameters=initial_parameters,
+                        strategy=strategy,
+                        sampler=_Replay(nodes, rate),
+                        progress=False,
+                    )
+                released = bool(result.history.rounds) and result.history.rounds[0].status == "ok"
+            except PrivflError:
+                released = False  # the run stopped on an error: the model did not move either
             finally:
                 clients.close()
-            released = bool(result.history.rounds) and result.history.rounds[0].status == "ok"
             outcomes[nodes] = RoundOutcome(released, tuple(e.event for e in ledger_of(strategy).entries))
     return outcomes
 

@@ -6,9 +6,9 @@ noise multiplier 1 (server-side clipping, in bulk and end to end; client-side cl
 (initial clip norm 2, total noise multiplier 1), central DP over SecAgg+, one release of
 :class:`privfl.dp.LocalDpMod` at epsilon 3, and one DP-SGD step of the Opacus helper, all at the
 settings' delta. The clip norm is not 1 so that noise calibrated to z instead of z*C would show.
-The abort-channel audits (:mod:`privfl.audit.dp_abort`) run central DP through the real loop on
-populations of 2 (plain) and 3 (SecAgg+) clients and check that which rounds released reveals
-no more than the ledger charges.
+The abort-channel audits (:mod:`privfl.audit.dp_abort`) run central DP through the real loop
+on populations of 2 (plain) and 4 (SecAgg+, whose default parameters need 3) clients and check
+that which rounds released reveals no more than the ledger charges.
 """
 
 from __future__ import annotations
@@ -222,9 +222,9 @@ def secagg_dp_checks(settings: AuditSettings, out_dir: Path | None) -> list[Chec
     """Central DP over SecAgg+ (clients clip to the round config's norm, then mask), and clients ignoring it.
 
     SecAgg+ clips each coordinate to [-c, c], which bounds the L2 norm only by c sqrt(d):
-    a client that ignores the server's clip norm is the planted bug. d = 256 makes it show even
-    though the noise covers 2C (SecAgg+'s client floor doubles the sensitivity, see
-    :mod:`privfl.dp.central`): the unclipped canary moves the sum by 16C, eight noise stds.
+    a client that ignores the server's clip norm is the planted bug. d = 1024 makes it show even
+    though the noise covers 3C (SecAgg+'s client floor of 3 triples the sensitivity, see
+    :mod:`privfl.dp.central`): the unclipped canary moves the sum by 32C, over ten noise stds.
     """
     label = "CentralDp over SecAgg+ (client clipping)"
     if importlib.util.find_spec("privfl.secagg") is None:
@@ -240,7 +240,7 @@ def secagg_dp_checks(settings: AuditSettings, out_dir: Path | None) -> list[Chec
         clip_norm=CLIP_NORM,
     )
     clipping = CentralRound(
-        clip_norm=CLIP_NORM, dim=256, seed=settings.seed, client_mods=(SecAggMod(semi_honest=True),)
+        clip_norm=CLIP_NORM, dim=1024, seed=settings.seed, client_mods=(SecAggMod(semi_honest=True),)
     )
     real = end_to_end_check(
         label,
@@ -264,7 +264,7 @@ def secagg_dp_checks(settings: AuditSettings, out_dir: Path | None) -> list[Chec
         ),
         settings.dp_secagg_trials,
         settings,
-        "clipping left to SecAgg+'s per-coordinate clip (L2 sensitivity up to C sqrt(256) = 16C)",
+        "clipping left to SecAgg+'s per-coordinate clip (L2 sensitivity up to C sqrt(1024) = 32C)",
     )
     return [real, planted]
 
@@ -391,7 +391,7 @@ def _abort_figures(audit: AbortAudit, rounds: int) -> tuple[tuple[str, str], ...
 
 
 def abort_checks(settings: AuditSettings) -> list[Check]:
-    """The abort channel (issue 13): plain central DP at N = 2 and over SecAgg+ at N = 3, and both pre-fix variants."""
+    """The abort channel (issue 13): plain central DP at N = 2 and over SecAgg+ at N = 4, and both pre-fix variants."""
     from privfl.core.mods import compose
     from privfl.secagg import SecAggConfig, SecAggMod, SecAggPlusAggregator
     from privfl.server.strategy import FedAvg

@@ -157,7 +157,7 @@ class Aggregate:
 
 @runtime_checkable
 class ClientFloor(Protocol):
-    """An aggregator that cannot run with fewer than ``min_clients`` selected clients (e.g. SecAgg+: 2).
+    """An aggregator that cannot run with fewer than ``min_clients`` selected clients (SecAgg+: 3 by default).
 
     Central DP falls back to a noise-only release below the floor, which raises the
     sensitivity of the release from C to ``min_clients`` * C (see :mod:`privfl.dp.central`).

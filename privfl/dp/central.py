@@ -35,12 +35,13 @@ f(S) + N(0, sigma^2) with S the Poisson sample:
   of the other clients (joint convexity reduces the mixture to that pair).
 - Plain aggregation (floor 1): f(S) is the sum of the clipped updates in S, the empty sum
   being 0, so Delta = C exactly as without the fallback.
-- An inner aggregator with a client floor m (:class:`~privfl.core.exchange.ClientFloor`,
-  SecAgg+ m = 2) releases f(S) = sum(S) if |S| >= m else 0. For |S| = m - 1 the target's
-  arrival turns 0 into the sum of m clipped updates, so Delta = m C: the noise std is
-  z * m * C, and the recorded event keeps its meaning (noise multiplier z in units of the
-  true sensitivity). With SecAgg+ this doubles the noise; it is the price of releasing
-  (rather than leaking) the rounds where one client was sampled.
+- An inner aggregator with a client floor m (:class:`~privfl.core.exchange.ClientFloor`;
+  SecAgg+: the smallest n its parameters resolve for, 3 with the defaults) releases
+  f(S) = sum(S) if |S| >= m else 0. For |S| = m - 1 the target's arrival turns 0 into the
+  sum of m clipped updates, so Delta = m C: the noise std is z * m * C, and the recorded
+  event keeps its meaning (noise multiplier z in units of the true sensitivity). With
+  default SecAgg+ this triples the noise; it is the price of releasing (rather than
+  leaking) the rounds where fewer than m clients were sampled.
 - An inner protocol that fails *after* it started (SecAgg+ with dropouts beyond its
   tolerance) also releases noise only. That case is covered by the argument above only if
   the failure does not depend on whether t was sampled; SecAgg+ parameters (Bell et al.
@@ -56,6 +57,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -136,8 +138,12 @@ class _LedgeredDp:
         else:
             try:
                 agg = yield from inner.aggregate(spec)
-            except (ProtocolError, MessageError) as exc:
+            except (ProtocolError, MessageError, ConfigError) as exc:
+                # A ConfigError here depends on the sampled count too (e.g. no SecAgg+ parameters
+                # for this n): crashing would leak it, so it is released as noise only, and loudly.
                 why = f"inner aggregation failed ({type(exc).__name__}: {exc})"
+                if isinstance(exc, ConfigError):
+                    warnings.warn(f"round {spec.server_round}: noise-only DP release: {why}", stacklevel=2)
             else:
                 return agg, ""
         empty = Aggregate(update_sum=zeros_like(spec.parameters), weight_sum=0.0, num_clients=0, dropped=spec.nodes)
@@ -178,8 +184,9 @@ class CentralDp(_LedgeredDp):
     noise std is ``noise_multiplier * sensitivity`` on the sum (McMahan et al. 2018), where the
     sensitivity is the clip norm raised by the inner aggregator's
     :class:`~privfl.core.exchange.BoundedDistortion` bound if it has one (SecAgg+ rounding),
-    times the inner aggregator's :class:`~privfl.core.exchange.ClientFloor` (SecAgg+: 2; see
-    the module docstring for why a noise-only fallback below the floor costs that factor).
+    times the inner aggregator's :class:`~privfl.core.exchange.ClientFloor` (SecAgg+: 3 with its
+    default parameters; see the module docstring for why a noise-only fallback below the floor
+    costs that factor).
 
     The clip norm and the DP mode go to the clients in the round config; the SecAgg+ and
     CKKS client mods clip to that value, and a :class:`~privfl.dp.client_mods.FixedClippingMod`

@@ -488,8 +488,17 @@ class SecAggPlusAggregator:
 
     @property
     def min_clients(self) -> int:
-        """Fewest selected clients a round runs with (see :class:`~privfl.core.exchange.ClientFloor`)."""
-        return MIN_CLIENTS
+        """Fewest selected clients a round runs with: the smallest n >= 2 whose parameters resolve.
+
+        See :class:`~privfl.core.exchange.ClientFloor`; central DP scales its noise by it.
+        """
+        for n in range(MIN_CLIENTS, 257):
+            try:
+                self.config.round_params(n)
+            except ConfigError:
+                continue
+            return n
+        raise ConfigError("this SecAggConfig resolves for no round of 2 to 256 clients")
 
     def aggregate(self, spec: RoundSpec) -> Exchange[Aggregate]:
         result = yield from secagg_exchange(spec, self.config, self.roster)

@@ -48,11 +48,13 @@ def test_secagg_below_its_floor_releases_noise_only_without_contacting_anyone() 
     outcome = run_exchange(FedAvg(aggregator=dp).fit_round(spec), lambda m: sent.append(m) or m)
     assert sent == [] and outcome.num_clients == 0 and outcome.dropped == (7,)
     assert outcome.metrics["dp_noise_only"] == 1.0 and len(dp.ledger.entries) == 1
-    # Floor m = 2: the noise-only fallback turns 0 into a sum of 2 updates when the target
-    # arrives, so the sensitivity (and the noise) is 2 (C + rounding bound).
+    # Floor m (3 with the default SecAgg+ parameters): the noise-only fallback turns 0 into a
+    # sum of m updates when the target arrives, so the sensitivity (and the noise) is m (C + rounding).
+    floor = _secagg().min_clients
+    assert floor == 3
     per_client = 1.0 + _secagg().contribution_error_bound(spec)
-    assert outcome.metrics["dp_sensitivity"] == pytest.approx(2 * per_client)
-    assert outcome.metrics["dp_noise_std"] == pytest.approx(2 * per_client)
+    assert outcome.metrics["dp_sensitivity"] == pytest.approx(floor * per_client)
+    assert outcome.metrics["dp_noise_std"] == pytest.approx(floor * per_client)
 
 
 def _abort_audit(make_strategy, app, *, population: int, rate: float, rounds: int, trials: int):
@@ -90,7 +92,7 @@ def test_abort_audit_over_secagg_floor() -> None:
         return lambda: FedAvg(aggregator=cls(_secagg(), noise_multiplier=50.0, clip_norm=1.0), min_clients=0)
 
     app = compose(fixed_trainer(BIG), [SecAggMod(semi_honest=True)])
-    settings = {"population": 3, "rate": 0.5, "rounds": 60, "trials": 1000}
+    settings = {"population": 4, "rate": 0.5, "rounds": 60, "trials": 1000}
     leaky = _abort_audit(strategy(AbortingDp), app, **settings)
     assert leaky.bound.epsilon > 2.0 > 1.0 > leaky.ledger_epsilon and not leaky.passed
     sound = _abort_audit(strategy(CentralDp), app, **settings)
