@@ -39,10 +39,10 @@ from privfl.audit.dp_abort import AbortAudit, audit_abort_channel
 from privfl.audit.planted import (
     AbortingDp,
     Bug,
+    UnclippedSecAggClient,
     UnmarkedDp,
     broken_central_dp,
     broken_local_dp,
-    ignore_round_clip_norm,
 )
 from privfl.audit.report import Check, Status, not_run
 from privfl.audit.stats import max_certifiable_epsilon
@@ -253,7 +253,7 @@ def secagg_dp_checks(settings: AuditSettings, out_dir: Path | None) -> list[Chec
         "CentralDp noises the sum",
         settings.dp_secagg_trials,
     )
-    unclipped = dataclasses.replace(clipping, client_mods=(ignore_round_clip_norm, SecAggMod(semi_honest=True)))
+    unclipped = dataclasses.replace(clipping, client_mods=(SecAggMod(semi_honest=True, _client=UnclippedSecAggClient),))
     planted = planted_check(
         CentralDpRelease(
             make,
@@ -419,9 +419,9 @@ def abort_checks(settings: AuditSettings) -> list[Check]:
             secure(CentralDp),
             AbortingDp,
             compose(app, [SecAggMod(semi_honest=True)]),
-            3,
+            4,
             60,
-            "below 2",
+            "below its floor",
         ),
     )
     checks = []

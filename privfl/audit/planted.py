@@ -10,18 +10,17 @@ modules are untouched. An audit that reports PASS on any of them has no power.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from privfl.accounting import GaussianEvent
-from privfl.core.context import Context
 from privfl.core.exchange import Aggregate, Aggregator, Exchange, RoundSpec
-from privfl.core.message import Message
-from privfl.core.mods import App
-from privfl.core.names import DP_CLIP_NORM, DP_MODE
+from privfl.core.message import ArrayDict, Message
 from privfl.core.plain import PlainAggregator
 from privfl.dp import CentralDp, LocalDpMod
+from privfl.secagg.client import SecAggPlusClient
 
 
 class Bug(str, Enum):
@@ -124,11 +123,21 @@ class AbortingDp(CentralDp):
         return agg, ""
 
 
-def ignore_round_clip_norm(message: Message, context: Context, call_next: App) -> Message:
-    """A client mod that hides the server's DP entries from the mods inside it: a client that does not clip.
+class UnclippedSecAggClient(SecAggPlusClient):
+    """A SecAgg+ client that masks its raw update instead of the one clipped to the round's clip norm.
 
-    Placed outside ``SecAggMod`` it plants the pre-issue-13 behaviour, where SecAgg+ clients
-    clipped only if the user remembered a clipping mod.
+    Planted with ``SecAggMod(semi_honest=True, _client=UnclippedSecAggClient)``: the pre-issue-13
+    behaviour, where SecAgg+ clients clipped only if the user remembered a clipping mod.
     """
-    config = {k: v for k, v in message.config.items() if k not in (DP_CLIP_NORM, DP_MODE)}
-    return call_next(message.replace(config=config), context)
+
+    _raw: Message | None = None
+
+    def handle(self, message: Message, fit: Callable[[Message], Message]) -> Message:
+        def keep_raw(task: Message) -> Message:
+            self._raw = fit(task)
+            return self._raw
+
+        return super().handle(message, keep_raw)
+
+    def _update(self, parameters: ArrayDict, reply: Message) -> Any:
+        return super()._update(parameters, self._raw if self._raw is not None else reply)
