@@ -109,6 +109,21 @@ FAMILIES: tuple[Family, ...] = (
         needs=("matplotlib",),
     ),
     Family(
+        "Distributed DP",
+        ("privfl.ddp.server", "privfl.ddp.mechanism", "privfl.ddp.samplers"),
+        "privfl.audit.ddp:ddp_checks",
+        (
+            "DistributedDp (ddg), one round: no epsilon violation in what the server unmasks",
+            "DistributedDp (skellam), one round: no epsilon violation in what the server unmasks",
+            "planted bug caught: only one client's noise share reaches the sum",
+        ),
+        "**Distributed DP**: the same distinguishing game played on what the server unmasks in one "
+        "DistributedDp round (the modular sum of every client's rounded vector and noise share), with a canary "
+        "client at the clip norm; FAIL if the lower bound exceeds the RDP accountant's epsilon for that release. "
+        "The planted bug (one noise share where the ledger counts ten) must be caught.",
+        needs=("matplotlib",),
+    ),
+    Family(
         "CKKS",
         ("privfl.he.params", "privfl.he.keys", "privfl.he.cipher", "privfl.he.strategy"),
         "privfl.audit.ckks:ckks_checks",

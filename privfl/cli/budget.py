@@ -19,6 +19,7 @@ from privfl.accounting.calibration import calibrate_noise_multiplier, epsilon_fo
 from privfl.accounting.checks import check_count, check_delta
 from privfl.accounting.events import GaussianEvent, PoissonSampledEvent
 from privfl.accounting.ledger import PrivacyLedger, read_key_file
+from privfl.cli import budget_ddp
 from privfl.cli.options import PLOT_SUFFIXES, output_file
 from privfl.core.extras import require_all
 from privfl.errors import ConfigError
@@ -57,7 +58,8 @@ def register(subparsers: Any) -> None:
         epilog="examples:\n"
         "  privfl budget --noise-multiplier 1.0 --sample-rate 0.01 --rounds 10000 --delta 1e-5\n"
         "  privfl budget -z 1.1 -q 0.001 -T 5000 --delta 1e-6 --plot eps.png\n"
-        "  privfl budget --ledger run/ledger.json --json",
+        "  privfl budget --ledger run/ledger.json --json\n"
+        "  privfl budget --mechanism ddg --epsilon 3 --delta 1e-5 -q 0.1 -T 60 --clients 80 --dim 650 --bits 16",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     budget.add_argument("-z", "--noise-multiplier", type=float, metavar="Z", help="noise std / clip norm (> 0)")
@@ -83,6 +85,7 @@ def register(subparsers: Any) -> None:
         help="also draw epsilon against rounds (.png, .svg or .pdf)",
     )
     _common(budget)
+    budget_ddp.add_arguments(budget)
     budget.set_defaults(func=_run_budget, accountant=None)  # None: not given (a ledger keeps its own)
 
     calibrate = subparsers.add_parser(
@@ -122,6 +125,8 @@ def _emit(args: argparse.Namespace, obj: dict[str, Any], text: str) -> int:
 
 
 def _run_budget(args: argparse.Namespace) -> int:
+    if args.mechanism != "gaussian":
+        return budget_ddp.run(args)
     mechanism = {
         "--noise-multiplier": args.noise_multiplier,
         "--sample-rate": args.sample_rate,

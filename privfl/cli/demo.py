@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from privfl.cli import demo_dp, demo_he, demo_secagg
+from privfl.cli import demo_ddp, demo_dp, demo_he, demo_secagg
 from privfl.cli.options import PLOT_SUFFIXES, int_at_least, output_file, positive_float, state_file
 from privfl.core.extras import require_all
 from privfl.errors import CheckpointError
@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int_at_least(0), default=0, help="client worker processes (0: in-process)")
     parser.set_defaults(func=run_plain_demo)
     demos = parser.add_subparsers(dest="demo", metavar="DEMO")
-    for module in (demo_dp, demo_secagg, demo_he):
+    for module in (demo_dp, demo_secagg, demo_ddp, demo_he):
         module.add_demo_parser(demos)
 
 

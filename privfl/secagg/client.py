@@ -201,6 +201,15 @@ class SecAggClientState:
             raise MessageError(f"corrupt SecAgg+ client secret state: {exc}") from None
 
 
+IntegerEncoder = Callable[[np.ndarray, Message, RoundParams], np.ndarray]
+"""Turns a client's flat float64 update into the integer vector it masks, in place of the quantiser.
+
+Called with the update, the masked-input request (run, round, model and round config) and
+the round's SecAgg+ parameters; returns words of ``params.dtype`` below 2^m, of the length
+the server expects (e.g. :func:`privfl.ddp.client.ddp_encoder`).
+"""
+
+
 class SecAggPlusClient:
     """The SecAgg+ client protocol for one node, as a pure function of state and message.
 
@@ -214,6 +223,7 @@ class SecAggPlusClient:
         profile: called with (node, step, seconds) for the timed steps "verify" (roster
             and neighbours' signatures), "sign", "model_digest", "encode" (clip, scale,
             quantise) and "mask" (key agreements and mask expansion); for benchmarks.
+        encoder: replaces the default quantiser (and weight coordinate) if given.
     """
 
     def __init__(
@@ -223,6 +233,7 @@ class SecAggPlusClient:
         trust: ClientTrust | None,
         rosters: dict[bytes, Roster] | None = None,
         profile: Callable[[int, str, float], None] | None = None,
+        encoder: IntegerEncoder | None = None,
     ) -> None:
         self.node_id = node_id
         self.state = state
@@ -230,6 +241,7 @@ class SecAggPlusClient:
         self.mode = p.SEMI_HONEST if trust is None else p.ACTIVE
         self.rosters = {} if rosters is None else rosters
         self.profile = profile
+        self.encoder = encoder
 
     @contextmanager
     def _timed(self, step: str) -> Iterator[None]:
@@ -459,7 +471,8 @@ class SecAggPlusClient:
         reply = fit(message.replace(arrays=parameters, config=config).with_stage(""))
         reply = clip_to_round_config(config, parameters, reply)  # the server's DP clip norm, if any
         with self._timed("encode"):
-            vector = self._encode(*self._update(parameters, reply))
+            update, weight = self._update(parameters, reply)
+            vector = self._encode(update, weight) if self.encoder is None else self._custom(update, message)
         with self._timed("mask"):
             self._mask(vector, sources)
         st.self_mask_seed = st.enc_private = st.mask_private = None  # no longer needed: erase
@@ -494,6 +507,17 @@ class SecAggPlusClient:
             update, params.dtype, scale=weight / params.max_weight, overwrite=True, out=vector[:-1]
         )
         vector[-1] = weight
+        return vector
+
+    def _custom(self, update: np.ndarray, message: Message) -> np.ndarray:
+        """The encoder's vector, checked to be words of the round's dtype below 2^m."""
+        params = self.state.params
+        assert params is not None and self.encoder is not None
+        vector = np.array(self.encoder(update, message, params), copy=True)
+        if vector.dtype != params.dtype or vector.ndim != 1:
+            raise ProtocolError(f"client {self.node_id}: the encoder must return a 1-D {params.dtype} vector")
+        if vector.size and int(vector.max()) > int(low_bits_mask(params.modulus_bits)):
+            raise ProtocolError(f"client {self.node_id}: encoded values must be below 2^{params.modulus_bits}")
         return vector
 
     def _mask(self, vector: np.ndarray, partners: tuple[int, ...]) -> None:
@@ -600,11 +624,12 @@ class SecAggMod:
     calls ``call_next`` with a plain train message holding the global model and sends
     back only the masked vector (no per-client metrics). Replies to evaluate and query
     messages may carry metrics but never arrays: a model returned there would bypass
-    the protocol.
+    the protocol. ``encoder`` replaces the quantiser (e.g. the distributed-DP encoder).
     """
 
     trust: ClientTrust | None = None
     semi_honest: bool = False
+    encoder: IntegerEncoder | None = None
     profile: Callable[[int, str, float], None] | None = field(default=None, repr=False)
     _rosters: dict[bytes, Roster] = field(default_factory=dict, repr=False, compare=False)
     _client: type[SecAggPlusClient] = field(default=SecAggPlusClient, repr=False)  # audits plant weakened clients
@@ -630,5 +655,5 @@ class SecAggMod:
                 f"client {context.node_id}: refusing train stage {message.metadata.stage!r} without secure aggregation"
             )
         state = context.get_or_create(STATE_KEY, SecAggClientState)
-        client = self._client(context.node_id, state, self.trust, self._rosters, self.profile)
+        client = self._client(context.node_id, state, self.trust, self._rosters, self.profile, encoder=self.encoder)
         return client.handle(message, lambda m: call_next(m, context))

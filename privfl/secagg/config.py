@@ -74,7 +74,7 @@ class RoundParams:
 
     @property
     def dtype(self) -> np.dtype:
-        """Word type of masked vectors on the wire: uint32 for m <= 32, else uint64."""
+        """Word type of masked vectors on the wire: uint16 for m <= 16, uint32 for m <= 32, else uint64."""
         return word_dtype(self.modulus_bits)
 
     def to_config(self) -> Config:

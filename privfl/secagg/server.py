@@ -114,7 +114,9 @@ def check_roster_matches(config: SecAggConfig, roster: SignedRoster) -> None:
 class _ServerRound:
     """The server's state during one SecAgg+ round: session, graph, public keys, stage bookkeeping."""
 
-    def __init__(self, spec: RoundSpec, config: SecAggConfig, roster: SignedRoster | None) -> None:
+    def __init__(
+        self, spec: RoundSpec, config: SecAggConfig, roster: SignedRoster | None, vector_length: int | None = None
+    ) -> None:
         nodes = tuple(sorted(spec.nodes))
         if len(set(nodes)) != len(nodes):
             raise ConfigError("round nodes must be distinct")
@@ -152,7 +154,8 @@ class _ServerRound:
             nodes=nodes,
             roster=b"" if roster is None else roster.digest,
         )
-        self.length = sum(int(np.size(a)) for a in spec.parameters.values()) + 1
+        default_length = sum(int(np.size(a)) for a in spec.parameters.values()) + 1
+        self.length = default_length if vector_length is None else vector_length
         self.ads: dict[int, tuple[bytes, bytes, bytes]] = {}  # node -> (encryption key, mask key, signature)
         self.session = b""
         self.graph: dict[int, tuple[int, ...]] = {}
@@ -418,25 +421,36 @@ class _ServerRound:
 
 
 def secagg_exchange(
-    spec: RoundSpec, config: SecAggConfig, roster: SignedRoster | None = None
+    spec: RoundSpec,
+    config: SecAggConfig,
+    roster: SignedRoster | None = None,
+    *,
+    vector_length: int | None = None,
+    before_unmask: Callable[[RoundParams, tuple[int, ...]], None] | None = None,
 ) -> Exchange[SecAggRoundResult]:
     """Run one SecAgg+ round over ``spec.nodes``; return the exact sum of the survivors' vectors.
 
     With a ``roster`` the round resists an active server (signed keys, consistency
     round); without one it is the semi-honest protocol (the recipes make this choice
-    explicit: :class:`SecAggPlusAggregator`).
+    explicit: :class:`SecAggPlusAggregator`). ``vector_length`` overrides the default
+    length (model size + 1 weight) for clients with a custom integer encoder;
+    ``before_unmask`` is called with the parameters and the clients whose masked input is
+    in the sum, before any unmask request is sent: raising there ends the round with
+    nothing revealed.
 
     Raises:
         ProtocolAbort: the sum cannot be unmasked (too many dropouts or rejected replies).
         ConfigError: the configuration is unsafe for this number of clients or roster.
     """
-    rnd = _ServerRound(spec, config, roster)
+    rnd = _ServerRound(spec, config, roster, vector_length)
     advertised = yield from rnd.setup()
     shared, mailbox = yield from rnd.share_keys(advertised)
     live, masked, total = yield from rnd.masked_input(shared, mailbox)
     confirmed, inbox = masked, None
     if roster is not None:
         confirmed, inbox = yield from rnd.consistency(masked, live)
+    if before_unmask is not None:
+        before_unmask(rnd.params, tuple(sorted(masked)))
     self_masks, mask_keys = yield from rnd.unmask(masked, live, confirmed, inbox)
     rnd.remove_masks(total, masked, live, self_masks, mask_keys)
     return SecAggRoundResult(
