@@ -27,7 +27,7 @@ from privfl.accounting.events import (
     SkellamEvent,
     event_from_dict,
 )
-from privfl.accounting.ledger import LedgerEntry, PrivacyBudget, PrivacyLedger
+from privfl.accounting.ledger import LedgerEntry, PrivacyBudget, PrivacyLedger, epsilon_with_slack
 from privfl.accounting.pld import PldAccountant
 from privfl.accounting.rdp import DEFAULT_ORDERS, rdp_gaussian, rdp_poisson_subsampled_gaussian
 
@@ -52,6 +52,7 @@ __all__ = [
     "delta_from_rdp",
     "epsilon_for",
     "epsilon_from_rdp",
+    "epsilon_with_slack",
     "event_from_dict",
     "make_accountant",
     "rdp_distributed_discrete_gaussian",

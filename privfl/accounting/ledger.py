@@ -18,6 +18,17 @@ checkpoint). It does not protect against a holder of the key, nor against replac
 file with an *older* authentic one (a rollback): to detect that, publish :attr:`PrivacyLedger.head`
 (entry count and chain digest) and compare. Without a key, nothing beyond accidental
 corruption is claimed.
+
+Delta slack. An entry may carry a ``delta_slack``: the probability of a bad event under
+which its release is *not* covered by its event (e.g. a round where the sample of the
+other clients sits just below an inner aggregator's floor, :mod:`privfl.dp.central`).
+The run is then (epsilon_acc(delta - S), delta)-DP with S the total slack of the entries:
+on the complement of the union of the bad events the events compose as recorded, and
+the union has probability at most S (union bound), which is then added to delta (the
+standard bad-event argument, proved in :func:`epsilon_with_slack`). Entries without slack serialise as before
+(no ``delta_slack`` key), so their chain digests do not change; a state is format
+version 3 only once an entry has slack (older releases then refuse it instead of
+dropping the slack).
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import os
 import tempfile
 from collections import Counter
@@ -34,14 +46,16 @@ from pathlib import Path
 from typing import Any
 
 from privfl.accounting.accountant import PrivacyAccountant, check_accountant_name, make_accountant, unsupported_reason
-from privfl.accounting.checks import check_delta, check_epsilon, integer
+from privfl.accounting.checks import check_delta, check_epsilon, integer, real
 from privfl.accounting.events import DpEvent, check_event, event_from_dict
 from privfl.errors import AccountingError, BudgetExceededError, CheckpointError, ConfigError, PrivflError
 
 SCOPES = ("client", "record")
 LOCALITIES = ("central", "local", "distributed")
 _FORMAT = "privfl.ledger"
-_VERSION = 2
+_VERSION = 3
+_CHAINED_VERSIONS = (2, 3)
+"""Version 3 added the per-entry ``delta_slack``; version-2 entries have none (slack 0)."""
 _UNCHAINED_VERSION = 1
 """Ledgers written before the chain and MAC; readable only without a key (no integrity claim)."""
 _CHAIN_START = hashlib.sha256(b"privfl.ledger.chain.v2").digest()
@@ -50,6 +64,30 @@ MIN_KEY_BYTES = 32
 """Shortest operator key accepted for the ledger MAC (HMAC-SHA256: 256-bit keys)."""
 _STATE_KEYS = {"format", "version", "budget", "accountant", "entries"}
 _CACHED_COMPOSITIONS = 4
+_ENTRY_KEYS = {"event", "server_round", "scope", "locality", "note"}
+
+
+def check_delta_slack(value: Any) -> float:
+    """``value`` as a float in [0, 1): a bad-event probability charged to delta."""
+    slack = real(value, "delta_slack")
+    if not 0.0 <= slack < 1.0:
+        raise ConfigError(f"delta_slack must be in [0, 1), got {value!r}")
+    return slack
+
+
+def epsilon_with_slack(accountant: PrivacyAccountant, delta: float, slack: float) -> float:
+    """Epsilon at total ``delta`` of a composition whose bad events have total probability ``slack``.
+
+    Bad-event argument: let B be an event of probability at most ``slack`` with the same law
+    under neighbours D, D' (it depends on the sampling of the *other* clients only), such
+    that the releases conditioned on not-B are (eps, delta')-DP (Dwork & Roth 2014, Def. 2.4).
+    Then P[M(D') in E] <= P[B] + P[not B] P[M(D') in E | not B]
+    <= slack + e^eps P[M(D) in E] + delta', i.e. (eps, delta' + slack)-DP. So
+    eps = eps_acc(delta - slack), and inf when the slack leaves no delta.
+    """
+    if slack >= delta:
+        return math.inf
+    return accountant.get_epsilon(delta - slack)
 
 
 @dataclass(frozen=True)
@@ -71,7 +109,8 @@ class LedgerEntry:
     ``scope`` is ``"client"`` (client-level DP) or ``"record"`` (sample-level DP);
     ``locality`` is ``"central"`` (noise added once by the server), ``"local"`` (by a client,
     protecting its own release) or ``"distributed"`` (noise shares added by the clients
-    before secure aggregation, protecting the sum).
+    before secure aggregation, protecting the sum). ``delta_slack`` is the probability of
+    the bad event outside which ``event`` describes the release (module docstring).
     """
 
     event: DpEvent
@@ -79,9 +118,11 @@ class LedgerEntry:
     scope: str
     locality: str
     note: str = ""
+    delta_slack: float = 0.0
 
     def __post_init__(self) -> None:
         check_event(self.event, "event")
+        object.__setattr__(self, "delta_slack", check_delta_slack(self.delta_slack))
         integer(self.server_round, "server_round", 0)
         if self.scope not in SCOPES:
             raise ConfigError(f"scope must be one of {SCOPES}, got {self.scope!r}")
@@ -91,13 +132,17 @@ class LedgerEntry:
             raise ConfigError(f"note must be a string, got {self.note!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """JSON form; ``delta_slack`` only when non-zero, so slack-free entries keep their version-2 form."""
+        out: dict[str, Any] = {
             "event": self.event.to_dict(),
             "server_round": self.server_round,
             "scope": self.scope,
             "locality": self.locality,
             "note": self.note,
         }
+        if self.delta_slack:
+            out["delta_slack"] = self.delta_slack
+        return out
 
 
 class PrivacyLedger:
@@ -123,6 +168,7 @@ class PrivacyLedger:
         self._head = _CHAIN_START
         self._entries: list[LedgerEntry] = []
         self._counts: Counter[DpEvent] = Counter()
+        self._slack = 0.0
         # event counts -> (accountant with them composed, {delta: epsilon}); oldest first.
         self._cache: dict[frozenset[tuple[DpEvent, int]], tuple[PrivacyAccountant, dict[float, float]]] = {}
 
@@ -145,6 +191,11 @@ class PrivacyLedger:
     def head(self) -> tuple[int, str]:
         """(entry count, hex chain digest): publish it to detect a later rollback to an older ledger."""
         return len(self._entries), self._head.hex()
+
+    @property
+    def delta_slack(self) -> float:
+        """Total bad-event probability of the entries, charged to delta (module docstring)."""
+        return self._slack
 
     @property
     def entries(self) -> tuple[LedgerEntry, ...]:
@@ -172,11 +223,13 @@ class PrivacyLedger:
         return self._composition(self._counts, build)
 
     @staticmethod
-    def _epsilon_at(composition: tuple[PrivacyAccountant, dict[float, float]], delta: float) -> float:
+    def _epsilon_at(composition: tuple[PrivacyAccountant, dict[float, float]], delta: float, slack: float) -> float:
         accountant, epsilons = composition
-        if delta not in epsilons:
-            epsilons[delta] = accountant.get_epsilon(delta)
-        return epsilons[delta]
+        if slack >= delta:
+            return math.inf
+        if delta - slack not in epsilons:
+            epsilons[delta - slack] = epsilon_with_slack(accountant, delta, slack)
+        return epsilons[delta - slack]
 
     def _delta(self, delta: float | None) -> float:
         if delta is not None:
@@ -186,19 +239,34 @@ class PrivacyLedger:
         return self.budget.delta
 
     def epsilon(self, delta: float | None = None) -> float:
-        """Epsilon spent so far at ``delta`` (default: the budget's delta)."""
-        return self._epsilon_at(self._spent(), self._delta(delta))
+        """Epsilon spent so far at total ``delta`` (default: the budget's delta), slack included.
 
-    def check(self, *events: DpEvent) -> None:
-        """Raise BudgetExceededError if releasing ``events`` now would exceed the budget.
+        That is the accountant's epsilon at ``delta - delta_slack``; inf when the slack is at
+        least ``delta``.
+        """
+        return self._epsilon_at(self._spent(), self._delta(delta), self._slack)
+
+    def delta(self, epsilon: float) -> float:
+        """Total delta spent so far at ``epsilon``: the accountant's delta plus the entries' slack (<= 1)."""
+        return min(1.0, self._spent()[0].get_delta(check_epsilon(epsilon)) + self._slack)
+
+    def check(self, *events: DpEvent, delta_slack: float = 0.0) -> None:
+        """Raise BudgetExceededError if releasing ``events`` (with total ``delta_slack``) now would exceed the budget.
 
         Changes nothing. A no-op without a budget (but unsupported events still raise
         AccountingError, so a run cannot start releases it could never account).
         """
         for event in events:
             self._check_supported(event)
+        slack = self._slack + check_delta_slack(delta_slack)
         if self.budget is None or not events:
             return
+        if slack >= self.budget.delta:
+            raise BudgetExceededError(
+                f"privacy budget exceeded: the bad-event probability (delta slack) would reach {slack:.6g}, "
+                f"at least the budget delta={self.budget.delta:g}, so no finite epsilon holds; refusing "
+                "before any noise is drawn"
+            )
         spent_accountant = self._spent()[0]
         spent = self.epsilon()
 
@@ -209,12 +277,12 @@ class PrivacyLedger:
             return accountant
 
         # Cached under the counts it would have once recorded, so record() then reuses it.
-        after = self._epsilon_at(self._composition(self._counts + Counter(events), build), self.budget.delta)
+        after = self._epsilon_at(self._composition(self._counts + Counter(events), build), self.budget.delta, slack)
         if after > self.budget.epsilon:
             raise BudgetExceededError(
                 f"privacy budget exceeded: spent epsilon={spent:.6g}, the next release would bring it "
                 f"to {after:.6g}, above the budget epsilon={self.budget.epsilon:g} at "
-                f"delta={self.budget.delta:g}; refusing before any noise is drawn"
+                f"delta={self.budget.delta:g} (delta slack {slack:.3g}); refusing before any noise is drawn"
             )
 
     def _check_supported(self, event: DpEvent) -> None:
@@ -223,10 +291,17 @@ class PrivacyLedger:
             raise AccountingError(f"the ledger cannot account {event!r}: {reason}")
 
     def record(
-        self, event: DpEvent, *, server_round: int, scope: str = "client", locality: str = "central", note: str = ""
+        self,
+        event: DpEvent,
+        *,
+        server_round: int,
+        scope: str = "client",
+        locality: str = "central",
+        note: str = "",
+        delta_slack: float = 0.0,
     ) -> LedgerEntry:
         """Append one release (which has already happened, so no budget check) and return its entry."""
-        entry = LedgerEntry(event, server_round, scope, locality, note)
+        entry = LedgerEntry(event, server_round, scope, locality, note, delta_slack)
         self._check_supported(event)
         if self._entries and entry.scope != self._entries[0].scope:
             raise ConfigError(
@@ -235,12 +310,17 @@ class PrivacyLedger:
             )
         self._entries.append(entry)
         self._counts[event] += 1
+        # Each slack is already an upper bound with a relative margin far above the
+        # rounding of this sum (privfl.dp.floor), so the total stays an upper bound.
+        self._slack += entry.delta_slack
         self._head = hashlib.sha256(self._head + _canonical(entry.to_dict())).digest()
         return entry
 
     def _header(self) -> dict[str, Any]:
         budget = None if self.budget is None else {"epsilon": self.budget.epsilon, "delta": self.budget.delta}
-        return {"format": _FORMAT, "version": _VERSION, "budget": budget, "accountant": self.accountant}
+        # Version 2 while no entry has slack, so such states stay readable by older releases.
+        version = _VERSION if any(entry.delta_slack for entry in self._entries) else _CHAINED_VERSIONS[0]
+        return {"format": _FORMAT, "version": version, "budget": budget, "accountant": self.accountant}
 
     def _mac(self, header: dict[str, Any], count: int, head: bytes) -> str | None:
         if self._key is None:
@@ -271,9 +351,9 @@ class PrivacyLedger:
             if not isinstance(state, dict) or state.get("format") != _FORMAT:
                 raise ConfigError(f"not a privfl ledger (format must be {_FORMAT!r})")
             version = state.get("version")
-            if version not in (_VERSION, _UNCHAINED_VERSION):
+            if version not in (*_CHAINED_VERSIONS, _UNCHAINED_VERSION):
                 raise ConfigError(f"unsupported ledger version {version!r}")
-            expected = _STATE_KEYS | ({"chain", "mac"} if version == _VERSION else set())
+            expected = _STATE_KEYS | ({"chain", "mac"} if version in _CHAINED_VERSIONS else set())
             if set(state) != expected:
                 raise ConfigError(f"ledger state needs keys {sorted(expected)}, got {sorted(state)}")
             raw_budget = state["budget"]
@@ -283,8 +363,9 @@ class PrivacyLedger:
             ledger = cls(budget, state["accountant"], key=key)
             if not isinstance(state["entries"], list):
                 raise ConfigError("entries must be a list")
+            allowed = (_ENTRY_KEYS, _ENTRY_KEYS | {"delta_slack"}) if version == _VERSION else (_ENTRY_KEYS,)
             for raw in state["entries"]:
-                if not isinstance(raw, dict) or set(raw) != {"event", "server_round", "scope", "locality", "note"}:
+                if not isinstance(raw, dict) or set(raw) not in allowed:
                     raise ConfigError(f"malformed ledger entry {raw!r}")
                 ledger.record(
                     event_from_dict(raw["event"]),
@@ -292,6 +373,7 @@ class PrivacyLedger:
                     scope=raw["scope"],
                     locality=raw["locality"],
                     note=raw["note"],
+                    delta_slack=raw.get("delta_slack", 0.0),
                 )
             ledger._verify(state)
         except (PrivflError, KeyError, TypeError, RecursionError) as exc:

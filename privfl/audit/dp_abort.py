@@ -19,7 +19,9 @@ on a small population, through the real bundled loop:
    turns the scores of both populations into a Clopper-Pearson epsilon lower bound
    (Kairouz et al. 2015; Jagielski et al. 2020).
 4. The claim audited is the ledger's own: the largest epsilon any trial's ledger reports
-   at ``delta``. The audit passes when the lower bound does not exceed it.
+   at ``delta``, delta slack included (:func:`privfl.accounting.ledger.epsilon_with_slack`;
+   inf when a trial's slack reaches ``delta``). The audit passes when the lower bound
+   does not exceed it.
 
 The audit sees only the abort channel (not the noise in the released models), so on sound
 code its bound is 0: every round releases. It is meant to fail on code that aborts.
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from privfl.accounting import DpEvent, PrivacyLedger, make_accountant
+from privfl.accounting import DpEvent, PrivacyLedger, epsilon_with_slack, make_accountant
 from privfl.audit.stats import EpsilonBound, epsilon_lower_bound
 from privfl.core.exchange import SamplingInfo, Strategy
 from privfl.core.message import ArrayDict
@@ -69,6 +71,8 @@ class RoundOutcome:
 
     released: bool
     charged: tuple[DpEvent, ...]
+    slack: float = 0.0
+    """Total ``delta_slack`` of the round's ledger entries."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,8 @@ def round_outcomes(
                 released = False  # the run stopped on an error: the model did not move either
             finally:
                 clients.close()
-            outcomes[nodes] = RoundOutcome(released, tuple(e.event for e in ledger_of(strategy).entries))
+            ledger = ledger_of(strategy)
+            outcomes[nodes] = RoundOutcome(released, tuple(e.event for e in ledger.entries), ledger.delta_slack)
     return outcomes
 
 
@@ -176,11 +181,12 @@ def audit_abort_channel(
     # Index every subset by its bit mask (bit i-1 for node i) for vectorised replay.
     released = np.zeros(1 << population, dtype=np.int64)
     charged: list[tuple[DpEvent, ...]] = [()] * (1 << population)
+    slack = np.zeros(1 << population, dtype=np.float64)
     for nodes, outcome in outcomes.items():
         mask = sum(1 << (n - 1) for n in nodes)
-        released[mask], charged[mask] = int(outcome.released), outcome.charged
+        released[mask], charged[mask], slack[mask] = int(outcome.released), outcome.charged, outcome.slack
     weights = 1 << np.arange(population, dtype=np.int64)
-    epsilons: dict[frozenset[tuple[DpEvent, int]], float] = {}
+    epsilons: dict[tuple[frozenset[tuple[DpEvent, int]], float], float] = {}
 
     def replay(size: int) -> tuple[np.ndarray, float]:
         sampled = rng.random((trials, rounds, population)) < rate
@@ -192,12 +198,12 @@ def audit_abort_channel(
             for mask, n in zip(*np.unique(row, return_counts=True), strict=True):
                 for event in charged[mask]:
                     counts[event] += int(n)
-            key = frozenset(counts.items())
+            key = (frozenset(counts.items()), float(slack[row].sum()))
             if key not in epsilons:
                 composed = make_accountant(accountant)
                 for event, n in counts.items():
                     composed.compose(event, n)
-                epsilons[key] = composed.get_epsilon(delta)
+                epsilons[key] = epsilon_with_slack(composed, delta, key[1])
             worst = max(worst, epsilons[key])
         return released[masks].sum(axis=1).astype(np.float64), worst
 

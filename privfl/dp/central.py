@@ -5,7 +5,7 @@ runs DP-FedAvg and :class:`CentralDp` can wrap any inner aggregator, SecAgg+ inc
 
 1. Refuse fixed-size sampling (its replace-one neighbouring relation has sensitivity 2C,
    which Poisson-subsampled accounting would under-report) and check the round's event
-   against the budget, before any message is yielded: an overspending round sends
+   and delta slack against the budget, before any message is yielded: an overspending round sends
    nothing and draws no noise (:class:`~privfl.errors.BudgetExceededError`). Both checks
    depend on the configuration only, never on who was sampled.
 2. Send the clip norm and the DP mode in the round config (:data:`~privfl.core.names.DP_CLIP_NORM`,
@@ -17,7 +17,8 @@ runs DP-FedAvg and :class:`CentralDp` can wrap any inner aggregator, SecAgg+ inc
    *expected* number of clients q N (McMahan et al. 2018, the fixed-denominator estimator),
    so the number of participants is not released through the scaling.
 5. Record ``PoissonSampledEvent(q, GaussianEvent(z))`` in the wrapper's ledger once the
-   round's aggregate exists; the ledger is in ``state_dict()``, so the loop's
+   round's aggregate exists, with the round's ``delta_slack`` (below; 0 without a client
+   floor); the ledger is in ``state_dict()``, so the loop's
    snapshot/restore and its checkpoints neither lose nor double-count it.
 
 **No silent aborts: every round releases and is charged.** Whether a round aborts is
@@ -37,11 +38,28 @@ f(S) + N(0, sigma^2) with S the Poisson sample:
   being 0, so Delta = C exactly as without the fallback.
 - An inner aggregator with a client floor m (:class:`~privfl.core.exchange.ClientFloor`;
   SecAgg+: the smallest n its parameters resolve for, 3 with the defaults) releases
-  f(S) = sum(S) if |S| >= m else 0. For |S| = m - 1 the target's arrival turns 0 into the
-  sum of m clipped updates, so Delta = m C: the noise std is z * m * C, and the recorded
-  event keeps its meaning (noise multiplier z in units of the true sensitivity). With
-  default SecAgg+ this triples the noise; it is the price of releasing (rather than
-  leaking) the rounds where fewer than m clients were sampled.
+  f(S) = sum(S) if |S| >= m else 0. Let S' be the sample of the clients other than t (the
+  same law under D and D'). Only when |S'| = m - 1 does the target's arrival move the
+  release by more than C (0 becomes a sum of m clipped updates); for |S'| <= m - 2 both
+  releases are noise only, for |S'| >= m both are sums. Two ways to pay for that case,
+  chosen per run with ``floor_accounting``:
+
+  * ``"delta"`` (default): noise for sensitivity C and the bad event B = {|S'| = m - 1}
+    charged to delta. Conditioned on not-B, every S' still has Delta <= C, so the round is
+    the subsampled Gaussian above (joint convexity over the conditioned law of S'); B has
+    probability p0 = P[Binomial(N', q) = m - 1] (N' = N - 1 or N other clients for
+    remove/add neighbours; :func:`privfl.dp.floor.floor_slack` bounds it from above in
+    floating point). The rounds' samples are independent, so conditioned on no bad event
+    in any round the run is an adaptive composition of those conditioned rounds (RDP
+    composition, Mironov 2017, Prop. 1), and the union of the bad events has probability
+    at most sum_t p0 (union bound). The run is therefore (eps_RDP(delta - sum_t p0), delta)-DP
+    (:func:`privfl.accounting.ledger.epsilon_with_slack`): each round records p0 as its
+    ``delta_slack``. With N = 1000, q = 0.1, m = 3, p0 is about 1e-42 per round; with a
+    small population it can exceed delta, and the budget refuses the round (or the
+    ledger reports epsilon = inf) instead of claiming a finite epsilon.
+  * ``"sensitivity"``: Delta = m C for every S', so the noise std is z * m * C, no slack.
+    This triples the noise with default SecAgg+ in every round; it is the choice when
+    the population is so small that p0 does not fit in delta.
 - An inner protocol that fails *after* it started (SecAgg+ with dropouts beyond its
   tolerance) also releases noise only. That case is covered by the argument above only if
   the failure does not depend on whether t was sampled; SecAgg+ parameters (Bell et al.
@@ -78,6 +96,7 @@ from privfl.core.names import DP_CLIP_NORM, DP_MODE, DP_MODE_CENTRAL
 from privfl.core.plain import PlainAggregator
 from privfl.dp.calibration import check_positive
 from privfl.dp.clipping import check_clip_norm, clip_l2
+from privfl.dp.floor import FLOOR_ACCOUNTING, floor_slack
 from privfl.dp.noise import add_gaussian_noise, gaussian_noise
 from privfl.errors import ConfigError, MessageError, ProtocolError
 
@@ -108,23 +127,36 @@ class _LedgeredDp:
         budget: PrivacyBudget | None,
         delta: float | None,
         accountant: str,
+        floor_accounting: str,
         rng: np.random.Generator | None,
         ledger_key: bytes | None,
     ) -> None:
+        if floor_accounting not in FLOOR_ACCOUNTING:
+            raise ConfigError(f"floor_accounting must be one of {FLOOR_ACCOUNTING}, got {floor_accounting!r}")
         if delta is not None:
             delta = check_delta(delta)
+        self.floor_accounting = floor_accounting
         self.ledger = PrivacyLedger(budget=budget, accountant=accountant, key=ledger_key)
         self.delta = delta if delta is not None else (budget.delta if budget is not None else None)
         self._rng = rng
 
-    def _admit(self, spec: RoundSpec, event: DpEvent) -> None:
-        """Refuse the round unless it is Poisson-sampled and ``event`` fits the budget (changes nothing)."""
+    def _floor_cost(self, spec: RoundSpec, floor: int) -> tuple[int, float]:
+        """(sensitivity factor, delta slack) of a client floor under this run's ``floor_accounting``."""
+        if self.floor_accounting == "sensitivity":
+            return floor, 0.0
+        return 1, floor_slack(spec.sampling.population, spec.sampling.rate, floor)
+
+    def _admit(self, spec: RoundSpec, event: DpEvent, delta_slack: float) -> None:
+        """Refuse the round unless it is Poisson-sampled and ``event`` with ``delta_slack`` fits the budget.
+
+        Changes nothing.
+        """
         if not spec.sampling.poisson:
             raise ConfigError(
                 "central DP needs Poisson client sampling (e.g. PoissonSampler(q)); fixed-size sampling is "
                 "replace-one with sensitivity 2C and is not accounted as a Poisson-subsampled Gaussian"
             )
-        self.ledger.check(event)
+        self.ledger.check(event, delta_slack=delta_slack)
 
     @staticmethod
     def _sum_or_nothing(inner: Aggregator, spec: RoundSpec, floor: int) -> Exchange[tuple[Aggregate, str]]:
@@ -150,7 +182,15 @@ class _LedgeredDp:
         return empty, why
 
     def _release(
-        self, spec: RoundSpec, agg: Aggregate, *, std: float, event: DpEvent, note: str, metrics: dict[str, float]
+        self,
+        spec: RoundSpec,
+        agg: Aggregate,
+        *,
+        std: float,
+        event: DpEvent,
+        delta_slack: float,
+        note: str,
+        metrics: dict[str, float],
     ) -> Aggregate:
         """The noised aggregate over the expected client count, marked ``dp_release``; records ``event``."""
         if not math.isclose(agg.weight_sum, agg.num_clients, rel_tol=1e-9, abs_tol=1e-9):
@@ -159,8 +199,21 @@ class _LedgeredDp:
                 "clients); DP noise is calibrated to a sum of clipped updates with weight 1 each"
             )
         noised = add_gaussian_noise(agg.update_sum, std, rng=self._rng)
-        self.ledger.record(event, server_round=spec.server_round, scope="client", locality="central", note=note)
-        out = {**agg.metrics, **metrics, "dp_noise_std": std, "dp_expected_clients": spec.sampling.expected_clients}
+        self.ledger.record(
+            event,
+            server_round=spec.server_round,
+            scope="client",
+            locality="central",
+            note=note,
+            delta_slack=delta_slack,
+        )
+        out = {
+            **agg.metrics,
+            **metrics,
+            "dp_noise_std": std,
+            "dp_expected_clients": spec.sampling.expected_clients,
+            "dp_delta_slack": delta_slack,
+        }
         if self.delta is not None:
             out["dp_epsilon"] = self.ledger.epsilon(self.delta)
         return Aggregate(
@@ -183,10 +236,11 @@ class CentralDp(_LedgeredDp):
     aggregator, whose unmasked sum the server noises). The
     noise std is ``noise_multiplier * sensitivity`` on the sum (McMahan et al. 2018), where the
     sensitivity is the clip norm raised by the inner aggregator's
-    :class:`~privfl.core.exchange.BoundedDistortion` bound if it has one (SecAgg+ rounding),
-    times the inner aggregator's :class:`~privfl.core.exchange.ClientFloor` (SecAgg+: 3 with its
-    default parameters; see the module docstring for why a noise-only fallback below the floor
-    costs that factor).
+    :class:`~privfl.core.exchange.BoundedDistortion` bound if it has one (SecAgg+ rounding).
+    The noise-only fallback below the inner aggregator's
+    :class:`~privfl.core.exchange.ClientFloor` m (SecAgg+: 3 with its default parameters) is
+    paid for as the run's ``floor_accounting`` says (module docstring): a per-round delta
+    slack (default) or a sensitivity m times larger.
 
     The clip norm and the DP mode go to the clients in the round config; the SecAgg+ and
     CKKS client mods clip to that value, and a :class:`~privfl.dp.client_mods.FixedClippingMod`
@@ -200,6 +254,9 @@ class CentralDp(_LedgeredDp):
         budget: optional total (epsilon, delta); a round that would exceed it is refused.
         delta: delta at which round metrics report ``dp_epsilon`` (default: the budget's).
         accountant: accountant of the ledger ("rdp" or "pld").
+        floor_accounting: ``"delta"`` (noise for sensitivity C, the floor's bad-event
+            probability recorded per round as delta slack) or ``"sensitivity"`` (noise for
+            sensitivity m C, no slack); no difference without a floor.
         rng: explicitly injected generator for tests only; the default is the CSPRNG of
             :mod:`privfl.dp.noise`.
         ledger_key: operator key (>= 32 bytes) under which the ledger's state, in checkpoints
@@ -216,6 +273,7 @@ class CentralDp(_LedgeredDp):
         budget: PrivacyBudget | None = None,
         delta: float | None = None,
         accountant: str = "rdp",
+        floor_accounting: str = "delta",
         rng: np.random.Generator | None = None,
         ledger_key: bytes | None = None,
     ) -> None:
@@ -224,7 +282,14 @@ class CentralDp(_LedgeredDp):
                 f"central DP needs uniform client weights, got weighting={inner.weighting!r}: the noise is "
                 "calibrated to one clipped update per client, not to example-weighted updates"
             )
-        super().__init__(budget=budget, delta=delta, accountant=accountant, rng=rng, ledger_key=ledger_key)
+        super().__init__(
+            budget=budget,
+            delta=delta,
+            accountant=accountant,
+            floor_accounting=floor_accounting,
+            rng=rng,
+            ledger_key=ledger_key,
+        )
         self.inner = inner
         self.noise_multiplier = check_positive("noise_multiplier", noise_multiplier)
         self.clip_norm = check_clip_norm(clip_norm)
@@ -248,14 +313,16 @@ class CentralDp(_LedgeredDp):
 
     def aggregate(self, spec: RoundSpec) -> Exchange[Aggregate]:
         event = PoissonSampledEvent(spec.sampling.rate, GaussianEvent(self.noise_multiplier))
-        self._admit(spec, event)
+        factor, slack = self._floor_cost(spec, self.floor)
+        self._admit(spec, event, slack)
         # Sensitivity: the clip norm, plus any distortion the inner aggregator adds to a
-        # client's contribution (SecAgg+ rounding), times the client floor of the noise-only
-        # fallback (module docstring), so N(0, (z * sensitivity)^2) is z-private.
+        # client's contribution (SecAgg+ rounding), times the client floor if the noise-only
+        # fallback is paid in noise (module docstring), so N(0, (z * sensitivity)^2) is
+        # z-private outside the bad event of probability ``slack``.
         per_client = self.clip_norm
         if isinstance(self.inner, BoundedDistortion):
             per_client += self.inner.contribution_error_bound(spec)
-        sensitivity = self.floor * per_client
+        sensitivity = factor * per_client
         config = {**spec.config, DP_CLIP_NORM: self.clip_norm, DP_MODE: DP_MODE_CENTRAL}
         agg, empty = yield from self._sum_or_nothing(self.inner, dataclasses.replace(spec, config=config), self.floor)
         return self._release(
@@ -263,6 +330,7 @@ class CentralDp(_LedgeredDp):
             agg,
             std=self.noise_multiplier * sensitivity,
             event=event,
+            delta_slack=slack,
             note=f"DP-FedAvg, clip norm {self.clip_norm:g}, sensitivity {sensitivity:g}"
             + (f"; noise only: {empty}" if empty else ""),
             metrics={
@@ -305,7 +373,8 @@ class AdaptiveClippingDp(_LedgeredDp):
         count_noise_std: sigma_b (> z / 2); Andrew et al. suggest about expected clients / 20.
         target_quantile: gamma in (0, 1), the fraction of updates meant to be unclipped.
         clip_learning_rate: eta (> 0); Andrew et al. use 0.2.
-        budget, delta, accountant, rng, ledger_key: as for :class:`CentralDp`.
+        budget, delta, accountant, floor_accounting, rng, ledger_key: as for :class:`CentralDp`
+            (the server clips, so there is no client floor and ``floor_accounting`` changes nothing).
     """
 
     def __init__(
@@ -319,10 +388,18 @@ class AdaptiveClippingDp(_LedgeredDp):
         budget: PrivacyBudget | None = None,
         delta: float | None = None,
         accountant: str = "rdp",
+        floor_accounting: str = "delta",
         rng: np.random.Generator | None = None,
         ledger_key: bytes | None = None,
     ) -> None:
-        super().__init__(budget=budget, delta=delta, accountant=accountant, rng=rng, ledger_key=ledger_key)
+        super().__init__(
+            budget=budget,
+            delta=delta,
+            accountant=accountant,
+            floor_accounting=floor_accounting,
+            rng=rng,
+            ledger_key=ledger_key,
+        )
         self.noise_multiplier = check_positive("noise_multiplier", noise_multiplier)
         self.clip_norm = check_clip_norm(initial_clip_norm)
         if not (math.isfinite(count_noise_std) and 2.0 * count_noise_std > self.noise_multiplier):
@@ -341,7 +418,7 @@ class AdaptiveClippingDp(_LedgeredDp):
 
     def aggregate(self, spec: RoundSpec) -> Exchange[Aggregate]:
         event = PoissonSampledEvent(spec.sampling.rate, GaussianEvent(self.noise_multiplier))
-        self._admit(spec, event)
+        self._admit(spec, event, 0.0)  # server-side clipping, no client floor: no slack
         applied = self.clip_norm
         clip = ClipEachUpdate(applied)
         config = {**spec.config, DP_CLIP_NORM: applied, DP_MODE: DP_MODE_CENTRAL}
@@ -356,6 +433,7 @@ class AdaptiveClippingDp(_LedgeredDp):
             agg,
             std=self.update_noise_multiplier * applied,
             event=event,
+            delta_slack=0.0,
             note=f"adaptive clipping, clip norm {applied:g}, count noise std {self.count_noise_std:g}"
             + (f"; noise only: {empty}" if empty else ""),
             metrics={"dp_clip_norm": applied, "dp_unclipped_fraction": fraction, "dp_noise_only": float(bool(empty))},

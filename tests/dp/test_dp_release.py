@@ -17,6 +17,7 @@ from privfl.core.names import DP_CLIP_NORM, DP_MODE, DP_MODE_CENTRAL, LOCAL_DP_E
 from privfl.core.plain import PlainAggregator, weighted_client_metrics
 from privfl.dp import CentralDp, ClipEachUpdate, FixedClippingMod, l2_norm
 from privfl.dp.clipping import clip_to_round_config
+from privfl.dp.floor import floor_slack
 from privfl.errors import ConfigError, MessageError
 from privfl.secagg.client import SecAggMod
 from privfl.secagg.config import SecAggConfig
@@ -41,20 +42,27 @@ def test_an_empty_round_releases_noise_and_is_charged_under_default_min_clients(
     assert len(dp.ledger.entries) == 1
 
 
-def test_secagg_below_its_floor_releases_noise_only_without_contacting_anyone() -> None:
-    dp = CentralDp(_secagg(), noise_multiplier=1.0, clip_norm=1.0, rng=np.random.default_rng(0))
+@pytest.mark.parametrize("floor_accounting", ["delta", "sensitivity"])
+def test_secagg_below_its_floor_releases_noise_only_without_contacting_anyone(floor_accounting: str) -> None:
+    dp = CentralDp(
+        _secagg(), noise_multiplier=1.0, clip_norm=1.0, floor_accounting=floor_accounting, rng=np.random.default_rng(0)
+    )
     spec = round_spec(PARAMS, (7,))
     sent = []
     outcome = run_exchange(FedAvg(aggregator=dp).fit_round(spec), lambda m: sent.append(m) or m)
     assert sent == [] and outcome.num_clients == 0 and outcome.dropped == (7,)
     assert outcome.metrics["dp_noise_only"] == 1.0 and len(dp.ledger.entries) == 1
     # Floor m (3 with the default SecAgg+ parameters): the noise-only fallback turns 0 into a
-    # sum of m updates when the target arrives, so the sensitivity (and the noise) is m (C + rounding).
+    # sum of m updates when the target arrives. "sensitivity" pays with noise for m (C + rounding),
+    # "delta" with noise for C + rounding and the bad event's probability as delta slack.
     floor = _secagg().min_clients
     assert floor == 3
     per_client = 1.0 + _secagg().contribution_error_bound(spec)
-    assert outcome.metrics["dp_sensitivity"] == pytest.approx(floor * per_client)
-    assert outcome.metrics["dp_noise_std"] == pytest.approx(floor * per_client)
+    factor, slack = (floor, 0.0) if floor_accounting == "sensitivity" else (1, floor_slack(100, 0.1, floor))
+    assert outcome.metrics["dp_sensitivity"] == pytest.approx(factor * per_client)
+    assert outcome.metrics["dp_noise_std"] == pytest.approx(factor * per_client)
+    assert dp.ledger.delta_slack == outcome.metrics["dp_delta_slack"] == slack
+    assert (slack > 0) == (floor_accounting == "delta")
 
 
 def _abort_audit(make_strategy, app, *, population: int, rate: float, rounds: int, trials: int):
@@ -88,15 +96,22 @@ def test_abort_audit_fails_on_count_aborts_and_passes_when_every_round_releases(
 
 
 def test_abort_audit_over_secagg_floor() -> None:
-    def strategy(cls):
-        return lambda: FedAvg(aggregator=cls(_secagg(), noise_multiplier=50.0, clip_norm=1.0), min_clients=0)
+    def strategy(cls, floor_accounting):
+        dp = cls(_secagg(), noise_multiplier=50.0, clip_norm=1.0, floor_accounting=floor_accounting)
+        return lambda: FedAvg(aggregator=dp, min_clients=0)
 
     app = compose(fixed_trainer(BIG), [SecAggMod(semi_honest=True)])
     settings = {"population": 4, "rate": 0.5, "rounds": 60, "trials": 1000}
-    leaky = _abort_audit(strategy(AbortingDp), app, **settings)
+    leaky = _abort_audit(strategy(AbortingDp, "sensitivity"), app, **settings)
     assert leaky.bound.epsilon > 2.0 > 1.0 > leaky.ledger_epsilon and not leaky.passed
-    sound = _abort_audit(strategy(CentralDp), app, **settings)
+    sound = _abort_audit(strategy(CentralDp, "sensitivity"), app, **settings)
     assert sound.release_rate_without == sound.release_rate_with == 1.0 and sound.passed
+    # With the floor paid in delta, N = 4 and q = 1/2 give a bad event of probability
+    # P[Bin(3, 1/2) = 2] = P[Bin(4, 1/2) = 2] = 3/8 per round, far above delta: the ledger
+    # claims no finite epsilon rather than a wrong one, for the leaky code too.
+    for cls in (AbortingDp, CentralDp):
+        honest = _abort_audit(strategy(cls, "delta"), app, **settings)
+        assert honest.ledger_epsilon == math.inf and honest.passed
 
 
 def test_secagg_clients_without_a_clipping_mod_clip_to_the_servers_norm() -> None:
