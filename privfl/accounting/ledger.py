@@ -42,6 +42,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,8 @@ MIN_KEY_BYTES = 32
 _STATE_KEYS = {"format", "version", "budget", "accountant", "entries"}
 _CACHED_COMPOSITIONS = 4
 _ENTRY_KEYS = {"event", "server_round", "scope", "locality", "note"}
+_Composition = tuple[PrivacyAccountant, dict[tuple[float, float], float]]
+"""An accountant with some events composed, and its epsilons by (delta, slack)."""
 
 
 def check_delta_slack(value: Any) -> float:
@@ -85,9 +88,14 @@ def epsilon_with_slack(accountant: PrivacyAccountant, delta: float, slack: float
     <= slack + e^eps P[M(D) in E] + delta', i.e. (eps, delta' + slack)-DP. So
     eps = eps_acc(delta - slack), and inf when the slack leaves no delta.
     """
-    if slack >= delta:
+    # delta - slack rounded down (exact rationals), so rounding never raises the delta used.
+    remaining = Fraction(delta) - Fraction(slack)
+    if remaining <= 0:
         return math.inf
-    return accountant.get_epsilon(delta - slack)
+    below = float(remaining)
+    if Fraction(below) > remaining:
+        below = math.nextafter(below, 0.0)
+    return accountant.get_epsilon(below)
 
 
 @dataclass(frozen=True)
@@ -168,9 +176,9 @@ class PrivacyLedger:
         self._head = _CHAIN_START
         self._entries: list[LedgerEntry] = []
         self._counts: Counter[DpEvent] = Counter()
-        self._slack = 0.0
-        # event counts -> (accountant with them composed, {delta: epsilon}); oldest first.
-        self._cache: dict[frozenset[tuple[DpEvent, int]], tuple[PrivacyAccountant, dict[float, float]]] = {}
+        self._slack = Fraction(0)  # exact sum of the entries' slacks
+        # event counts -> (accountant with them composed, {(delta, slack): epsilon}); oldest first.
+        self._cache: dict[frozenset[tuple[DpEvent, int]], _Composition] = {}
 
     @property
     def budget(self) -> PrivacyBudget | None:
@@ -194,18 +202,17 @@ class PrivacyLedger:
 
     @property
     def delta_slack(self) -> float:
-        """Total bad-event probability of the entries, charged to delta (module docstring)."""
-        return self._slack
+        """Total bad-event probability of the entries, charged to delta (module docstring), rounded up."""
+        total = float(self._slack)
+        return math.nextafter(total, math.inf) if Fraction(total) < self._slack else total
 
     @property
     def entries(self) -> tuple[LedgerEntry, ...]:
         """Every recorded release, in order."""
         return tuple(self._entries)
 
-    def _composition(
-        self, counts: Counter[DpEvent], build: Callable[[], PrivacyAccountant]
-    ) -> tuple[PrivacyAccountant, dict[float, float]]:
-        """(accountant with ``counts`` composed, {delta: epsilon}), from the cache or ``build``."""
+    def _composition(self, counts: Counter[DpEvent], build: Callable[[], PrivacyAccountant]) -> _Composition:
+        """(accountant with ``counts`` composed, {(delta, slack): epsilon}), from the cache or ``build``."""
         key = frozenset(counts.items())
         cached = self._cache.pop(key, None) or (build(), {})
         self._cache[key] = cached  # most recently used last
@@ -213,7 +220,7 @@ class PrivacyLedger:
             del self._cache[next(iter(self._cache))]
         return cached
 
-    def _spent(self) -> tuple[PrivacyAccountant, dict[float, float]]:
+    def _spent(self) -> _Composition:
         def build() -> PrivacyAccountant:
             accountant = make_accountant(self.accountant)
             for event, count in self._counts.items():
@@ -223,13 +230,11 @@ class PrivacyLedger:
         return self._composition(self._counts, build)
 
     @staticmethod
-    def _epsilon_at(composition: tuple[PrivacyAccountant, dict[float, float]], delta: float, slack: float) -> float:
+    def _epsilon_at(composition: _Composition, delta: float, slack: float) -> float:
         accountant, epsilons = composition
-        if slack >= delta:
-            return math.inf
-        if delta - slack not in epsilons:
-            epsilons[delta - slack] = epsilon_with_slack(accountant, delta, slack)
-        return epsilons[delta - slack]
+        if (delta, slack) not in epsilons:
+            epsilons[delta, slack] = epsilon_with_slack(accountant, delta, slack)
+        return epsilons[delta, slack]
 
     def _delta(self, delta: float | None) -> float:
         if delta is not None:
@@ -244,11 +249,12 @@ class PrivacyLedger:
         That is the accountant's epsilon at ``delta - delta_slack``; inf when the slack is at
         least ``delta``.
         """
-        return self._epsilon_at(self._spent(), self._delta(delta), self._slack)
+        return self._epsilon_at(self._spent(), self._delta(delta), self.delta_slack)
 
     def delta(self, epsilon: float) -> float:
         """Total delta spent so far at ``epsilon``: the accountant's delta plus the entries' slack (<= 1)."""
-        return min(1.0, self._spent()[0].get_delta(check_epsilon(epsilon)) + self._slack)
+        total = Fraction(self._spent()[0].get_delta(check_epsilon(epsilon))) + self._slack
+        return min(1.0, math.nextafter(float(total), math.inf))
 
     def check(self, *events: DpEvent, delta_slack: float = 0.0) -> None:
         """Raise BudgetExceededError if releasing ``events`` (with total ``delta_slack``) now would exceed the budget.
@@ -258,9 +264,12 @@ class PrivacyLedger:
         """
         for event in events:
             self._check_supported(event)
-        slack = self._slack + check_delta_slack(delta_slack)
+        exact = self._slack + Fraction(check_delta_slack(delta_slack))
         if self.budget is None or not events:
             return
+        slack = float(exact)
+        if Fraction(slack) < exact:
+            slack = math.nextafter(slack, math.inf)
         if slack >= self.budget.delta:
             raise BudgetExceededError(
                 f"privacy budget exceeded: the bad-event probability (delta slack) would reach {slack:.6g}, "
@@ -310,9 +319,7 @@ class PrivacyLedger:
             )
         self._entries.append(entry)
         self._counts[event] += 1
-        # Each slack is already an upper bound with a relative margin far above the
-        # rounding of this sum (privfl.dp.floor), so the total stays an upper bound.
-        self._slack += entry.delta_slack
+        self._slack += Fraction(entry.delta_slack)
         self._head = hashlib.sha256(self._head + _canonical(entry.to_dict())).digest()
         return entry
 
