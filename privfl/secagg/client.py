@@ -29,6 +29,7 @@ import numpy as np
 from privfl.core.context import Context
 from privfl.core.message import SERVER_NODE_ID, Message, MessageKind, check_same_layout
 from privfl.core.mods import App
+from privfl.core.wire import decode, encode
 from privfl.core.names import NUM_EXAMPLES
 from privfl.errors import MessageError, ProtocolAbort, ProtocolError
 from privfl.secagg import protocol as p
@@ -39,6 +40,7 @@ from privfl.secagg.crypto import (
     KeyPair,
     agree,
     associated_data,
+    load_private,
     private_bytes,
     seal,
     unseal,
@@ -111,6 +113,50 @@ class SecAggClientState:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.abandon()
         self.run_id, self.server_round = int(state["run_id"]), int(state["server_round"])
+
+    def secret_state_dict(self) -> dict[str, Any]:
+        """Everything, secrets included (:class:`~privfl.core.context.SecretStateful`): a runtime stores it only sealed."""
+
+        def key(pair: KeyPair | None) -> bytes:
+            return b"" if pair is None else private_bytes(pair.private)
+
+        return {
+            **self.state_dict(),
+            "phase": self.phase.value,
+            "params": {} if self.params is None else self.params.to_config(),
+            "neighbours": sorted(self.neighbours),
+            "enc_key": key(self.enc_keys),
+            "mask_key": key(self.mask_keys),
+            "peer_keys": {str(u): list(keys) for u, keys in self.peer_keys.items()},
+            "share_keys": {str(u): k for u, k in self.share_keys.items()},
+            "self_mask_seed": self.self_mask_seed or b"",
+            # Shamir shares are field elements (< 2^256): as bytes, not as JSON numbers.
+            "held_shares": {str(u): [encode_element(a), encode_element(b)] for u, (a, b) in self.held_shares.items()},
+            "partners": list(self.partners),
+            "unmask_request": None if self.unmask_request is None else [list(x) for x in self.unmask_request],
+            "unmask_reply": b"" if self.unmask_reply is None else encode(self.unmask_reply),
+        }
+
+    def load_secret_state_dict(self, state: dict[str, Any]) -> None:
+        self.load_state_dict(state)
+
+        def pair(raw: bytes) -> KeyPair | None:
+            return KeyPair(load_private(raw)) if raw else None
+
+        self.phase = Phase(state["phase"])
+        self.params = RoundParams.from_config(state["params"]) if state["params"] else None
+        self.neighbours = frozenset(int(u) for u in state["neighbours"])
+        self.enc_keys, self.mask_keys = pair(state["enc_key"]), pair(state["mask_key"])
+        self.peer_keys = {int(u): (bytes(a), bytes(b)) for u, (a, b) in state["peer_keys"].items()}
+        self.share_keys = {int(u): bytes(k) for u, k in state["share_keys"].items()}
+        self.self_mask_seed = bytes(state["self_mask_seed"]) or None
+        self.held_shares = {
+            int(u): (decode_element(a), decode_element(b)) for u, (a, b) in state["held_shares"].items()
+        }
+        self.partners = tuple(int(u) for u in state["partners"])
+        request = state["unmask_request"]
+        self.unmask_request = None if request is None else (tuple(request[0]), tuple(request[1]))
+        self.unmask_reply = decode(state["unmask_reply"]) if state["unmask_reply"] else None
 
 
 class SecAggPlusClient:
