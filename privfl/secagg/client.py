@@ -29,8 +29,8 @@ import numpy as np
 from privfl.core.context import Context
 from privfl.core.message import SERVER_NODE_ID, Message, MessageKind, check_same_layout
 from privfl.core.mods import App
-from privfl.core.wire import decode, encode
 from privfl.core.names import NUM_EXAMPLES
+from privfl.core.wire import decode, encode
 from privfl.errors import MessageError, ProtocolAbort, ProtocolError
 from privfl.secagg import protocol as p
 from privfl.secagg.config import RoundParams
@@ -115,7 +115,7 @@ class SecAggClientState:
         self.run_id, self.server_round = int(state["run_id"]), int(state["server_round"])
 
     def secret_state_dict(self) -> dict[str, Any]:
-        """Everything, secrets included (:class:`~privfl.core.context.SecretStateful`): a runtime stores it only sealed."""
+        """Everything, secrets included (:class:`~privfl.core.context.SecretStateful`); stored only sealed."""
 
         def key(pair: KeyPair | None) -> bytes:
             return b"" if pair is None else private_bytes(pair.private)

@@ -43,8 +43,8 @@ def secaggplus_mod(message: FlowerMessage, context: FlowerContext, call_next: Fl
                 "use privfl.integrations.flower.SecAggPlusWorkflow on the server (or Flower's own mod here)"
             )
         raise ProtocolError(
-            "privfl's secaggplus_mod refuses a plain Flower train message (it would send the update in the "
-            "clear): run the server with DefaultWorkflow(fit_workflow=privfl.integrations.flower.SecAggPlusWorkflow(...))"
+            "privfl's secaggplus_mod refuses a plain Flower train message (it would send the update in the clear): "
+            "run the server with DefaultWorkflow(fit_workflow=privfl.integrations.flower.SecAggPlusWorkflow(...))"
         )
     return _privfl_secagg(message, context, call_next)
 

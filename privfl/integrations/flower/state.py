@@ -150,7 +150,7 @@ def _loads(blob: bytes, what: str) -> dict[str, Any]:
 def open_context(
     flower_ctx: FlowerContext, *, node_id: int, run_id: int, server_round: int, record_name: str = STATE_RECORD
 ) -> NodeContext:
-    """The node's privfl context (kept in record ``record_name``) for a message of run ``run_id``, round ``server_round``."""
+    """The node's privfl context (kept in record ``record_name``) for a message of ``run_id``, ``server_round``."""
     context = NodeContext(node_id=node_id, run_config=dict(flower_ctx.run_config))
     record = flower_ctx.state.config_records.get(record_name)
     if record is None:
