@@ -24,7 +24,7 @@ from privfl.secagg import secagg_mod
 
 CLIPPING_NORM = "clipping_norm"
 """Config key of the clip norm C the server's DP strategy sends (Flower's name); the client clips to it."""
-_FLOWER_SECAGG_RECORD = "secaggplus"  # Flower's own SecAgg+ workflow keeps its stage in this config record
+_FLOWER_SECAGG_RECORD = "secaggplus_configs"  # the config record of Flower's own SecAgg+ workflow
 _privfl_secagg = flower_mod(secagg_mod)
 
 

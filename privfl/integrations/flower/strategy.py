@@ -59,7 +59,7 @@ from privfl.core.names import NUM_EXAMPLES
 from privfl.core.plain import PlainAggregator
 from privfl.dp import AdaptiveClippingDp, CentralDp
 from privfl.dp.central import ClipEachUpdate
-from privfl.errors import BudgetExceededError, ConfigError
+from privfl.errors import BudgetExceededError, ConfigError, ProtocolAbort
 from privfl.integrations.flower.convert import NodeMap, decode_npy
 from privfl.integrations.flower.mods import CLIPPING_NORM
 from privfl.integrations.flower.names import flower_metrics
@@ -71,6 +71,13 @@ logger = logging.getLogger(__name__)
 def parameters_to_arrays(parameters: Parameters) -> ArrayDict:
     """Flower ``Parameters`` as privfl arrays named ``"0"``, ``"1"``, ... (decoded without pickle)."""
     return {str(i): decode_npy(t, str(i)) for i, t in enumerate(parameters.tensors)}
+
+
+def _describe(failure: object) -> str:
+    if isinstance(failure, BaseException):
+        return f"{type(failure).__name__}: {failure}"
+    proxy, res = failure  # type: ignore[misc]
+    return f"node {proxy.node_id}: status {res.status.code}: {res.status.message}"
 
 
 class PrivflDpStrategy(Strategy):
@@ -183,6 +190,14 @@ class PrivflDpStrategy(Strategy):
         spec = self.last_round
         if spec is None or spec.server_round != server_round:
             raise ConfigError(f"aggregate_fit for round {server_round} without configure_fit for it")
+        for failure in failures:
+            logger.error("privfl: round %d: a sampled client failed: %s", server_round, _describe(failure))
+        if failures and not results:
+            # Every sampled client failed: a configuration error, not dropouts. Stop the run loudly
+            # instead of releasing noise rounds that keep the initial model.
+            raise ProtocolAbort(
+                f"round {server_round}: all {len(failures)} sampled clients failed, e.g. {_describe(failures[0])}"
+            )
         agg = self._release(spec, results)
         return self.finish_round(spec, agg, results, failures)
 
