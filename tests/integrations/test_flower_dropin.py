@@ -15,6 +15,7 @@ from pathlib import Path
 import flwr  # noqa: F401
 import numpy as np
 import pytest
+from flower_inprocess import InProcessGrid
 from flwr.app import Context, RecordDict
 from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
@@ -33,8 +34,6 @@ from privfl.integrations.flower import (
     fixedclipping_mod,
     secaggplus_mod,
 )
-
-from flower_inprocess import InProcessGrid
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "flower_dp_sa"
 NUM_NODES = 6

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from privfl.tasks.digits import DigitsClient, NUM_CLASSES, NUM_FEATURES, load_digits_data, loss_and_accuracy
+from privfl.tasks.digits import NUM_CLASSES, NUM_FEATURES, DigitsClient, load_digits_data, loss_and_accuracy
 
 
 class Net:
