@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 from flwr.common import Metrics
 
+from privfl.core.names import NUM_EXAMPLES
+
 
 def flower_name(key: str) -> str:
     """``dp_epsilon`` -> ``dp-epsilon``; ``secagg.setup.dropped`` -> ``secagg-setup-dropped``."""
@@ -22,6 +24,12 @@ def flower_name(key: str) -> str:
 def flower_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
     """``metrics`` with Flower-style names."""
     return {flower_name(k): v for k, v in metrics.items()}
+
+
+def round_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """A protocol's round metrics for Flower's history, Flower-style; an example count that SecAgg+
+    hides under uniform weights (reported as 0) is left out rather than shown as ``num-examples`` 0."""
+    return flower_metrics({k: v for k, v in metrics.items() if not (k == NUM_EXAMPLES and v == 0)})
 
 
 def is_epsilon(key: str) -> bool:

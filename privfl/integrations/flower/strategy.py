@@ -62,7 +62,7 @@ from privfl.dp.central import ClipEachUpdate
 from privfl.errors import BudgetExceededError, ConfigError, ProtocolAbort
 from privfl.integrations.flower.convert import NodeMap, decode_npy
 from privfl.integrations.flower.mods import CLIPPING_NORM
-from privfl.integrations.flower.names import flower_metrics
+from privfl.integrations.flower.names import round_metrics
 from privfl.server.transport import drive
 
 logger = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ class PrivflDpStrategy(Strategy):
             parameters, metrics = released, {}
         else:
             parameters, metrics = self.strategy.aggregate_fit(spec.server_round, inner_results, failures)
-        metrics = {**metrics, **flower_metrics(agg.metrics)}
+        metrics = {**metrics, **round_metrics(agg.metrics)}
         metrics["dp-epsilon"] = self.dp.ledger.epsilon(self.delta)
         if self.ledger_path is not None:
             self.dp.ledger.save(self.ledger_path)

@@ -51,7 +51,7 @@ from flwr.serverapp import Grid
 from privfl.core.exchange import Aggregate, RoundSpec, SamplingInfo
 from privfl.errors import ConfigError, ProtocolAbort
 from privfl.integrations.flower.convert import NodeMap
-from privfl.integrations.flower.names import flower_metrics
+from privfl.integrations.flower.names import round_metrics
 from privfl.integrations.flower.server import GridClients
 from privfl.integrations.flower.strategy import PrivflDpStrategy, parameters_to_arrays
 from privfl.secagg import SecAggConfig, SecAggPlusAggregator
@@ -163,7 +163,7 @@ class SecAggPlusWorkflow:
             new_parameters, metrics = dp.finish_round(spec, agg, results, [])
         else:
             new_parameters, metrics = strategy.aggregate_fit(current_round, results, [])
-            metrics = {**metrics, **flower_metrics(agg.metrics)}
+            metrics = {**metrics, **round_metrics(agg.metrics)}
         logger.info(
             "privfl SecAgg+: round %d aggregated %d clients (%d dropped)",
             current_round,
