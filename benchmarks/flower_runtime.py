@@ -29,8 +29,7 @@ APP = Path(__file__).resolve().parent / "flower_deploy_app"
 def run(deployment: LocalDeployment, impl: str, dim: int, rounds: int, workdir: Path) -> dict:
     result = workdir / f"{impl}.json"
     proc = deployment.run(APP, {"impl": impl, "dim": dim, "num-rounds": rounds, "result-path": str(result)})
-    if proc.wait(timeout=3600) != 0 or not result.exists():
-        raise RuntimeError(f"{impl} run failed; see {workdir / 'deploy'}")
+    deployment.wait(proc, timeout=3600)  # raises unless the run finished:completed
     return json.loads(result.read_text())
 
 

@@ -38,7 +38,7 @@ def test_secagg_with_central_dp_survives_a_supernode_killed_mid_round(tmp_path: 
             assert time.monotonic() < deadline, "the victim's fit never started"
             time.sleep(0.5)
         deployment.kill_supernode(VICTIM)
-        assert run.wait(timeout=900) == 0, (tmp_path / "deploy" / "flwr-run-0.log").read_text()[-3000:]
+        deployment.wait(run, timeout=900)  # raises unless the run finished:completed
     result = json.loads(result_path.read_text())
     fit = result["fit"]
     assert [r for r, _ in fit["dp-epsilon"]] == [1, 2]
@@ -46,3 +46,12 @@ def test_secagg_with_central_dp_survives_a_supernode_killed_mid_round(tmp_path: 
     # Survivors add 1, 2 and 3; central DP divides the noised sum by the expected count q N.
     expected = sum(6.0 / expected_clients for _, expected_clients in fit["dp-expected-clients"])
     np.testing.assert_allclose(np.array(result["model"][0]), expected, atol=0.3)
+
+
+def test_a_privfl_failure_in_the_serverapp_fails_the_run_visibly(tmp_path: Path) -> None:
+    """``flwr run`` exits 0 whatever happens (flwr 1.41); the run's status names privfl's error."""
+    env = {STATE_DIR_ENV: str(tmp_path / "node-keys")}
+    with LocalDeployment(tmp_path / "deploy", 1, env=env) as deployment:
+        run = deployment.run(APP, {"num-sampled-clients": 0})
+        with pytest.raises(RuntimeError, match=r"finished:failed.*num_sampled_clients must be an int >= 1"):
+            deployment.wait(run, timeout=600)

@@ -192,3 +192,52 @@ def test_secagg_workflow_checks_its_arguments_with_flowers_names() -> None:
         SecAggPlusWorkflow(quantization_range=1000)
     with pytest.raises(ConfigError, match="num_shares must be an int"):
         SecAggPlusWorkflow(num_shares=0.5)
+
+
+def test_metric_names_take_flowers_style_and_epsilons_aggregate_as_a_maximum() -> None:
+    from privfl.integrations.flower.names import flower_name, round_metrics
+
+    assert flower_name("dp_epsilon") == "dp-epsilon"
+    assert flower_name("secagg.setup.dropped") == "secagg-setup-dropped"
+    results = [(10, {"local_dp_epsilon": 1.5, "loss": 1.0}), (30, {"local_dp_epsilon": 0.5, "loss": 3.0})]
+    assert aggregate_client_metrics(results) == {"local-dp-epsilon": 1.5, "loss": 2.5}  # weighted mean would be 0.75
+    assert round_metrics({"num_examples": 0.0, "dp_noise_std": 2.0}) == {"dp-noise-std": 2.0}
+    assert round_metrics({"num_examples": 40.0}) == {"num-examples": 40.0}
+
+
+def test_server_side_clipping_wrappers_clip_plain_flower_clients_and_stop_at_the_budget(tmp_path: Path) -> None:
+    from privfl.integrations.flower import (
+        DifferentialPrivacyServerSideAdaptiveClipping,
+        DifferentialPrivacyServerSideFixedClipping,
+    )
+
+    grid = InProcessGrid(client_app([]), NUM_NODES)  # Flower clients without any privfl mod
+    fixed = DifferentialPrivacyServerSideFixedClipping(
+        plain_fedavg([np.zeros(3)]), noise_multiplier=1e-3, clipping_norm=0.5, num_sampled_clients=NUM_NODES
+    )
+    context = run_workflow(grid, fixed, None)
+    np.testing.assert_allclose(final_model(context)[0], 0.5 / np.sqrt(3), atol=0.01)  # clipped by the server
+
+    adaptive = DifferentialPrivacyServerSideAdaptiveClipping(
+        plain_fedavg([np.zeros(3)]), noise_multiplier=0.5, num_sampled_clients=NUM_NODES, initial_clipping_norm=0.1
+    )
+    context = run_workflow(grid, adaptive, None, num_rounds=2)
+    norms = context.history.metrics_distributed_fit["dp-clip-norm"]
+    assert norms[0] == (1, 0.1) and norms[1][1] > 0.1  # every update exceeded C_1: the norm grows (Andrew et al.)
+
+    # Budget stop: after round 1 the next round would overspend, so no client is selected again.
+    one_round = PrivacyLedger()
+    one_round.record(PoissonSampledEvent(1.0, GaussianEvent(1.0)), server_round=1, scope="client")
+    budget = 1.01 * one_round.epsilon(1e-5)
+    ledger_path = tmp_path / "ledger.json"
+    capped = DifferentialPrivacyServerSideFixedClipping(
+        plain_fedavg([np.zeros(3)]),
+        noise_multiplier=1.0,
+        clipping_norm=1.0,
+        num_sampled_clients=NUM_NODES,
+        max_epsilon=budget,
+        ledger_path=ledger_path,
+    )
+    context = run_workflow(grid, capped, None, num_rounds=3)
+    assert [r for r, _ in context.history.metrics_distributed_fit["dp-epsilon"]] == [1]
+    assert len(PrivacyLedger.load(ledger_path).entries) == 1

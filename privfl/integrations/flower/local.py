@@ -20,7 +20,9 @@ The same steps by hand (ports as you like; one ``--port`` per SuperNode)::
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -155,6 +157,31 @@ class LocalDeployment:
         proc = self._spawn(f"flwr-run-{len(self.runs)}", self.run_command(app_dir, run_config))
         self.runs.append(proc)
         return proc
+
+    def wait(self, proc: subprocess.Popen, timeout: float) -> dict[str, Any]:
+        """Wait for a ``flwr run`` started by :meth:`run`; return the run's record from ``flwr list``.
+
+        ``flwr run --stream`` exits 0 even when the ServerApp fails (flwr 1.41), so this asks
+        the SuperLink for the run's status and raises :class:`RuntimeError` with Flower's
+        ``status-details`` (the ServerApp's exception) unless it is ``finished:completed``.
+        """
+        proc.wait(timeout=timeout)
+        log = (self.workdir / f"flwr-run-{self.runs.index(proc)}.log").read_text(errors="replace")
+        match = re.search(r"Successfully started run (\d+)", log)
+        if proc.returncode != 0 or match is None:
+            raise RuntimeError(f"flwr run failed (exit code {proc.returncode}):\n{log[-3000:]}")
+        listing = subprocess.run(  # noqa: S603 - Flower's CLI with arguments built here
+            [str(Path(sys.executable).parent / "flwr"), "list", CONNECTION, "--run-id", match[1], "--format", "json"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        record = json.loads(listing.stdout)["runs"][0]
+        if record["status"] != "finished:completed":
+            raise RuntimeError(f"run {match[1]} ended {record['status']}: {record.get('status-details', '')}")
+        return record
 
     def kill_supernode(self, index: int) -> None:
         """Kill SuperNode ``index`` and its ClientApp processes (SIGKILL: no goodbye to the SuperLink)."""
