@@ -241,3 +241,17 @@ def test_server_side_clipping_wrappers_clip_plain_flower_clients_and_stop_at_the
     context = run_workflow(grid, capped, None, num_rounds=3)
     assert [r for r, _ in context.history.metrics_distributed_fit["dp-epsilon"]] == [1]
     assert len(PrivacyLedger.load(ledger_path).entries) == 1
+
+
+def test_a_round_with_one_sampled_client_releases_noise_only_under_secagg_and_is_charged() -> None:
+    grid = InProcessGrid(client_app([secaggplus_mod, fixedclipping_mod]), 1)
+    sent = []
+    grid.on_message = lambda m: sent.append(m.metadata.message_type)
+    strategy = DifferentialPrivacyClientSideFixedClipping(
+        plain_fedavg([np.zeros(3)]), noise_multiplier=1.0, clipping_norm=1.0, num_sampled_clients=1
+    )
+    context = run_workflow(grid, strategy, SecAggPlusWorkflow(), num_rounds=2)
+    assert not [t for t in sent if t.startswith("train")]  # the lone update is never collected
+    assert [r for r, _ in context.history.metrics_distributed_fit["dp-epsilon"]] == [1, 2]
+    assert len(strategy.ledger.entries) == 2
+    assert np.any(final_model(context)[0] != 0.0)  # noise, released as the mechanism's output

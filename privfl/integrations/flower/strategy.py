@@ -9,7 +9,9 @@ API, same leading arguments), wrapping any Flower strategy (``FedAvg``,
 - Clients are Poisson-sampled with rate q = ``num_sampled_clients`` / N from the OS
   CSPRNG (N = connected nodes), as the accountant assumes; Flower's strategies draw
   a fixed-size sample with Python's ``random`` (replace-one neighbours, sensitivity
-  2C, not what a Poisson-subsampled Gaussian accounts for).
+  2C, not what a Poisson-subsampled Gaussian accounts for). The inner strategy's
+  ``fraction_fit`` / ``min_fit_clients`` are therefore not used; its
+  ``on_fit_config_fn`` still provides the round's config.
 - The release is privfl's :class:`~privfl.dp.CentralDp` / :class:`~privfl.dp.AdaptiveClippingDp`
   (DP-FedAvg, McMahan et al. 2018; Andrew et al. 2021): the sum of clipped updates
   with uniform weights plus N(0, (z C)^2), over the expected count q N. Each round is
@@ -86,6 +88,15 @@ class PrivflDpStrategy(Strategy):
     Subclasses choose the mechanism (:meth:`mechanism`). ``last_round`` holds the
     :class:`RoundSpec` of the round being trained, so privfl's ``SecAggPlusWorkflow``
     can run the same mechanism over its secure sum.
+
+    Args:
+        strategy: the Flower strategy that turns the released model into the next one.
+        num_sampled_clients: expected clients per round, q N (Flower's name).
+        delta: delta at which epsilon is reported and the budget is set.
+        max_epsilon: total epsilon budget; ``None`` for no budget stop.
+        ledger_path: file the privacy ledger is saved to after every round (``None``: kept in memory).
+        run_id: privfl run id carried by this run's messages.
+        wait_timeout: seconds to wait for the inner strategy's ``min_available_clients``.
     """
 
     def __init__(
@@ -97,6 +108,7 @@ class PrivflDpStrategy(Strategy):
         max_epsilon: float | None = None,
         ledger_path: str | Path | None = None,
         run_id: int = 0,
+        wait_timeout: int = 600,
     ) -> None:
         super().__init__()
         if isinstance(num_sampled_clients, bool) or not isinstance(num_sampled_clients, int) or num_sampled_clients < 1:
@@ -106,6 +118,7 @@ class PrivflDpStrategy(Strategy):
         self.delta = delta
         self.ledger_path = Path(ledger_path) if ledger_path else None
         self.run_id = run_id
+        self.wait_timeout = wait_timeout
         self.budget = PrivacyBudget(epsilon=max_epsilon, delta=delta) if max_epsilon is not None else None
         self.dp = self.mechanism()
         self.last_round: RoundSpec | None = None
@@ -137,19 +150,46 @@ class PrivflDpStrategy(Strategy):
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
-        """Poisson-sample the clients (CSPRNG) and send them the inner strategy's config plus the clip norm."""
-        clients = {proxy.node_id: proxy for proxy in client_manager.all().values()}
-        if not clients:
+        """Poisson-sample the clients (CSPRNG) and send them the inner strategy's config plus the clip norm.
+
+        An empty sample raises :class:`ProtocolAbort`: Flower's fit workflow would skip the
+        round, and a skipped round reveals that nobody was sampled, which the accounting of
+        the Poisson-subsampled Gaussian does not cover (it assumes a noise-only release, as
+        privfl's ``SecAggPlusWorkflow`` makes). With q N clients expected this happens with
+        probability (1 - q)^N per round.
+        """
+        selected = self.sample_round(server_round, parameters, client_manager)
+        if selected is None:
             return []
+        if not selected:
+            raise ProtocolAbort(
+                f"round {server_round}: the Poisson sample is empty; Flower's fit workflow would skip the round, "
+                "which DP accounting does not cover. Use privfl's SecAggPlusWorkflow (it releases noise only) "
+                "or a larger num_sampled_clients"
+            )
+        return selected
+
+    def sample_round(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]] | None:
+        """The round's Poisson sample with its instructions (possibly empty); None once the budget stops the run."""
+        # Nodes register with the client manager asynchronously: wait for the inner strategy's minimum.
+        needed = max(1, int(getattr(self.strategy, "min_available_clients", 1)))
+        if not client_manager.wait_for(needed, timeout=self.wait_timeout):
+            raise ProtocolAbort(
+                f"round {server_round}: fewer than {needed} nodes connected after {self.wait_timeout} s"
+            )
+        clients = {proxy.node_id: proxy for proxy in client_manager.all().values()}
         node_map = NodeMap.from_flower_ids(clients)
         rate = min(1.0, self.num_sampled_clients / len(clients))
         try:
             self.dp.ledger.check(PoissonSampledEvent(rate, GaussianEvent(self.noise_multiplier)))
         except BudgetExceededError as exc:
             logger.warning("privfl: round %d not run, privacy budget reached: %s", server_round, exc)
-            return []
-        inner = self.strategy.configure_fit(server_round, parameters, client_manager)
-        config: dict[str, Scalar] = dict(inner[0][1].config) if inner else {}
+            return None
+        # The inner strategy's round config, without its own (fixed-size, blocking) client sampling.
+        on_fit_config = getattr(self.strategy, "on_fit_config_fn", None)
+        config: dict[str, Scalar] = dict(on_fit_config(server_round)) if on_fit_config else {}
         config[CLIPPING_NORM] = float(self.dp.clip_norm)
         # Poisson sampling: each node independently with probability q, from the OS CSPRNG.
         chosen = [fid for fid in node_map.flower_ids if secrets.randbelow(1 << 53) < rate * (1 << 53)]

@@ -38,8 +38,8 @@ the ServerApp fails instead of keeping the old model with "0 results".
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import math
 
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 from flwr.compat.common import recorddict_compat as compat
@@ -49,6 +49,7 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
 
 from privfl.core.exchange import Aggregate, RoundSpec, SamplingInfo
+from privfl.core.plain import PlainAggregator
 from privfl.errors import ConfigError, ProtocolAbort
 from privfl.integrations.flower.convert import NodeMap
 from privfl.integrations.flower.names import round_metrics
@@ -58,6 +59,9 @@ from privfl.secagg import SecAggConfig, SecAggPlusAggregator
 from privfl.server.transport import drive
 
 logger = logging.getLogger(__name__)
+
+MIN_NODES = 2
+"""Fewest sampled clients a SecAgg+ round runs with (privfl's graph needs n >= 2)."""
 
 
 def _log2_exact(name: str, value: int | None) -> int | None:
@@ -110,7 +114,10 @@ class SecAggPlusWorkflow:
         k = t = None
         if self.num_shares is not None:
             k = min(self.num_shares - 1, num_nodes - 1)
-            t = min(self.reconstruction_threshold or math.floor(k / 2) + 1, k)
+            if k % 2 and num_nodes % 2:
+                k -= 1  # no k-regular graph on n nodes when both are odd
+            t = min(self.reconstruction_threshold or k // 2 + 1, k)
+            t = max(t, k // 2 + 1)  # a smaller k must keep t > k / 2
         return SecAggConfig(
             clip=self.clipping_range,
             bits=self.bits or 16,
@@ -127,12 +134,15 @@ class SecAggPlusWorkflow:
         current_round = int(context.state.config_records[MAIN_CONFIGS_RECORD][WorkflowKey.CURRENT_ROUND])
         parameters = compat.arrayrecord_to_parameters(context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
         strategy = context.strategy
-        selected = strategy.configure_fit(current_round, parameters, context.client_manager)
-        if not selected:
+        dp = strategy if isinstance(strategy, PrivflDpStrategy) else None
+        if dp is not None:
+            selected = dp.sample_round(current_round, parameters, context.client_manager)
+        else:
+            selected = strategy.configure_fit(current_round, parameters, context.client_manager)
+        if selected is None or (dp is None and not selected):
             logger.info("privfl SecAgg+: round %d: no clients selected, round skipped", current_round)
             return
         proxies = {proxy.node_id: proxy for proxy, _ in selected}
-        dp = strategy if isinstance(strategy, PrivflDpStrategy) else None
         if dp is not None:
             assert dp.last_round is not None and dp.node_map is not None
             spec, node_map = dp.last_round, dp.node_map
@@ -149,8 +159,29 @@ class SecAggPlusWorkflow:
                 config=configs[0],
                 sampling=SamplingInfo(len(node_map.flower_ids), len(proxies) / len(node_map.flower_ids), False),
             )
-        secure_sum = SecAggPlusAggregator(self.secagg_config(len(spec.nodes), uniform=dp is not None))
-        aggregator = dp.wrap_secure_sum(secure_sum) if dp is not None else secure_sum
+        if len(spec.nodes) >= MIN_NODES:
+            secure_sum = SecAggPlusAggregator(self.secagg_config(len(spec.nodes), uniform=dp is not None))
+            aggregator = dp.wrap_secure_sum(secure_sum) if dp is not None else secure_sum
+        elif dp is None:
+            logger.warning(
+                "privfl SecAgg+: round %d: %d client(s) sampled, need %d; skipped",
+                current_round,
+                len(spec.nodes),
+                MIN_NODES,
+            )
+            return
+        else:
+            # A sum of fewer than two updates is no secret: collect none, and release the DP noise alone
+            # (the Poisson-subsampled Gaussian's output when nobody contributes), charged as usual.
+            logger.warning(
+                "privfl SecAgg+: round %d: %d client(s) sampled, fewer than secure aggregation needs (%d): "
+                "no update is collected and the round releases DP noise only",
+                current_round,
+                len(spec.nodes),
+                MIN_NODES,
+            )
+            spec = dataclasses.replace(spec, nodes=())
+            aggregator = dp.wrap_secure_sum(PlainAggregator(weighting="uniform"))
         clients = GridClients(grid, node_map, timeout=self.timeout, on_client_error="drop")
         logger.info("privfl SecAgg+: round %d with %d clients", current_round, len(spec.nodes))
         try:
