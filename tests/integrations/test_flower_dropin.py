@@ -105,12 +105,12 @@ def run_workflow(grid: InProcessGrid, strategy, fit_workflow, num_rounds: int = 
     return context
 
 
-def plain_fedavg(initial: list[np.ndarray]) -> FedAvg:
+def plain_fedavg(initial: list[np.ndarray], min_nodes: int = 2) -> FedAvg:
     return FedAvg(
         fraction_fit=1.0,
         fraction_evaluate=0.0,
-        min_fit_clients=2,
-        min_available_clients=2,
+        min_fit_clients=min_nodes,
+        min_available_clients=min_nodes,
         initial_parameters=ndarrays_to_parameters(initial),
         fit_metrics_aggregation_fn=aggregate_client_metrics,
     )
@@ -248,7 +248,7 @@ def test_a_round_with_one_sampled_client_releases_noise_only_under_secagg_and_is
     sent = []
     grid.on_message = lambda m: sent.append(m.metadata.message_type)
     strategy = DifferentialPrivacyClientSideFixedClipping(
-        plain_fedavg([np.zeros(3)]), noise_multiplier=1.0, clipping_norm=1.0, num_sampled_clients=1
+        plain_fedavg([np.zeros(3)], min_nodes=1), noise_multiplier=1.0, clipping_norm=1.0, num_sampled_clients=1
     )
     context = run_workflow(grid, strategy, SecAggPlusWorkflow(), num_rounds=2)
     assert not [t for t in sent if t.startswith("train")]  # the lone update is never collected

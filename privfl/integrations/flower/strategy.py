@@ -175,7 +175,8 @@ class PrivflDpStrategy(Strategy):
         """The round's Poisson sample with its instructions (possibly empty); None once the budget stops the run."""
         # Nodes register with the client manager asynchronously: wait for the inner strategy's minimum.
         needed = max(1, int(getattr(self.strategy, "min_available_clients", 1)))
-        if not client_manager.wait_for(needed, timeout=self.wait_timeout):
+        # num_available() refreshes the node list now (Flower's wrapper); wait_for() only sleeps on it.
+        if client_manager.num_available() < needed and not client_manager.wait_for(needed, self.wait_timeout):
             raise ProtocolAbort(
                 f"round {server_round}: fewer than {needed} nodes connected after {self.wait_timeout} s"
             )
