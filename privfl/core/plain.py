@@ -2,6 +2,11 @@
 
 Other aggregators (SecAgg+, CKKS, DP wrappers) produce the same :class:`Aggregate`,
 so a strategy does not care how the sum was obtained.
+
+A reply that fails validation (wrong header, layout, dtype, non-finite values, a
+bad ``num_examples``, a second reply from the same node) is recorded as a
+:class:`~privfl.core.exchange.Rejection` and its sender counts as dropped; it never
+aborts the round by itself. Whether enough clients remain is the strategy's call.
 """
 
 from __future__ import annotations
@@ -12,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from privfl.core.exchange import Aggregate, ClientResult, Exchange, RoundSpec, check_reply, zeros_like
+from privfl.core.exchange import Aggregate, ClientResult, Exchange, Rejection, RoundSpec, check_reply, zeros_like
 from privfl.core.message import ArrayDict, Message, check_same_layout
-from privfl.core.names import LOSS, NUM_EXAMPLES
+from privfl.core.names import LOSS, NUM_EXAMPLES, REJECTED
 from privfl.errors import ConfigError, MessageError
 
 UpdateTransform = Callable[[ArrayDict], ArrayDict]
@@ -45,9 +50,14 @@ class PlainAggregator:
         total = zeros_like(spec.parameters)
         weight_sum = 0.0
         results: list[ClientResult] = []
+        rejected: list[Rejection] = []
         seen: set[int] = set()
         for reply in replies:
-            node, num_examples = validate_fit_reply(reply, spec, seen)
+            try:
+                node, num_examples = validate_fit_reply(reply, spec, seen)
+            except MessageError as exc:
+                rejected.append(Rejection.of(reply, spec.kind.value, exc))
+                continue
             update = {name: reply.arrays[name] - spec.parameters[name] for name in spec.parameters}
             if self.transform is not None:
                 update = self.transform(update)
@@ -63,6 +73,8 @@ class PlainAggregator:
             num_clients=len(results),
             results=results,
             dropped=tuple(n for n in spec.nodes if n not in contributed),
+            metrics={REJECTED: float(len(rejected))} if rejected else {},
+            rejected=tuple(rejected),
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -73,16 +85,25 @@ class PlainAggregator:
 
 
 def validate_fit_reply(reply: Message, spec: RoundSpec, seen: set[int]) -> tuple[int, int]:
-    """Check a plain fit reply against the round; return (node id, number of examples)."""
+    """Check a plain fit reply against the round; return (node id, number of examples).
+
+    Raises:
+        MessageError: the header, array layout or values, or ``num_examples`` is invalid.
+    """
     node = check_reply(reply, spec, seen)
     check_same_layout(spec.parameters, reply.arrays, f"reply from node {node}")
     for name, arr in reply.arrays.items():
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
             raise MessageError(f"reply from node {node}: array {name!r} has non-finite values")
-    num_examples = reply.metrics.get(NUM_EXAMPLES)
-    if not isinstance(num_examples, int) or num_examples < 0:
-        raise MessageError(f"reply from node {node}: {NUM_EXAMPLES} must be a non-negative int")
-    return node, num_examples
+    return node, _num_examples(reply, node)
+
+
+def _num_examples(reply: Message, node: int) -> int:
+    """The reply's ``num_examples``: a non-negative int (a bool is not a count)."""
+    value = reply.metrics.get(NUM_EXAMPLES)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise MessageError(f"reply from node {node}: {NUM_EXAMPLES} must be a non-negative int, got {value!r}")
+    return value
 
 
 def weighted_client_metrics(results: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
@@ -101,16 +122,29 @@ def weighted_client_metrics(results: list[tuple[int, dict[str, float]]]) -> dict
 
 
 def evaluate_exchange(spec: RoundSpec) -> Exchange[dict[str, float]]:
-    """Federated evaluation: send the model, return example-weighted mean loss and metrics."""
+    """Federated evaluation: send the model, return example-weighted mean loss and metrics.
+
+    Invalid replies are left out and counted under ``rejected`` (see the module docstring).
+    """
     replies = yield [spec.message_to(node) for node in spec.nodes]
     results: list[tuple[int, dict[str, float]]] = []
+    rejected = 0
     seen: set[int] = set()
     for reply in replies:
-        node = check_reply(reply, spec, seen)
-        n = reply.metrics.get(NUM_EXAMPLES)
-        if not isinstance(n, int) or n < 0 or LOSS not in reply.metrics:
-            raise MessageError(f"evaluate reply from node {node} lacks {NUM_EXAMPLES} or {LOSS}")
-        if not np.isfinite(reply.metrics[LOSS]):
-            raise MessageError(f"evaluate reply from node {node} has a non-finite loss")
-        results.append((n, dict(reply.metrics)))
-    return weighted_client_metrics(results)
+        try:
+            results.append(_validate_evaluate_reply(reply, spec, seen))
+        except MessageError:
+            rejected += 1
+    metrics = weighted_client_metrics(results)
+    if rejected:
+        metrics[REJECTED] = float(rejected)
+    return metrics
+
+
+def _validate_evaluate_reply(reply: Message, spec: RoundSpec, seen: set[int]) -> tuple[int, dict[str, float]]:
+    node = check_reply(reply, spec, seen)
+    n = _num_examples(reply, node)
+    loss = reply.metrics.get(LOSS)
+    if isinstance(loss, bool) or not isinstance(loss, int | float) or not np.isfinite(loss):
+        raise MessageError(f"evaluate reply from node {node}: {LOSS} must be a finite number, got {loss!r}")
+    return n, dict(reply.metrics)

@@ -11,11 +11,12 @@ that would overspend a privacy budget stops the run before anything is sent.
 from __future__ import annotations
 
 import copy
+import re
 import secrets
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from privfl.core.exchange import RoundSpec, Strategy
-from privfl.core.message import ArrayDict, Config, MessageKind
+from privfl.core.message import ArrayDict, Config, MessageKind, as_array_dict
 from privfl.core.mods import App
 from privfl.core.wire import DEFAULT_LIMITS, WireLimits
 from privfl.errors import BudgetExceededError, CheckpointError, ConfigError, MessageError, ProtocolError
@@ -55,6 +56,12 @@ class SimulationResult:
     stopped: str = ""
 
 
+ABORTS_BEFORE_STOP = 3
+"""A run stops after this many consecutive rounds aborted with the same error (numbers aside, such
+as the round): it is misconfigured (e.g. clients without the mod the strategy needs) or its
+population cannot run the protocol, and more rounds would only repeat the abort."""
+
+
 def _round_rng(seed: int, server_round: int, purpose: int) -> np.random.Generator:
     # Independent stream per (round, purpose): a resumed run draws what the uninterrupted one drew.
     return np.random.default_rng([seed, server_round, purpose])
@@ -65,7 +72,7 @@ def run_simulation(
     *,
     num_clients: int,
     num_rounds: int,
-    initial_parameters: ArrayDict,
+    initial_parameters: ArrayDict | Sequence[np.ndarray],
     strategy: Strategy | None = None,
     sampler: Sampler | None = None,
     fit_config: Config | None = None,
@@ -86,7 +93,8 @@ def run_simulation(
         client_app: the client side (a :class:`~privfl.client.app.ClientApp` with its mods).
         num_clients: population size N.
         num_rounds: total rounds (a resumed run continues up to this number).
-        initial_parameters: starting global model.
+        initial_parameters: starting global model: named arrays, or a list of arrays as a
+            NumPy-style client's ``get_parameters`` returns (named ``"0"``, ``"1"``, ...).
         strategy: server strategy; plain :class:`FedAvg` by default.
         sampler: client sampling per round; all clients by default.
         fit_config: config sent with every training task (``server_round`` is added).
@@ -139,7 +147,7 @@ def run_rounds(
     *,
     population: tuple[int, ...],
     num_rounds: int,
-    initial_parameters: ArrayDict,
+    initial_parameters: ArrayDict | Sequence[np.ndarray],
     strategy: Strategy | None = None,
     sampler: Sampler | None = None,
     fit_config: Config | None = None,
@@ -162,7 +170,7 @@ def run_rounds(
         raise ConfigError(f"evaluate_fraction must be in [0, 1], got {evaluate_fraction}")
     strategy = strategy if strategy is not None else FedAvg()
     sampler = sampler if sampler is not None else FixedFractionSampler(1.0)
-    parameters = {k: np.asarray(v) for k, v in initial_parameters.items()}
+    parameters = as_array_dict(initial_parameters)
     history = History()
     start_round = 0
     seed = secrets.randbits(128) if seed is None else int(seed)
@@ -171,6 +179,7 @@ def run_rounds(
         start_round, seed, parameters, history = _restore(state, strategy, clients, len(population), run_id)
 
     stopped = ""
+    repeats, last_kind = 0, ""
     bar = tqdm(total=num_rounds, initial=start_round, desc="rounds", unit="round", disable=not progress, leave=False)
     try:
         for rnd in range(start_round + 1, num_rounds + 1):
@@ -202,6 +211,16 @@ def run_rounds(
                 bar.set_postfix(accuracy=f"{acc:.3f}")
             for callback in callbacks:
                 callback(record)
+            if record.status == "aborted":
+                warnings.warn(f"round {rnd} aborted: {record.note}", stacklevel=2)
+                kind = re.sub(r"\d+", "N", record.note)  # the same error in another round, with other counts
+                repeats, last_kind = (repeats + 1 if kind == last_kind else 1), kind
+                if repeats >= ABORTS_BEFORE_STOP:
+                    stopped = f"{repeats} consecutive rounds aborted with the same error: {record.note}"
+                    warnings.warn(f"run stopped after round {rnd}: {stopped}", stacklevel=2)
+                    break
+            else:
+                repeats = 0
     finally:
         bar.close()
     return SimulationResult(parameters=parameters, history=history, strategy=strategy, stopped=stopped)
@@ -248,6 +267,7 @@ def _run_round(
         new_parameters = outcome.parameters
         record.num_clients = outcome.num_clients
         record.fit = dict(outcome.metrics)
+        record.rejected = [asdict(r) for r in outcome.rejected]
     if evaluate_fraction > 0:
         eval_nodes = FixedFractionSampler(evaluate_fraction).sample(population, _round_rng(seed, rnd, 1))
         eval_spec = RoundSpec(

@@ -145,7 +145,7 @@ class OnGrid(NumPyClient):
 @pytest.mark.usefixtures("flower_task")
 def test_secagg_round_runs_from_flowers_node_state_alone_with_its_secrets_sealed() -> None:
     """No process memory: every stage rebuilds the client from Context.state (as one process per message does)."""
-    app = flower_client_app(ClientApp(OnGrid, mods=[secagg.secagg_mod]))
+    app = flower_client_app(ClientApp(OnGrid, mods=[secagg.SecAggMod(semi_honest=True)]))
     grid = InProcessGrid(app, 6)
     sealed_seen: list[bytes] = []
 
@@ -156,13 +156,13 @@ def test_secagg_round_runs_from_flowers_node_state_alone_with_its_secrets_sealed
                 sealed_seen.append(record["sealed"])
 
     grid.on_message = after_each_stage
-    config = secagg.SecAggConfig(clip=127.5, bits=8, max_weight=1, weighting="uniform")
+    config = secagg.SecAggConfig(coordinate_bound=127.5, bits=8, max_weight=1, weighting="uniform")
     result = run_on_grid(
         grid,
         min_nodes=6,
         num_rounds=2,
         initial_parameters={"w": np.zeros(4)},
-        strategy=FedAvg(aggregator=secagg.SecAggPlusAggregator(config)),
+        strategy=FedAvg(aggregator=secagg.SecAggPlusAggregator(config, semi_honest=True)),
         seed=1,
     )
     assert [r.status for r in result.history.rounds] == ["ok", "ok"]

@@ -19,17 +19,21 @@ ClientApp), :func:`flower_mod` (privfl mods as one Flower mod) and :func:`run_on
 Core privfl never imports flwr; only this package does.
 """
 
-from privfl.integrations.flower.client import flower_client_app, flower_mod
-from privfl.integrations.flower.convert import NodeMap, from_flower_reply, from_recorddict, to_flower, to_recorddict
-from privfl.integrations.flower.mods import fixedclipping_mod, secaggplus_mod
-from privfl.integrations.flower.names import aggregate_client_metrics
-from privfl.integrations.flower.server import GridClients, run_on_grid, wait_for_nodes
-from privfl.integrations.flower.strategy import (
+from privfl.core.extras import require
+
+require("flwr", "privfl.integrations.flower")  # before the submodules, so a core install names the extra
+
+from privfl.integrations.flower.client import flower_client_app, flower_mod  # noqa: E402
+from privfl.integrations.flower.convert import NodeMap, from_flower_reply, from_recorddict, to_flower, to_recorddict  # noqa: E402
+from privfl.integrations.flower.mods import fixedclipping_mod, secaggplus_mod  # noqa: E402
+from privfl.integrations.flower.names import aggregate_client_metrics  # noqa: E402
+from privfl.integrations.flower.server import GridClients, run_on_grid, wait_for_nodes  # noqa: E402
+from privfl.integrations.flower.strategy import (  # noqa: E402
     DifferentialPrivacyClientSideFixedClipping,
     DifferentialPrivacyServerSideAdaptiveClipping,
     DifferentialPrivacyServerSideFixedClipping,
 )
-from privfl.integrations.flower.workflow import SecAggPlusWorkflow
+from privfl.integrations.flower.workflow import SecAggPlusWorkflow  # noqa: E402
 
 __all__ = [
     "DifferentialPrivacyClientSideFixedClipping",

@@ -20,12 +20,13 @@ from privfl.core.mods import App
 from privfl.dp import FixedClippingMod
 from privfl.errors import ProtocolError
 from privfl.integrations.flower.client import FlowerApp, Layout, flower_mod, layout_of
-from privfl.secagg import secagg_mod
+from privfl.secagg import SecAggMod
 
 CLIPPING_NORM = "clipping_norm"
 """Config key of the clip norm C the server's DP strategy sends (Flower's name); the client clips to it."""
 _FLOWER_SECAGG_RECORD = "secaggplus_configs"  # the config record of Flower's own SecAgg+ workflow
-_privfl_secagg = flower_mod(secagg_mod)
+# Flower's SecAgg+ trusts the server to follow the protocol; so does this drop-in (see the workflow's docs).
+_privfl_secagg = flower_mod(SecAggMod(semi_honest=True))
 
 
 def secaggplus_mod(message: FlowerMessage, context: FlowerContext, call_next: FlowerApp) -> FlowerMessage:

@@ -30,6 +30,12 @@ Constructor names follow Flower's where the meaning is the same:
 - ``timeout``: seconds each stage waits for replies; a node that does not answer
   has dropped out.
 
+Trust model: as Flower's, the server is trusted to follow the protocol (privfl's
+``semi_honest=True``): it learns only the sum of the sampled clients' updates while it
+does. Against an actively malicious server use privfl's own server loop with a signed
+roster (``SecAggPlusAggregator(..., roster=...)``, ``SecAggMod(trust=...)``); this
+workflow does not carry rosters yet.
+
 A client that fails a stage (a ClientApp error, a malformed reply) is a dropout,
 logged at ERROR with its node and reason; a round that cannot complete raises
 :class:`~privfl.errors.ProtocolAbort` after an ERROR log line naming the cause, so
@@ -56,6 +62,7 @@ from privfl.integrations.flower.names import round_metrics
 from privfl.integrations.flower.server import GridClients
 from privfl.integrations.flower.strategy import PrivflDpStrategy, parameters_to_arrays
 from privfl.secagg import SecAggConfig, SecAggPlusAggregator
+from privfl.secagg.params import smallest_secure_threshold
 from privfl.server.transport import drive
 
 logger = logging.getLogger(__name__)
@@ -107,7 +114,7 @@ class SecAggPlusWorkflow:
         self.clipping_range = float(clipping_range)
         self.timeout = timeout
         # Checks clip and bits now, not in round 1.
-        SecAggConfig(clip=self.clipping_range, bits=self.bits or 16, max_weight=self.max_weight)
+        SecAggConfig(coordinate_bound=self.clipping_range, bits=self.bits or 16, max_weight=self.max_weight)
 
     def secagg_config(self, num_nodes: int, *, uniform: bool) -> SecAggConfig:
         """The round's SecAgg+ settings for ``num_nodes`` sampled clients (k capped at n - 1)."""
@@ -118,8 +125,9 @@ class SecAggPlusWorkflow:
                 k -= 1  # no k-regular graph on n nodes when both are odd
             t = min(self.reconstruction_threshold or k // 2 + 1, k)
             t = max(t, k // 2 + 1)  # a smaller k must keep t > k / 2
+            k, t = self._secure(num_nodes, k, t)
         return SecAggConfig(
-            clip=self.clipping_range,
+            coordinate_bound=self.clipping_range,
             bits=self.bits or 16,
             max_weight=1 if uniform else self.max_weight,
             weighting="uniform" if uniform else "examples",
@@ -127,6 +135,36 @@ class SecAggPlusWorkflow:
             threshold=t,
             modulus_bits=self.modulus_bits,
         )
+
+    @staticmethod
+    def _secure(num_nodes: int, k: int, t: int) -> tuple[int | None, int | None]:
+        """(k, t) raised to privfl's security floor for n (Bell et al. CCS'20 bounds, privfl.secagg.params).
+
+        Flower's settings can be insecure for some n (e.g. k = 6, t = 4 beyond n = 20 at 5%
+        corrupted clients); privfl's clients would refuse them. The threshold is raised to
+        the smallest secure one, or (k, t) left to privfl when no t is secure for this k,
+        with a WARNING either way.
+        """
+        defaults = SecAggConfig()
+        try:
+            floor = smallest_secure_threshold(
+                num_nodes, k, corruption=defaults.corruption, security_bits=defaults.security_bits
+            )
+        except ConfigError as exc:
+            logger.warning(
+                "privfl SecAgg+: num_shares = %d unsafe at n = %d (%s); privfl chooses k, t", k + 1, num_nodes, exc
+            )
+            return None, None
+        if t < floor:
+            logger.warning(
+                "privfl SecAgg+: reconstruction_threshold %d below the security floor %d for n = %d, k = %d; using %d",
+                t,
+                floor,
+                num_nodes,
+                k,
+                floor,
+            )
+        return k, max(t, floor)
 
     def __call__(self, grid: Grid, context: LegacyContext) -> None:
         if not isinstance(context, LegacyContext):
@@ -160,7 +198,9 @@ class SecAggPlusWorkflow:
                 sampling=SamplingInfo(len(node_map.flower_ids), len(proxies) / len(node_map.flower_ids), False),
             )
         if len(spec.nodes) >= MIN_NODES:
-            secure_sum = SecAggPlusAggregator(self.secagg_config(len(spec.nodes), uniform=dp is not None))
+            secure_sum = SecAggPlusAggregator(
+                self.secagg_config(len(spec.nodes), uniform=dp is not None), semi_honest=True
+            )
             aggregator = dp.wrap_secure_sum(secure_sum) if dp is not None else secure_sum
         elif dp is None:
             logger.warning(
