@@ -1,8 +1,8 @@
-"""SecAgg+ with central DP on Flower's deployment runtime: a real SuperLink, 4 SuperNodes, one killed mid-round.
+"""SecAgg+ with central DP on Flower's deployment runtime: a real SuperLink, 5 SuperNodes, one killed mid-round.
 
 Every ClientApp message runs in a fresh ``flwr-clientapp`` process, so each SecAgg+
 stage rebuilds the client from the sealed state in the SuperNode's node-local Context.
-SuperNode 3 sleeps in ``fit`` and is killed (SIGKILL, with its ClientApp) once its fit
+SuperNode 4 sleeps in ``fit`` and is killed (SIGKILL, with its ClientApp) once its fit
 has started, i.e. after it shared its keys and before it sent its masked input: the
 server must recover its pairwise masks from the survivors' shares.
 """
@@ -20,7 +20,7 @@ from privfl.integrations.flower.local import LocalDeployment
 from privfl.integrations.flower.state import STATE_DIR_ENV
 
 APP = Path(__file__).resolve().parent / "deploy_app"
-NUM_NODES, VICTIM, DIM = 4, 3, 8
+NUM_NODES, VICTIM, DIM = 5, 4, 8  # n = 5: k = 4, t = 3 (privfl's floor) tolerates one dropout
 pytestmark = pytest.mark.slow  # starts 5 Flower processes; each message starts one more (minutes on 2 cores)
 
 
@@ -43,8 +43,8 @@ def test_secagg_with_central_dp_survives_a_supernode_killed_mid_round(tmp_path: 
     fit = result["fit"]
     assert [r for r, _ in fit["dp-epsilon"]] == [1, 2]
     assert fit["secagg-masked-input-dropped"][0][1] == 1.0  # the victim, recovered from its neighbours' shares
-    # Survivors add 1, 2 and 3; central DP divides the noised sum by the expected count q N.
-    expected = sum(6.0 / expected_clients for _, expected_clients in fit["dp-expected-clients"])
+    # Survivors add 1, 2, 3 and 4; central DP divides the noised sum by the expected count q N.
+    expected = sum(10.0 / expected_clients for _, expected_clients in fit["dp-expected-clients"])
     np.testing.assert_allclose(np.array(result["model"][0]), expected, atol=0.3)
 
 

@@ -60,7 +60,7 @@ def main(grid: Grid, context: Context) -> None:
     )
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=int(rc["num-rounds"])), strategy=strategy)
     workflow = SecAggPlusWorkflow(
-        num_shares=4, reconstruction_threshold=2, clipping_range=8.0, timeout=float(rc["stage-timeout"])
+        num_shares=5, reconstruction_threshold=3, clipping_range=8.0, timeout=float(rc["stage-timeout"])
     )
     DefaultWorkflow(fit_workflow=workflow)(grid, legacy)
     if rc["result-path"]:
