@@ -75,7 +75,7 @@ def main() -> None:
     for key in results["delta"]:
         before, after = results["sensitivity"][key], results["delta"][key]
         ratio = f"{after / before:.3f}" if before else "-"
-        print(f"{key:26s}{before:20.6g}{after:20.6g}{ratio:>10s}")
+        print(f"{key:26s}{before:20.10g}{after:20.10g}{ratio:>10s}")
 
 
 if __name__ == "__main__":
