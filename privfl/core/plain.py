@@ -48,12 +48,8 @@ class PlainAggregator:
         seen: set[int] = set()
         for reply in replies:
             node, num_examples = validate_fit_reply(reply, spec, seen)
-            update = {name: reply.arrays[name] - spec.parameters[name] for name in spec.parameters}
-            if self.transform is not None:
-                update = self.transform(update)
             weight = float(num_examples) if self.weighting == "examples" else 1.0
-            for name, value in update.items():
-                total[name] += weight * value
+            self._accumulate(total, reply.arrays, spec.parameters, weight)
             weight_sum += weight
             results.append(ClientResult(node, num_examples, dict(reply.metrics)))
         contributed = {r.node_id for r in results}
@@ -64,6 +60,25 @@ class PlainAggregator:
             results=results,
             dropped=tuple(n for n in spec.nodes if n not in contributed),
         )
+
+    def _accumulate(self, total: ArrayDict, arrays: ArrayDict, reference: ArrayDict, weight: float) -> None:
+        """``total += weight * transform(arrays - reference)``, name by name.
+
+        Without a transform the differences are this method's own temporaries and are
+        scaled in place: large models are bound by memory traffic. Every operation and
+        dtype is that of the plain expression, so the sums are the same bit for bit.
+        """
+        update = {name: np.subtract(arrays[name], ref) for name, ref in reference.items()}
+        owned = self.transform is None
+        if not owned:
+            update = self.transform(update)
+        for name, value in update.items():
+            if weight != 1.0:  # 1.0 * x == x exactly
+                if owned and value.dtype.kind == "f":
+                    value *= weight
+                else:
+                    value = weight * value
+            total[name] += value
 
     def state_dict(self) -> dict[str, Any]:
         return {}
