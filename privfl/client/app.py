@@ -10,7 +10,7 @@ from privfl.client.numpy_client import NumPyClient
 from privfl.core.context import Context
 from privfl.core.message import ConfigValue, Message, MessageKind, arrays_from_list
 from privfl.core.mods import Mod, compose
-from privfl.core.names import LOSS, NUM_EXAMPLES
+from privfl.core.names import LOSS, NUM_EXAMPLES, check_num_examples
 from privfl.errors import MessageError
 
 ClientFn = Callable[[int], NumPyClient]
@@ -66,12 +66,12 @@ class ClientApp:
             names = list(message.arrays) if len(params) == len(message.arrays) else None
             arrays = dict(zip(names, params, strict=False)) if names else arrays_from_list(params)
             out, extra = _split_metrics(metrics, "fit")
-            out[NUM_EXAMPLES] = int(num_examples)
+            out[NUM_EXAMPLES] = check_num_examples(num_examples, "fit")
             return message.reply(arrays=arrays, metrics=out, config=extra)
         if kind is MessageKind.EVALUATE:
             loss, num_examples, metrics = client.evaluate(list(message.arrays.values()), config)
             out, extra = _split_metrics(metrics, "evaluate")
             out[LOSS] = float(loss)
-            out[NUM_EXAMPLES] = int(num_examples)
+            out[NUM_EXAMPLES] = check_num_examples(num_examples, "evaluate")
             return message.reply(metrics=out, config=extra)
         return message.reply(arrays=arrays_from_list(client.get_parameters(config)))

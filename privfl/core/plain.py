@@ -14,7 +14,7 @@ import numpy as np
 
 from privfl.core.exchange import Aggregate, ClientResult, Exchange, RoundSpec, check_reply, zeros_like
 from privfl.core.message import ArrayDict, Message, check_same_layout
-from privfl.core.names import LOSS, NUM_EXAMPLES
+from privfl.core.names import LOSS, NUM_EXAMPLES, check_num_examples
 from privfl.errors import ConfigError, MessageError
 
 UpdateTransform = Callable[[ArrayDict], ArrayDict]
@@ -94,10 +94,7 @@ def validate_fit_reply(reply: Message, spec: RoundSpec, seen: set[int]) -> tuple
     for name, arr in reply.arrays.items():
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
             raise MessageError(f"reply from node {node}: array {name!r} has non-finite values")
-    num_examples = reply.metrics.get(NUM_EXAMPLES)
-    if not isinstance(num_examples, int) or num_examples < 0:
-        raise MessageError(f"reply from node {node}: {NUM_EXAMPLES} must be a non-negative int")
-    return node, num_examples
+    return node, check_num_examples(reply.metrics.get(NUM_EXAMPLES), f"reply from node {node}")
 
 
 def weighted_client_metrics(results: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
@@ -122,9 +119,9 @@ def evaluate_exchange(spec: RoundSpec) -> Exchange[dict[str, float]]:
     seen: set[int] = set()
     for reply in replies:
         node = check_reply(reply, spec, seen)
-        n = reply.metrics.get(NUM_EXAMPLES)
-        if not isinstance(n, int) or n < 0 or LOSS not in reply.metrics:
-            raise MessageError(f"evaluate reply from node {node} lacks {NUM_EXAMPLES} or {LOSS}")
+        n = check_num_examples(reply.metrics.get(NUM_EXAMPLES), f"evaluate reply from node {node}")
+        if LOSS not in reply.metrics:
+            raise MessageError(f"evaluate reply from node {node} lacks {LOSS}")
         if not np.isfinite(reply.metrics[LOSS]):
             raise MessageError(f"evaluate reply from node {node} has a non-finite loss")
         results.append((n, dict(reply.metrics)))

@@ -16,7 +16,7 @@ from privfl.core.exchange import ClientResult, Exchange, FitOutcome, RoundSpec
 from privfl.core.message import ArrayDict, Message
 from privfl.core.names import NUM_EXAMPLES
 from privfl.core.plain import evaluate_exchange, weighted_client_metrics
-from privfl.errors import ConfigError, MessageError, ProtocolAbort
+from privfl.errors import ConfigError, MessageError, ProtocolAbort, ProtocolError
 from privfl.he.cipher import EncryptedSum
 from privfl.he.codec import EncryptedModel, is_encrypted_model, read_ciphertext_arrays
 from privfl.he.keys import CkksKeys
@@ -95,9 +95,9 @@ def _check_reply(reply: Message, spec: RoundSpec, seen: set[int]) -> tuple[int, 
     """Routing and weight of an encrypted fit reply: (node id, number of examples)."""
     md = reply.metadata
     if md.src_node not in spec.nodes or md.src_node in seen:
-        raise MessageError(f"unexpected or duplicate reply from node {md.src_node}")
+        raise ProtocolError(f"unexpected or duplicate reply from node {md.src_node}")
     if md.server_round != spec.server_round or md.run_id != spec.run_id:
-        raise MessageError(
+        raise ProtocolError(
             f"reply for run {md.run_id} round {md.server_round}, expected {spec.run_id}/{spec.server_round}"
         )
     num_examples = reply.metrics.get(NUM_EXAMPLES)

@@ -11,7 +11,7 @@ from privfl.core.exchange import RoundSpec, SamplingInfo
 from privfl.core.message import Message, MessageKind, Metadata
 from privfl.core.names import LOSS, NUM_EXAMPLES
 from privfl.core.plain import PlainAggregator, evaluate_exchange, weighted_client_metrics
-from privfl.errors import ConfigError, MessageError, ProtocolAbort
+from privfl.errors import ConfigError, MessageError, ProtocolAbort, ProtocolError
 from privfl.server.strategy import FedAvg
 
 GLOBAL = {"w": np.array([1.0, 2.0]), "b": np.array([[0.5]])}
@@ -112,7 +112,7 @@ GOOD = {"w": np.array([2.0, 2.0]), "b": np.array([[1.5]])}
 @pytest.mark.parametrize(
     ("reply", "match"),
     [
-        (fit_reply(9, GOOD, 1), "not selected"),
+        (fit_reply(9, GOOD, 1), "not selected"),  # routing faults are ProtocolErrors, content faults MessageErrors
         (fit_reply(1, GOOD, 1, rnd=3), "round"),
         (fit_reply(1, GOOD, 1, run=12), "run"),
         (fit_reply(1, {"w": np.zeros(3), "b": np.zeros((1, 1))}, 1), "shape"),
@@ -124,6 +124,7 @@ GOOD = {"w": np.array([2.0, 2.0]), "b": np.array([[1.5]])}
         (fit_reply(1, {"w": np.zeros(2), "b": np.array([[-np.inf]])}, 1), "non-finite"),
         (fit_reply(1, GOOD, -1), NUM_EXAMPLES),
         (fit_reply(1, GOOD, None, num_examples=2.5), NUM_EXAMPLES),
+        (fit_reply(1, GOOD, None, num_examples=True), NUM_EXAMPLES),
     ],
     ids=[
         "unselected",
@@ -138,19 +139,22 @@ GOOD = {"w": np.array([2.0, 2.0]), "b": np.array([[1.5]])}
         "neg-inf",
         "negative-n",
         "float-n",
+        "bool-n",
     ],
 )
 def test_invalid_replies_are_rejected(reply: Message, match: str) -> None:
     exchange = PlainAggregator().aggregate(spec())
     next(exchange)
-    with pytest.raises(MessageError, match=match):
+    routing = match in ("not selected", "round", "run")
+    with pytest.raises(ProtocolError if routing else MessageError, match=match) as caught:
         exchange.send(iter([reply]))
+    assert routing or not isinstance(caught.value, ProtocolError)
 
 
 def test_duplicate_replies_are_rejected() -> None:
     exchange = PlainAggregator().aggregate(spec())
     next(exchange)
-    with pytest.raises(MessageError, match="duplicate"):
+    with pytest.raises(ProtocolError, match="duplicate"):
         exchange.send(iter([fit_reply(1, GOOD, 1), fit_reply(1, GOOD, 1)]))
 
 
@@ -158,7 +162,7 @@ def test_reply_of_the_wrong_kind_is_rejected() -> None:
     exchange = PlainAggregator().aggregate(spec())
     next(exchange)
     wrong = Message(Metadata(11, 4, 1, 0, MessageKind.EVALUATE), arrays=dict(GOOD), metrics={NUM_EXAMPLES: 1})
-    with pytest.raises(MessageError):
+    with pytest.raises(ProtocolError):
         exchange.send(iter([wrong]))
 
 
@@ -264,29 +268,30 @@ def test_fedavg_evaluate_round_is_the_evaluate_exchange() -> None:
 
 
 @pytest.mark.parametrize(
-    "replies",
+    ("replies", "error"),
     [
-        [eval_reply(9, 1, 1.0)],
-        [eval_reply(1, 1, 1.0), eval_reply(1, 1, 1.0)],
-        [eval_reply(1, 1)],
-        [eval_reply(1, -1, 1.0)],
-        [eval_reply(1, 1.5, 1.0)],
-        [eval_reply(1, 1, float("nan"))],
-        [eval_reply(1, 1, float("inf"))],
+        ([eval_reply(9, 1, 1.0)], ProtocolError),
+        ([eval_reply(1, 1, 1.0), eval_reply(1, 1, 1.0)], ProtocolError),
+        ([eval_reply(1, 1)], MessageError),
+        ([eval_reply(1, -1, 1.0)], MessageError),
+        ([eval_reply(1, 1.5, 1.0)], MessageError),
+        ([eval_reply(1, True, 1.0)], MessageError),
+        ([eval_reply(1, 1, float("nan"))], MessageError),
+        ([eval_reply(1, 1, float("inf"))], MessageError),
     ],
-    ids=["unselected", "duplicate", "no-loss", "negative-n", "float-n", "nan-loss", "inf-loss"],
+    ids=["unselected", "duplicate", "no-loss", "negative-n", "float-n", "bool-n", "nan-loss", "inf-loss"],
 )
-def test_evaluate_exchange_rejects(replies: list[Message]) -> None:
+def test_evaluate_exchange_rejects(replies: list[Message], error: type[Exception]) -> None:
     exchange = evaluate_exchange(spec(kind=MessageKind.EVALUATE))
     next(exchange)
-    with pytest.raises(MessageError):
+    with pytest.raises(error):
         exchange.send(iter(replies))
 
 
 def test_evaluate_exchange_rejects_a_reply_for_another_round() -> None:
     exchange = evaluate_exchange(spec(kind=MessageKind.EVALUATE))
     next(exchange)
-    with pytest.raises(MessageError):
+    with pytest.raises(ProtocolError):
         exchange.send(iter([eval_reply(1, 5, 1.0, rnd=3)]))
 
 
@@ -302,7 +307,7 @@ def test_evaluate_exchange_rejects_a_reply_for_another_round() -> None:
 def test_fit_reply_header_must_match_the_request(metadata: Metadata) -> None:
     exchange = PlainAggregator().aggregate(spec())
     next(exchange)
-    with pytest.raises(MessageError):
+    with pytest.raises(ProtocolError):
         exchange.send(iter([Message(metadata, arrays=dict(GOOD), metrics={NUM_EXAMPLES: 1})]))
 
 
@@ -310,5 +315,5 @@ def test_evaluate_exchange_rejects_a_train_reply() -> None:
     exchange = evaluate_exchange(spec(kind=MessageKind.EVALUATE))
     next(exchange)
     train = Message(Metadata(11, 4, 1, 0, MessageKind.TRAIN), metrics={NUM_EXAMPLES: 1, LOSS: 0.5})
-    with pytest.raises(MessageError):
+    with pytest.raises(ProtocolError):
         exchange.send(iter([train]))
