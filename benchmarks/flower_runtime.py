@@ -26,7 +26,7 @@ from flwr.simulation import run_simulation as flower_run_simulation
 from privfl.client import ClientApp, NumPyClient
 from privfl.integrations.flower import flower_client_app, run_on_grid
 from privfl.secagg import SecAggConfig, SecAggPlusAggregator, secagg_mod
-from privfl.server import FedAvg, SimulationResult
+from privfl.server import FedAvg, RunConfig, SimulationResult
 from privfl.server import run_simulation as bundled_run_simulation
 
 ONE_ACTOR = {"init_args": {"num_cpus": 1}, "client_resources": {"num_cpus": 1}}
@@ -46,16 +46,19 @@ class SyntheticClient(NumPyClient):
         return [parameters[0] + update], EXAMPLES, {}
 
 
+def run_config() -> RunConfig:
+    """The one run both runtimes execute (a fresh strategy each time: it holds the run's state)."""
+    strategy = FedAvg(aggregator=SecAggPlusAggregator(CONFIG))
+    return RunConfig(num_rounds=ROUNDS, strategy=strategy, seed=0, progress=False)
+
+
 def run_bundled(n: int, d: int) -> tuple[SimulationResult, float]:
     t0 = time.perf_counter()
     result = bundled_run_simulation(
         ClientApp(SyntheticClient, mods=[secagg_mod]),
         num_clients=n,
-        num_rounds=ROUNDS,
         initial_parameters={"w": np.zeros(d, np.float32)},
-        strategy=FedAvg(aggregator=SecAggPlusAggregator(CONFIG)),
-        seed=0,
-        progress=False,
+        config=run_config(),
     )
     return result, time.perf_counter() - t0
 
@@ -67,12 +70,7 @@ def run_flower(n: int, d: int) -> tuple[SimulationResult, float]:
     @server.main()
     def main(grid, context) -> None:
         out["result"] = run_on_grid(
-            grid,
-            min_nodes=n,
-            num_rounds=ROUNDS,
-            initial_parameters={"w": np.zeros(d, np.float32)},
-            strategy=FedAvg(aggregator=SecAggPlusAggregator(CONFIG)),
-            seed=0,
+            grid, min_nodes=n, initial_parameters={"w": np.zeros(d, np.float32)}, config=run_config()
         )
 
     t0 = time.perf_counter()
