@@ -129,8 +129,7 @@ def encode_array(message: Message) -> np.ndarray:
     move messages inside one process, or write them to a pipe or socket, use this form.
     """
     head, buffers = _layout(message)
-    size = buffers[-1][0] + buffers[-1][1].nbytes if buffers else len(head)
-    out = np.empty(size, dtype=np.uint8)
+    out = np.empty(buffers[-1][0] + buffers[-1][1].nbytes if buffers else len(head), dtype=np.uint8)
     out[: len(head)] = np.frombuffer(head, dtype=np.uint8)
     offset = len(head)
     for start, buf in buffers:
@@ -139,6 +138,12 @@ def encode_array(message: Message) -> np.ndarray:
         offset = start + buf.nbytes
     out.flags.writeable = False
     return out
+
+
+def encoded_size(message: Message) -> int:
+    """``len(encode(message))``, without copying any array: what a transport counts as traffic."""
+    head, buffers = _layout(message)
+    return buffers[-1][0] + buffers[-1][1].nbytes if buffers else len(head)
 
 
 def _layout(message: Message) -> tuple[bytes, list[tuple[int, np.ndarray]]]:

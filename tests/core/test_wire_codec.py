@@ -15,7 +15,16 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from privfl.core.message import Message, MessageKind, Metadata
-from privfl.core.wire import ALIGNMENT, DEFAULT_LIMITS, WIRE_VERSION, WireLimits, decode, encode, encode_array
+from privfl.core.wire import (
+    ALIGNMENT,
+    DEFAULT_LIMITS,
+    WIRE_VERSION,
+    WireLimits,
+    decode,
+    encode,
+    encode_array,
+    encoded_size,
+)
 from privfl.errors import MessageError, WireError
 
 FAST = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -247,6 +256,7 @@ def test_encode_array_holds_the_bytes_of_encode(msg: Message) -> None:
     arr = encode_array(msg)
     assert arr.dtype == np.uint8 and arr.ndim == 1 and not arr.flags.writeable
     assert arr.tobytes() == encode(msg)
+    assert encoded_size(msg) == len(arr)
     assert_same_message(decode(arr), msg)
 
 
