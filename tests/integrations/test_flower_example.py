@@ -16,6 +16,8 @@ from privfl.accounting import PrivacyLedger
 from privfl.server import run_simulation as bundled_run_simulation
 from privfl.tasks.digits import initial_parameters
 
+pytestmark = pytest.mark.slow  # starts Ray and a Flower simulation runtime (make test-slow runs it)
+
 APP_DIR = Path(__file__).resolve().parents[2] / "examples" / "flower_app"
 
 
