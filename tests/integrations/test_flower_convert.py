@@ -253,6 +253,7 @@ def test_only_server_messages_become_instructions() -> None:
         to_flower(reply, NodeMap((7, 8)))
 
 
+@pytest.mark.slow  # imports every module (torch, tenseal) in a subprocess; tests/architecture checks the imports by ast
 def test_core_privfl_does_not_import_flwr() -> None:
     import privfl
 
