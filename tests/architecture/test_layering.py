@@ -102,7 +102,8 @@ def _third_party_imports(path: Path) -> set[str]:
 
 
 def _imports_flower(path: Path) -> bool:
-    return "flwr" in _third_party_imports(path) or any(m.startswith("privfl.integrations.flower") for m in _imports(path))
+    privfl_flower = any(m.startswith("privfl.integrations.flower") for m in _imports(path))
+    return privfl_flower or "flwr" in _third_party_imports(path)
 
 
 def test_only_the_flower_integration_imports_flwr_or_is_imported_for_it(tmp_path: Path) -> None:
