@@ -29,6 +29,14 @@ from privfl.errors import MessageError, WireError
 
 FAST = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
+
+def depths(quick: int, deep: int) -> pytest.MarkDecorator:
+    """Run a property test with ``quick`` examples by default and ``deep`` ones under the slow marker."""
+    return pytest.mark.parametrize(
+        "examples", [pytest.param(quick, id="quick"), pytest.param(deep, id="deep", marks=pytest.mark.slow)]
+    )
+
+
 # ---------------------------------------------------------------- strategies
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
@@ -202,14 +210,18 @@ def pack(payload: object) -> bytes:
 # ---------------------------------------------------------------- round trip
 
 
-@settings(FAST, max_examples=300)
-@given(messages())
-def test_round_trip_random_messages(msg: Message) -> None:
-    data = encode(msg)
-    decoded = decode(data)
-    assert_same_message(decoded, msg)
-    # Encoding is deterministic and stable under a second round trip.
-    assert encode(decoded) == data
+@depths(60, 300)
+def test_round_trip_random_messages(examples: int) -> None:
+    @settings(FAST, max_examples=examples)
+    @given(messages())
+    def check(msg: Message) -> None:
+        data = encode(msg)
+        decoded = decode(data)
+        assert_same_message(decoded, msg)
+        # Encoding is deterministic and stable under a second round trip.
+        assert encode(decoded) == data
+
+    check()
 
 
 @settings(FAST, max_examples=200)
@@ -250,14 +262,18 @@ def test_nan_and_inf_survive() -> None:
     assert out.config["c"] == float("-inf")
 
 
-@settings(FAST, max_examples=200)
-@given(messages())
-def test_encode_array_holds_the_bytes_of_encode(msg: Message) -> None:
-    arr = encode_array(msg)
-    assert arr.dtype == np.uint8 and arr.ndim == 1 and not arr.flags.writeable
-    assert arr.tobytes() == encode(msg)
-    assert encoded_size(msg) == len(arr)
-    assert_same_message(decode(arr), msg)
+@depths(40, 200)
+def test_encode_array_holds_the_bytes_of_encode(examples: int) -> None:
+    @settings(FAST, max_examples=examples)
+    @given(messages())
+    def check(msg: Message) -> None:
+        arr = encode_array(msg)
+        assert arr.dtype == np.uint8 and arr.ndim == 1 and not arr.flags.writeable
+        assert arr.tobytes() == encode(msg)
+        assert encoded_size(msg) == len(arr)
+        assert_same_message(decode(arr), msg)
+
+    check()
 
 
 @pytest.mark.parametrize("encoder", [encode, encode_array])
@@ -377,10 +393,14 @@ def mutated_encodings(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-@settings(FAST, max_examples=1000)
-@given(mutated_encodings())
-def test_fuzz_mutated_valid_encodings(data: bytes) -> None:
-    decode_or_wire_error(data)
+@depths(150, 1000)
+def test_fuzz_mutated_valid_encodings(examples: int) -> None:
+    @settings(FAST, max_examples=examples)
+    @given(mutated_encodings())
+    def check(data: bytes) -> None:
+        decode_or_wire_error(data)
+
+    check()
 
 
 # Arbitrary msgpack values, including ext types, to substitute into one field of a valid payload.
@@ -426,27 +446,35 @@ PATHS = [
 ]
 
 
-@settings(FAST, max_examples=1000)
-@given(st.sampled_from(PATHS), MSGPACK_VALUES)
-def test_fuzz_structured_field_substitution(path: tuple, value: object) -> None:
-    payload = valid_payload()
-    node = payload
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
-    decode_or_wire_error(pack(payload))
-
-
-@settings(FAST, max_examples=200)
-@given(st.dictionaries(st.text(max_size=8), MSGPACK_VALUES, max_size=6))
-def test_fuzz_extra_or_missing_top_level_keys(extra: dict) -> None:
-    payload = valid_payload()
-    payload.update(extra)
-    if set(payload) != {"meta", "arrays", "metrics", "config"}:
-        with pytest.raises(WireError):
-            decode(pack(payload))
-    else:
+@depths(200, 1000)
+def test_fuzz_structured_field_substitution(examples: int) -> None:
+    @settings(FAST, max_examples=examples)
+    @given(st.sampled_from(PATHS), MSGPACK_VALUES)
+    def check(path: tuple, value: object) -> None:
+        payload = valid_payload()
+        node = payload
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
         decode_or_wire_error(pack(payload))
+
+    check()
+
+
+@depths(50, 200)
+def test_fuzz_extra_or_missing_top_level_keys(examples: int) -> None:
+    @settings(FAST, max_examples=examples)
+    @given(st.dictionaries(st.text(max_size=8), MSGPACK_VALUES, max_size=6))
+    def check(extra: dict) -> None:
+        payload = valid_payload()
+        payload.update(extra)
+        if set(payload) != {"meta", "arrays", "metrics", "config"}:
+            with pytest.raises(WireError):
+                decode(pack(payload))
+        else:
+            decode_or_wire_error(pack(payload))
+
+    check()
 
 
 # ---------------------------------------------------------------- hostile inputs
