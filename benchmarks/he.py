@@ -5,6 +5,13 @@ Variants:
                  full ciphertexts, clients encrypt num_examples * parameters, the server
                  only adds, one client at a time (privfl.he.EncryptedSum).
   privfl-seeded  fl-8192-seeded: as above with seeded symmetric uploads.
+  privfl-committee fl-8192-committee: N=8192, primes [60, 60, 60], scale 2^100; no
+                 single key holder: a committee of 3 holds Shamir shares of the key,
+                 clients encrypt under the joint public key, 2 members return smudged
+                 partial decryptions (2^74, 40-bit statistical security), the server
+                 combines them and rounds. "dec s" is the slower member's partial
+                 decryption plus the combination (members work in parallel); the
+                 note gives each part.
   straightforward N=8192, primes [60, 40, 40], scale 2^40, one ckks_vector per layer,
                  clients encrypt raw parameters, the server multiplies each by its weight
                  (costing a rescale, hence the extra prime) and adds, also one client at
@@ -45,10 +52,21 @@ import tenseal as ts
 
 from privfl.core.message import Message, MessageKind, Metadata
 from privfl.core.wire import decode, encode
-from privfl.he import FL_8192, FL_8192_SEEDED, CkksKeys, ClientCipher, EncryptedSum
+from privfl.he import (
+    FL_8192,
+    FL_8192_COMMITTEE,
+    FL_8192_SEEDED,
+    CkksKeys,
+    ClientCipher,
+    Committee,
+    CommitteeConfig,
+    EncryptedSum,
+    combine,
+)
 from privfl.he.codec import ciphertext_arrays, read_ciphertext_arrays
 
-VARIANTS = ("privfl", "privfl-seeded", "straightforward")
+VARIANTS = ("privfl", "privfl-seeded", "privfl-committee", "straightforward")
+PARAMS = {"privfl": FL_8192, "privfl-seeded": FL_8192_SEEDED, "privfl-committee": FL_8192_COMMITTEE}
 STRAIGHT_PRIMES = [60, 40, 40]
 MIB = 2**20
 
@@ -109,7 +127,7 @@ def server_worker(spec: dict) -> dict:
     if spec["variant"] == "straightforward":
         pub = ts.context_from(context)
     else:
-        keys = CkksKeys(FL_8192_SEEDED if spec["variant"] == "privfl-seeded" else FL_8192, context)
+        keys = CkksKeys(PARAMS[spec["variant"]], context)
         total = EncryptedSum(keys, spec["d"])
     reset_peak_rss()
     baseline = psutil.Process().memory_info().rss
@@ -173,8 +191,13 @@ class Bench:
         if variant == "straightforward":
             self.ctx = straight_context()
             server_ctx = self.ctx.serialize(save_secret_key=False, save_galois_keys=False, save_relin_keys=False)
+        elif variant == "privfl-committee":
+            self.committee = Committee.generate(CommitteeConfig(members=3, threshold=2))
+            self.keys = self.committee.keys
+            self.cipher = ClientCipher(self.keys)
+            server_ctx = self.keys.context
         else:
-            self.keys = CkksKeys.generate(FL_8192_SEEDED if variant == "privfl-seeded" else FL_8192)
+            self.keys = CkksKeys.generate(PARAMS[variant])
             self.cipher = ClientCipher(self.keys)
             server_ctx = self.keys.public().context
         self.context_file = workdir / f"{variant}-{d}.ctx"
@@ -205,8 +228,22 @@ class Bench:
             return arrays
         return ciphertext_arrays(self.keys.key_id, self.cipher.encrypt(weight * model.astype(np.float64)))
 
-    def aggregate(self, n: int) -> tuple[dict, float, float]:
-        """(server stats, decryption seconds, max error) for n uploads."""
+    def committee_decrypt(self, blobs: list[bytes], n: int) -> tuple[np.ndarray, float, str]:
+        """(released sum, seconds with members in parallel, note) for the committee variant."""
+        signers = (1, 2)
+        partials, member_seconds = {}, []
+        for i in signers:
+            start = time.perf_counter()
+            partials[i] = self.committee.members[i - 1].partial_decrypt(blobs, signers)
+            member_seconds.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        released = combine(self.committee.config, blobs, partials, self.d, summands=n)
+        combine_seconds = time.perf_counter() - start
+        note = f"members {member_seconds[0]:.1f}/{member_seconds[1]:.1f} s, combine {combine_seconds:.1f} s"
+        return released, max(member_seconds) + combine_seconds, note
+
+    def aggregate(self, n: int) -> tuple[dict, float, float, str]:
+        """(server stats, decryption seconds, max error, note) for n uploads."""
         out = self.dir / f"{self.variant}-{self.d}-{n}.sum"
         spec = {
             "variant": self.variant,
@@ -223,15 +260,19 @@ class Bench:
         expected = sum(c * w * m.astype(np.float64) for c, w, m in zip(counts, self.weights, self.models, strict=True))
         expected /= total_weight
         start = time.perf_counter()
+        note = ""
         if self.variant == "straightforward":
             with quiet_stdout():
                 parts = [np.array(ts.ckks_vector_from(self.ctx, b).decrypt()) for b in blobs]
             mean = np.concatenate(parts) / total_weight
+        elif self.variant == "privfl-committee":
+            released, seconds, note = self.committee_decrypt(blobs, n)
+            mean = released / total_weight
         else:
-            mean = self.cipher.decrypt(blobs, self.d) / total_weight
-        decrypt_seconds = time.perf_counter() - start
+            mean = self.cipher.decrypt(blobs, self.d, summands=n) / total_weight
+        decrypt_seconds = time.perf_counter() - start if self.variant != "privfl-committee" else seconds
         out.unlink()
-        return stats, decrypt_seconds, float(np.max(np.abs(mean - expected)))
+        return stats, decrypt_seconds, float(np.max(np.abs(mean - expected))), note
 
 
 # ----------------------------------------------------------------------------- driver
@@ -288,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                         if per_client * n > args.budget:
                             measured_n, note = 10, note + f"; server time extrapolated from n=10 (x{n / 10:g})"
                     print(f"  d={d:,} n={n}: {variant}: server aggregates {measured_n} uploads ...", flush=True)
-                    stats, dec, err = bench.aggregate(measured_n)
+                    stats, dec, err, dec_note = bench.aggregate(measured_n)
+                    note = f"{note}; {dec_note}" if dec_note else note
                     if measured_n != n:
                         stats = dict(
                             stats, seconds=stats["seconds"] * n / measured_n, cpu=stats["cpu"] * n / measured_n
@@ -320,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     print("srv wall / srv cpu = server aggregation of n uploads (decode, checks, deserialise, add), wall and CPU s;")
     print("cpu/strt = server CPU time / the straightforward usage's (CPU time is robust to other load on the host);")
     print("srv MiB = server peak RSS above its baseline after loading the context (aggregation + serialising the sum);")
-    print("dec s = decryption of the sum; max err = max |decrypted weighted mean - plaintext weighted mean|.")
+    print("dec s = decryption of the sum (committee: slower member + combination);")
+    print("max err = max |released weighted mean - plaintext weighted mean| (privfl rounds to its release grid).")
     print(f"host load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(*notes, sep="\n")
     print(f"total benchmark time {time.perf_counter() - t_start:.0f} s")

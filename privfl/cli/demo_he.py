@@ -5,6 +5,11 @@ example count, encrypts ``count * update`` and uploads it; the server folds each
 upload into an encrypted running sum without being able to read it; the key
 holder decrypts the sum and divides by the total count. The decrypted average is
 compared with the plaintext example-weighted average (FedAvg).
+
+With ``--committee C`` no single party holds the key: C key holders generate a
+joint public key, each keeps a Shamir share of the secret, and any ``--threshold``
+of them return smudged partial decryptions that the server combines into the
+rounded sum.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ from privfl.core.wire import encode
 from privfl.errors import ConfigError
 from privfl.he.cipher import ClientCipher, EncryptedSum
 from privfl.he.codec import ciphertext_arrays, read_ciphertext_arrays
+from privfl.he.committee import Committee, CommitteeConfig, combine
 from privfl.he.keys import CkksKeys
 from privfl.he.packing import chunk_sizes
 from privfl.he.params import PRESETS, preset
+from privfl.he.release import release_step
 
 
 def add_demo_parser(demo_subparsers: Any) -> None:
@@ -38,6 +45,8 @@ def add_demo_parser(demo_subparsers: Any) -> None:
     parser.add_argument("--dim", type=int, default=100_000, help="values per client update")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="fl-8192", help="CKKS parameter preset")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated updates (not of the keys)")
+    parser.add_argument("--committee", type=int, default=0, help="key holders in committee mode (0: one shared key)")
+    parser.add_argument("--threshold", type=int, default=0, help="members needed to decrypt (0: a majority)")
     parser.set_defaults(func=run_he_demo)
 
 
@@ -56,11 +65,29 @@ def _upload(node: int, arrays: dict[str, np.ndarray]) -> int:
     return len(encode(Message(Metadata(0, 1, node, 0, MessageKind.TRAIN), arrays=arrays, metrics={"num_examples": 1})))
 
 
+def _committee_decrypt(committee: Committee, cts: list[bytes], args: argparse.Namespace) -> np.ndarray:
+    signers = tuple(range(1, committee.config.threshold + 1))
+    partials = {}
+    for i in signers:
+        partials[i], seconds = _timed(lambda i=i: committee.members[i - 1].partial_decrypt(cts, signers))
+        size = sum(p.nbytes for p in partials[i])
+        print(f"      member {i}: smudged partial decryption in {seconds:.2f} s ({_mib(size)})")
+    result, seconds = _timed(lambda: combine(committee.config, cts, partials, args.dim, summands=args.clients))
+    print(f"[4/4] members {list(signers)} of {committee.config.members} decrypted; server combined in {seconds:.2f} s")
+    return result
+
+
 def run_he_demo(args: argparse.Namespace) -> int:
     """Run the demo; returns the process exit code."""
     if args.clients < 1 or args.dim < 1:
         raise ConfigError(f"need --clients >= 1 and --dim >= 1, got {args.clients} and {args.dim}")
-    params = preset(args.preset)
+    committee = None
+    if args.committee:
+        threshold = args.threshold or args.committee // 2 + 1
+        committee = Committee.generate(CommitteeConfig(members=args.committee, threshold=threshold))
+        params = committee.config.params
+    else:
+        params = preset(args.preset)
     rng = np.random.default_rng(args.seed)  # simulated data only; key material comes from SEAL's CSPRNG
     print(f"CKKS aggregation demo: {args.clients} clients, {args.dim:,} values each, preset {params.name}")
     print(
@@ -70,13 +97,25 @@ def run_he_demo(args: argparse.Namespace) -> int:
         + (", seeded symmetric uploads" if params.seeded else "")
     )
 
-    keys, seconds = _timed(lambda: CkksKeys.generate(params))
-    server_keys = keys.public()
-    print(f"[1/4] key holder: keys generated in {seconds:.2f} s (key id {keys.key_id.hex()})")
-    print(
-        f"      secret context for clients {_mib(len(keys.context))}, "
-        f"public context for the server {_mib(len(server_keys.context))}"
-    )
+    if committee is None:
+        keys, seconds = _timed(lambda: CkksKeys.generate(params))
+        server_keys = keys.public()
+        print(f"[1/4] key holder: keys generated in {seconds:.2f} s (key id {keys.key_id.hex()})")
+        print(
+            f"      secret context for clients {_mib(len(keys.context))}, "
+            f"public context for the server {_mib(len(server_keys.context))}"
+        )
+    else:
+        keys = server_keys = committee.keys
+        cfg = committee.config
+        print(
+            f"[1/4] committee of {cfg.members} generated a joint public key (key id {keys.key_id.hex()}); "
+            f"any {cfg.threshold} can decrypt; the secret exists only as Shamir shares"
+        )
+        print(
+            f"      smudging 2^{cfg.smudging_bits} per coefficient ({cfg.statistical_security}-bit statistical "
+            f"security), public context {_mib(len(keys.context))}"
+        )
 
     cipher = ClientCipher(keys)
     total = EncryptedSum(server_keys, args.dim)
@@ -104,8 +143,14 @@ def run_he_demo(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    result, seconds = _timed(lambda: cipher.decrypt(total.serialize(), args.dim) / weight)
-    print(f"[4/4] key holder decrypts the sum and divides by the total weight {weight} in {seconds:.2f} s")
+    if committee is None:
+        result, seconds = _timed(lambda: cipher.decrypt(total.serialize(), args.dim, summands=args.clients) / weight)
+        print(f"[4/4] key holder decrypts the sum and divides by the total weight {weight} in {seconds:.2f} s")
+        step = release_step(params, args.clients)
+    else:
+        result, seconds = _timed(lambda: _committee_decrypt(committee, total.serialize(), args) / weight)
+        step = committee.config.release_step(args.clients)
+    print(f"      released values are rounded to multiples of {step:.3g} (Li and Micciancio 2021)")
     error = float(np.max(np.abs(result - plain_sum / weight)))
 
     print("\nsizes per client upload (encoded messages):")
@@ -120,4 +165,6 @@ def run_he_demo(args: argparse.Namespace) -> int:
         server_keys.secret_key_bytes()
     except ConfigError as exc:
         print(f"the server's keys cannot decrypt: {exc}")
+    if committee is not None:
+        print("no party holds the secret key; fewer than the threshold of members learn nothing from their shares")
     return 0

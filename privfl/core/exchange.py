@@ -149,6 +149,21 @@ class Aggregator(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """A client whose reply failed validation: a dropout with its reason.
+
+    Attributes:
+        node: the client's node id.
+        stage: the protocol stage of the rejected reply ("" for a one-stage protocol).
+        reason: the typed error's name and message, e.g. ``"MessageError: ..."``.
+    """
+
+    node: int
+    stage: str
+    reason: str
+
+
 @dataclass
 class FitOutcome:
     """Result of a training round.
@@ -156,15 +171,17 @@ class FitOutcome:
     Attributes:
         parameters: the new global model, sent to clients next round.
         num_clients: clients whose update is in the aggregate.
-        dropped: clients selected but not counted.
+        dropped: clients selected but not counted (rejected ones included).
         metrics: server-side metrics of the round (weighted means of client metrics,
             protocol metrics).
+        rejected: clients whose reply failed validation, with stage and reason.
     """
 
     parameters: ArrayDict
     num_clients: int
     dropped: tuple[int, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
+    rejected: tuple[Rejection, ...] = ()
 
 
 class Strategy(Protocol):

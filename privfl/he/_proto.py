@@ -67,6 +67,22 @@ def field_bytes(data: bytes, field: int) -> bytes | None:
     return found  # type: ignore[return-value]
 
 
+def replace_field(data: bytes, field: int, payload: bytes) -> bytes:
+    """``data`` with every length-delimited ``field`` replaced by one holding ``payload`` (other fields kept)."""
+    out = bytearray()
+    for number, wire, value in parse(data):
+        if number == field and wire == LENGTH:
+            continue
+        key = _varint(number << 3 | wire)
+        if wire == VARINT:
+            out += key + _varint(value)  # type: ignore[arg-type]
+        elif wire == LENGTH:
+            out += _length_field(number, value)  # type: ignore[arg-type]
+        else:
+            out += key + value  # type: ignore[operator]
+    return bytes(out + _length_field(field, payload))
+
+
 def _varint(value: int) -> bytes:
     out = bytearray()
     while True:

@@ -23,7 +23,7 @@ import numpy as np
 from privfl.core.message import ArrayDict
 from privfl.errors import MessageError
 from privfl.he.keys import KEY_ID_BYTES
-from privfl.he.packing import PackLayout, chunk_sizes
+from privfl.he.packing import PackLayout, chunk_count
 
 CT_PREFIX = "he.ct."
 KEY_ID = "he.key_id"
@@ -70,7 +70,12 @@ def read_ciphertext_arrays(
     """The ``count`` ciphertexts in ``arrays`` (uint8 arrays, not copied) after checking names, key id and digest.
 
     ``extra`` names other arrays allowed alongside (e.g. the model's layout and weight).
+    The count is checked against the arrays present before anything is allocated, so a
+    small message declaring a huge model is refused at once.
     """
+    present = sum(1 for name in arrays if name.startswith(CT_PREFIX))
+    if present != count:
+        raise MessageError(f"encrypted content must hold {count} ciphertexts, it holds {present}")
     expected = {KEY_ID, DIGEST, *extra, *(f"{CT_PREFIX}{i:06d}" for i in range(count))}
     if set(arrays) != expected:
         missing, unexpected = sorted(expected - set(arrays)), sorted(set(arrays) - expected)
@@ -98,7 +103,9 @@ class EncryptedModel:
     Attributes:
         layout: names, shapes and dtypes of the model (public).
         key_id: fingerprint of the key the sum is encrypted under.
-        weight: total weight (sum of example counts) of the clients in the sum; positive.
+        weight: total weight (sum of example counts, each at least 1) of the clients in
+            the sum: a whole number from 1 to 2**53. It also bounds the number of uploads
+            in the sum, which sets the release grid.
         ciphertexts: the serialised encrypted sum, one ciphertext per chunk.
     """
 
@@ -111,8 +118,8 @@ class EncryptedModel:
         object.__setattr__(self, "ciphertexts", tuple(self.ciphertexts))
         if len(self.key_id) != KEY_ID_BYTES:
             raise MessageError(f"key id must be {KEY_ID_BYTES} bytes, got {len(self.key_id)}")
-        if not (np.isfinite(self.weight) and self.weight > 0):
-            raise MessageError(f"total weight must be positive and finite, got {self.weight}")
+        if not (np.isfinite(self.weight) and 1 <= self.weight <= 2**53 and float(self.weight).is_integer()):
+            raise MessageError(f"total weight must be a whole number from 1 to 2**53, got {self.weight}")
         if not self.ciphertexts:
             raise MessageError("an encrypted model needs at least one ciphertext")
 
@@ -131,7 +138,7 @@ class EncryptedModel:
         weight = arrays.get(WEIGHT)
         if weight is None or weight.dtype != np.float64 or weight.shape != (1,):
             raise MessageError(f"encrypted model needs {WEIGHT!r} as one float64 value")
-        count = len(chunk_sizes(layout.num_values, slots))
+        count = chunk_count(layout.num_values, slots)
         ciphertexts = read_ciphertext_arrays(arrays, key_id, count, extra=(LAYOUT, WEIGHT))
         return cls(layout, key_id, float(weight[0]), tuple(ct.tobytes() for ct in ciphertexts))
 

@@ -18,8 +18,9 @@ ciphertexts (e.g. by eavesdropping) reads them too. CKKS ciphertexts are not
 authenticated: a malicious server can alter the aggregate undetectably, so this
 protects confidentiality against a curious server only. Decrypted CKKS values
 carry encryption noise in their low bits, and publishing exact decryptions can
-leak the secret key (Li and Micciancio, EUROCRYPT 2021); the client mod rounds
-decryptions to the model's dtype, and a released model should be rounded too.
+leak the secret key (Li and Micciancio, EUROCRYPT 2021); every decryption privfl
+returns is rounded to a grid above the error bound (:mod:`privfl.he.release`).
+For no single key holder, use committee mode (:mod:`privfl.he.committee`).
 
 Key fingerprint: :attr:`CkksKeys.key_id` hashes the public key, so every role
 computes the same id from its own context. Messages carry it: a ciphertext made

@@ -33,7 +33,9 @@ NUM_CLIENTS = "he.num_clients"
 
 
 def decrypt_model(arrays: Mapping[str, np.ndarray], cipher: ClientCipher) -> ArrayDict:
-    """The plaintext global model: the decrypted sum divided by the total weight, in the original dtypes.
+    """The plaintext global model: the decrypted sum, rounded to the release grid, over the total weight.
+
+    Values are cast to the layout's dtypes after rounding (:mod:`privfl.he.release`).
 
     Plaintext parameters (the first round's public initial model) are returned unchanged.
     """
@@ -41,7 +43,8 @@ def decrypt_model(arrays: Mapping[str, np.ndarray], cipher: ClientCipher) -> Arr
         PackLayout.of(arrays)  # refuse parameters that could not be encrypted in the reply
         return dict(arrays)
     model = EncryptedModel.from_arrays(arrays, cipher.key_id, cipher.params.slots)
-    total = cipher.decrypt(model.ciphertexts, model.layout.num_values)
+    # Every upload in the sum carries at least one example, so the weight bounds their number.
+    total = cipher.decrypt(model.ciphertexts, model.layout.num_values, summands=int(model.weight))
     return unpack(model.layout, total / model.weight)
 
 
@@ -54,15 +57,19 @@ class CkksClientMod:
     decrypted sum by the total weight (FedAvg, McMahan et al. 2017). Evaluation
     messages are decrypted the same way; their replies carry metrics only.
 
+    In committee mode clients hold only the joint public key: the server sends the
+    committee's released (plaintext) model and the mod encrypts the reply.
+
     Args:
-        keys: the shared secret keys (distributed by the key holder).
+        keys: the shared secret keys (distributed by the key holder), or the
+            committee's joint public keys.
     """
 
     keys: CkksKeys
 
     def __post_init__(self) -> None:
-        if not self.keys.has_secret:
-            raise ConfigError("CkksClientMod needs the secret keys; the server's public keys cannot decrypt")
+        if not isinstance(self.keys, CkksKeys):
+            raise ConfigError(f"CkksClientMod needs CkksKeys, got {type(self.keys).__name__}")
 
     def __call__(self, message: Message, context: Context, call_next: App) -> Message:
         kind = message.metadata.kind
@@ -86,8 +93,8 @@ class CkksClientMod:
     @staticmethod
     def _encrypt(reply: Message, plain: ArrayDict, cipher: ClientCipher, num_clients: int) -> ArrayDict:
         weight = reply.metrics.get(NUM_EXAMPLES)
-        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
-            raise MessageError(f"the fit reply needs {NUM_EXAMPLES} as a non-negative int, got {weight!r}")
+        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
+            raise MessageError(f"the fit reply needs {NUM_EXAMPLES} as a positive int, got {weight!r}")
         check_same_layout(plain, reply.arrays, "CKKS client mod")
         _, flat = pack(reply.arrays)
         weighted = weight * flat

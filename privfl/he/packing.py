@@ -10,6 +10,7 @@ unpacks back to exactly the original arrays; it contains no values and is public
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -23,6 +24,9 @@ PACKABLE_DTYPES = frozenset(["<f2", "<f4", "<f8", "|i1", "<i2", "<i4", "<i8", "|
 
 MAX_EXACT_INT = 2**53
 """Largest integer magnitude float64 represents exactly."""
+
+MAX_VALUES = 2**40
+"""Most scalars a layout may declare (a bound far above any model, far below int64 overflow)."""
 
 
 @dataclass(frozen=True)
@@ -47,11 +51,15 @@ class PackLayout:
             raise ConfigError("a layout needs one shape and one dtype per name")
         if len(set(self.names)) != len(self.names) or not all(isinstance(n, str) for n in self.names):
             raise ConfigError("layout names must be distinct strings")
+        total = 0
         for name, shape, dtype in zip(self.names, self.shapes, self.dtypes, strict=True):
             if any(d < 0 for d in shape):
                 raise ConfigError(f"array {name!r} has a negative dimension: {shape}")
             if dtype not in PACKABLE_DTYPES:
                 raise ConfigError(f"array {name!r} has dtype {dtype}; packable: {', '.join(sorted(PACKABLE_DTYPES))}")
+            total += math.prod(shape)  # Python ints: no overflow however large the dimensions
+            if total > MAX_VALUES:
+                raise ConfigError(f"layout declares more than {MAX_VALUES} values (at array {name!r})")
 
     @classmethod
     def of(cls, arrays: Mapping[str, np.ndarray]) -> PackLayout:
@@ -65,7 +73,7 @@ class PackLayout:
     @property
     def num_values(self) -> int:
         """Total number of scalars D."""
-        return sum(int(np.prod(s, dtype=np.int64)) for s in self.shapes)
+        return sum(math.prod(s) for s in self.shapes)
 
     def to_json(self) -> bytes:
         """Canonical JSON encoding (UTF-8)."""
@@ -84,6 +92,11 @@ class PackLayout:
             return cls(tuple(doc["names"]), tuple(tuple(s) for s in doc["shapes"]), tuple(doc["dtypes"]))
         except (ValueError, TypeError, AttributeError, UnicodeDecodeError, ConfigError) as exc:
             raise MessageError(f"invalid packing layout: {exc}") from None
+
+
+def chunk_count(num_values: int, slots: int) -> int:
+    """Ciphertexts needed for ``num_values`` values packed ``slots`` to a ciphertext."""
+    return -(-num_values // slots)
 
 
 def chunk_sizes(num_values: int, slots: int) -> list[int]:
@@ -118,7 +131,7 @@ def unpack(layout: PackLayout, flat: np.ndarray) -> ArrayDict:
     start = 0
     for name, shape, dtype_str in zip(layout.names, layout.shapes, layout.dtypes, strict=True):
         dtype = np.dtype(dtype_str)
-        size = int(np.prod(shape, dtype=np.int64))
+        size = math.prod(shape)
         part = flat[start : start + size].reshape(shape)
         start += size
         if dtype.kind == "b":

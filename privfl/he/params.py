@@ -12,9 +12,13 @@ every prime except the last (the special prime used only for key switching), so
 its size grows with the number of data primes, not with N. Aggregation by client
 pre-weighting needs additions only, so one data prime suffices: ``(60, 40)`` gives
 ciphertexts of about 8x the float32 size. A value encoded at scale ``2**s`` under
-a ``q``-bit data modulus must satisfy ``|x| < 2**(q - s - 1)`` (the headroom) and
-decrypts with an absolute error of roughly ``2**(14 - s)`` (public-key encryption,
-N = 8192, measured).
+a ``q``-bit data modulus must satisfy ``|x| <= 2**(q - s - 2)`` (the headroom): SEAL's
+CKKS encoder refuses a coefficient of more than ``q - 2`` bits (``CKKSEncoder::encode``
+requires its bit count plus a sign bit to stay below ``q``), and every coefficient of
+the encoding is at most ``max |x|`` times the scale. A sum below the same bound is also
+far from wrapping modulo ``q`` (which happens at ``2**(q - s - 1)``). A value decrypts
+with an absolute error of roughly ``2**(14 - s)`` (public-key encryption, N = 8192,
+measured); :mod:`privfl.he.release` bounds it and rounds every released value above it.
 """
 
 from __future__ import annotations
@@ -66,9 +70,9 @@ class CkksParams:
                 f"{HE_STANDARD_MAX_BITS[n]} coefficient-modulus bits (HE Standard), got {sum(bits)} = "
                 f"{' + '.join(map(str, bits))}"
             )
-        if not 20 <= self.scale_bits < self.data_modulus_bits - 1:
+        if not 20 <= self.scale_bits < self.data_modulus_bits - 2:
             raise ConfigError(
-                f"scale_bits must be in [20, {self.data_modulus_bits - 1}) for data modulus bits "
+                f"scale_bits must be in [20, {self.data_modulus_bits - 2}) for data modulus bits "
                 f"{self.data_modulus_bits}, got {self.scale_bits}"
             )
 
@@ -89,8 +93,12 @@ class CkksParams:
 
     @property
     def headroom(self) -> float:
-        """Largest magnitude an encrypted (summed) value may reach before it wraps modulo q."""
-        return float(2 ** (self.data_modulus_bits - self.scale_bits - 1))
+        """Largest magnitude a value may have to encode, and that an encrypted sum may reach.
+
+        ``2**(q - s - 2)``: the encoder's ceiling (see the module docstring), one bit below
+        the ``2**(q - s - 1)`` at which a sum would wrap modulo q.
+        """
+        return float(2 ** (self.data_modulus_bits - self.scale_bits - 2))
 
     @property
     def max_ciphertext_bytes(self) -> int:
@@ -110,7 +118,13 @@ FL_8192_SEEDED = CkksParams("fl-8192-seeded", 8192, (60, 40), 40, seeded=True)
 FL_4096 = CkksParams("fl-4096", 4096, (60, 40), 40)
 """Smaller ring (2048 values per ciphertext), same bytes per value; for small models."""
 
-PRESETS: dict[str, CkksParams] = {p.name: p for p in (FL_8192, FL_8192_SEEDED, FL_4096)}
+FL_8192_COMMITTEE = CkksParams("fl-8192-committee", 8192, (60, 60, 60), 100)
+"""Committee mode: two 60-bit data primes at scale 2**100, room for 2**74 smudging (~16x float32).
+
+See :mod:`privfl.he.committee` for the arithmetic; 180 modulus bits, within the HE Standard's 218 for N = 8192.
+"""
+
+PRESETS: dict[str, CkksParams] = {p.name: p for p in (FL_8192, FL_8192_SEEDED, FL_4096, FL_8192_COMMITTEE)}
 """Named presets."""
 
 

@@ -26,13 +26,16 @@ def test_server_context_cannot_decrypt(cipher, server_keys):
     vector = ts.ckks_vector_from(server_keys.load(), blob)
     with pytest.raises(ValueError, match="secret"):
         vector.decrypt()
-    with pytest.raises(ConfigError):
-        ClientCipher(server_keys)
+    public = ClientCipher(server_keys)  # public keys encrypt (committee mode) but cannot decrypt
+    with pytest.raises(ConfigError, match="no secret key"):
+        public.decrypt([blob], 10, summands=1)
 
 
-def test_roles_refuse_the_wrong_keys(keys, server_keys):
+def test_roles_refuse_the_wrong_keys(keys, server_keys, seeded_keys):
     with pytest.raises(ConfigError):
-        CkksClientMod(server_keys)
+        ClientCipher(seeded_keys.public())  # seeded uploads need the secret key
+    with pytest.raises(ConfigError):
+        CkksClientMod(server_keys.context)
     with pytest.raises(ConfigError):
         HEFedAvg(keys)
 

@@ -9,7 +9,7 @@ from privfl.client.app import ClientApp
 from privfl.client.numpy_client import NumPyClient
 from privfl.core.exchange import RoundSpec, SamplingInfo
 from privfl.core.message import MessageKind
-from privfl.errors import ConfigError, MessageError
+from privfl.errors import ConfigError, MessageError, ProtocolAbort
 from privfl.he import CkksClientMod, ClientCipher, HEFedAvg, decrypt_model
 from privfl.server.transport import ClientError, InProcessClients, drive
 
@@ -79,14 +79,15 @@ def test_dropouts_are_left_out_of_the_weight(keys, server_keys, cipher):
     np.testing.assert_allclose(model["w"], (10 * 1 + 20 * 2) / 30, atol=1e-6)
 
 
-def test_a_client_under_another_key_aborts_the_round(keys, server_keys, other_keys):
+def test_a_client_under_another_key_is_a_recorded_dropout(keys, server_keys, other_keys):
     def app(message, context):
         mods = [CkksClientMod(other_keys if context.node_id == 2 else keys)]
         return ClientApp(ShiftClient, mods=mods)(message, context)
 
-    clients = InProcessClients(app)
-    with pytest.raises(MessageError, match="key"):
-        _round(HEFedAvg(server_keys), clients, INITIAL, 1)
+    outcome = _round(HEFedAvg(server_keys), InProcessClients(app), INITIAL, 1)
+    (rejection,) = outcome.rejected
+    assert rejection.node == 2 and rejection.stage == "" and "key" in rejection.reason
+    assert outcome.dropped == (2,) and outcome.num_clients == len(NODES) - 1
 
 
 def test_a_model_under_another_key_is_refused_by_the_client(keys, server_keys, other_keys):
@@ -151,3 +152,25 @@ def test_a_training_task_without_a_valid_client_count_is_refused(keys, config):
     message = _spec(INITIAL).message_to(1, config=config)
     with pytest.raises(MessageError, match=r"he\.num_clients"):
         app(message, InProcessClients(app).context(1))
+
+
+def test_a_foreign_ciphertext_with_the_right_key_id_is_refused_by_the_next_round_clients(keys, server_keys, other_keys):
+    """Shared-key mode: the server cannot tell; next round's clients refuse the garbled model, typed."""
+    from privfl.he.codec import ciphertext_arrays
+
+    honest = ClientApp(ShiftClient, mods=[CkksClientMod(keys)])
+
+    def app(message, context):
+        reply = honest(message, context)
+        if context.node_id == 3 and message.metadata.server_round == 1:
+            cts = ClientCipher(other_keys).encrypt(np.ones(14))  # other key, right key id
+            return reply.replace(arrays=ciphertext_arrays(keys.key_id, cts))
+        return reply
+
+    strategy = HEFedAvg(server_keys)
+    first = _round(strategy, InProcessClients(app), INITIAL, 1)
+    assert first.num_clients == 3 and not first.rejected  # undetectable by the server
+    with pytest.raises(MessageError, match="headroom"):
+        decrypt_model(first.parameters, ClientCipher(keys))
+    with pytest.raises(ProtocolAbort):  # every client refuses the model: a recorded abort, not a crash
+        _round(strategy, InProcessClients(app, on_client_error="drop"), first.parameters, 2)

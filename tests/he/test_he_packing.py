@@ -99,6 +99,6 @@ def test_encrypted_round_trip_across_a_chunk_boundary(cipher):
     layout, flat = pack(arrays)
     cts = cipher.encrypt(flat)
     assert len(cts) == 2
-    back = unpack(layout, cipher.decrypt(cts, layout.num_values))
-    np.testing.assert_allclose(back["w"], arrays["w"], atol=1e-6)
+    back = unpack(layout, cipher.decrypt(cts, layout.num_values, summands=1))
+    np.testing.assert_allclose(back["w"], arrays["w"], atol=1e-4)
     np.testing.assert_array_equal(back["b"], arrays["b"])

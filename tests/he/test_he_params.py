@@ -51,7 +51,7 @@ def test_derived_quantities_of_the_default_preset():
     p = preset("fl-8192")
     assert p.slots == 4096
     assert p.data_modulus_bits == 60
-    assert p.headroom == 2.0**19
+    assert p.headroom == 2.0**18
 
 
 def test_unknown_preset_lists_the_known_ones():
