@@ -317,3 +317,21 @@ def test_evaluate_exchange_rejects_a_train_reply() -> None:
     train = Message(Metadata(11, 4, 1, 0, MessageKind.TRAIN), metrics={NUM_EXAMPLES: 1, LOSS: 0.5})
     with pytest.raises(ProtocolError):
         exchange.send(iter([train]))
+
+
+@pytest.mark.parametrize("weighting", ["examples", "uniform"])
+@pytest.mark.parametrize("size", [1, 1000, 3 * (1 << 16) + 5])  # below, at and across the chunk size
+def test_chunked_accumulation_equals_the_whole_array_expression_bit_for_bit(weighting: str, size: int) -> None:
+    rng = np.random.default_rng(size)
+    params = {"w": rng.normal(size=size).astype(np.float32), "i": np.arange(4, dtype=np.int64)}
+    replies = {n: {"w": rng.normal(size=size).astype(np.float32), "i": rng.integers(-9, 9, 4)} for n in (1, 2, 3)}
+    agg = run_one_stage(
+        PlainAggregator(weighting).aggregate(spec(params=params, nodes=(1, 2, 3))),
+        [fit_reply(n, arrays, 7 * n) for n, arrays in replies.items()],
+    )[1]
+    for name in params:
+        expected = np.zeros(params[name].shape, np.float64)
+        for n, arrays in replies.items():
+            weight = float(7 * n) if weighting == "examples" else 1.0
+            expected += weight * (arrays[name] - params[name])
+        assert agg.update_sum[name].tobytes() == expected.tobytes()
