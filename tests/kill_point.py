@@ -12,7 +12,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 READY = "privfl-test: inside round"
 
@@ -22,6 +23,23 @@ def hold_in_round(config: Mapping[str, object], kill_round: int) -> None:
     if kill_round and int(config.get("server_round", 0)) == kill_round:  # type: ignore[call-overload]
         print(f"{READY} {kill_round}", flush=True)
         threading.Event().wait()
+
+
+def holding(client_fn: Callable[[int], Any], kill_round: int) -> Callable[[int], Any]:
+    """``client_fn`` whose clients call :func:`hold_in_round` before they train."""
+
+    def make(node_id: int) -> Any:
+        client = client_fn(node_id)
+        fit = client.fit
+
+        def held_fit(parameters: Any, config: Mapping[str, object]) -> Any:
+            hold_in_round(config, kill_round)
+            return fit(parameters, config)
+
+        client.fit = held_fit
+        return client
+
+    return make
 
 
 def kill_mid_round(args: Sequence[str], env: Mapping[str, str], kill_round: int) -> None:

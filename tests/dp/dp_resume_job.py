@@ -15,25 +15,12 @@ from privfl.dp import CentralDp, LocalDpMod
 from privfl.server.sampling import PoissonSampler
 from privfl.server.simulation import run_simulation
 from privfl.server.strategy import FedAvg
-from privfl.tasks.digits import DigitsClient, DigitsFederation, initial_parameters
+from privfl.tasks.digits import DigitsFederation, initial_parameters
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from kill_point import hold_in_round
+from kill_point import holding
 
 FEDERATION = DigitsFederation(num_clients=6, alpha=1.0, seed=5)
-
-
-class HeldClient(DigitsClient):
-    kill_round = 0
-
-    def fit(self, parameters, config):
-        hold_in_round(config, self.kill_round)
-        return super().fit(parameters, config)
-
-
-def held_client_fn(node_id: int) -> HeldClient:
-    c = FEDERATION(node_id)
-    return HeldClient(c.x, c.y, node_id=node_id, seed=5)
 
 
 def run(checkpoint: Path, rounds: int, client_fn=FEDERATION):
@@ -52,5 +39,4 @@ def run(checkpoint: Path, rounds: int, client_fn=FEDERATION):
 
 
 if __name__ == "__main__":
-    HeldClient.kill_round = int(sys.argv[3])
-    run(Path(sys.argv[1]), int(sys.argv[2]), client_fn=held_client_fn)
+    run(Path(sys.argv[1]), int(sys.argv[2]), client_fn=holding(FEDERATION, kill_round=int(sys.argv[3])))

@@ -12,25 +12,12 @@ from pathlib import Path
 from privfl.client.app import ClientApp
 from privfl.server.sampling import PoissonSampler
 from privfl.server.simulation import run_simulation
-from privfl.tasks.digits import DigitsClient, DigitsFederation, initial_parameters
+from privfl.tasks.digits import DigitsFederation, initial_parameters
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from kill_point import hold_in_round
+from kill_point import holding
 
 FEDERATION = DigitsFederation(num_clients=8, alpha=0.5, seed=3)
-
-
-class HeldClient(DigitsClient):
-    kill_round = 0
-
-    def fit(self, parameters, config):
-        hold_in_round(config, self.kill_round)
-        return super().fit(parameters, config)
-
-
-def held_client_fn(node_id: int) -> HeldClient:
-    c = FEDERATION(node_id)
-    return HeldClient(c.x, c.y, node_id=node_id, seed=3)
 
 
 def run(checkpoint: Path | None, rounds: int, client_fn=FEDERATION):
@@ -48,5 +35,4 @@ def run(checkpoint: Path | None, rounds: int, client_fn=FEDERATION):
 
 
 if __name__ == "__main__":
-    HeldClient.kill_round = int(sys.argv[3])
-    run(Path(sys.argv[1]), int(sys.argv[2]), client_fn=held_client_fn)
+    run(Path(sys.argv[1]), int(sys.argv[2]), client_fn=holding(FEDERATION, kill_round=int(sys.argv[3])))
