@@ -35,7 +35,7 @@ def _split_metrics(metrics: dict, who: str) -> tuple[dict[str, int | float], dic
 
 
 def _writable(arrays: ArrayDict) -> list[np.ndarray]:
-    """The arrays as the client's own, writable: decoded arrays are read-only views of the message (one copy each).
+    """The arrays as the client's own, writable: arrays decoded from bytes are read-only views (one copy each).
 
     Flower's NumPyClient hands out writable arrays, and training code may update them in place.
     """

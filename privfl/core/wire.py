@@ -17,11 +17,12 @@ order; the message ends where the last buffer ends. Offsets follow from the shap
 so there is exactly one encoding of each message and no offset to check for overlap.
 
 Large arrays never pass through msgpack: :func:`encode` copies each buffer once
-into the output, and :func:`decode` of an immutable input (``bytes``, or the array
-of :func:`encode_array`) returns read-only views of it (zero copies; the arrays keep
-the input alive). A mutable input (``bytearray``, a writable buffer) is copied once,
-array by array, so that a caller reusing its buffer cannot change a message after it
-was validated.
+into the output, and :func:`decode` copies nothing when it can: arrays are read-only
+views of an immutable input (``bytes``), or writable views of a buffer the caller
+hands over (``owned=True``: what transports do with a buffer they just received).
+Any other input (a ``bytearray`` the caller may reuse) is copied once, array by
+array, so that nobody can change a message after it was validated. The views keep
+the input alive.
 """
 
 from __future__ import annotations
@@ -122,11 +123,12 @@ def encode(message: Message) -> bytes:
 
 
 def encode_array(message: Message) -> np.ndarray:
-    """The bytes of :func:`encode` in a new read-only ``uint8`` array, which :func:`decode` views without copying.
+    """The bytes of :func:`encode` in a new ``uint8`` array, the caller's own.
 
     Faster than :func:`encode` for large messages: numpy backs large arrays with huge
     pages, where a new ``bytes`` object pays a page fault every 4 KiB. Transports that
-    move messages inside one process, or write them to a pipe or socket, use this form.
+    move messages inside one process, or write them to a pipe or socket, use this form
+    and hand it to :func:`decode` with ``owned=True``.
     """
     head, buffers = _layout(message)
     out = np.empty(buffers[-1][0] + buffers[-1][1].nbytes if buffers else len(head), dtype=np.uint8)
@@ -136,7 +138,6 @@ def encode_array(message: Message) -> np.ndarray:
         out[offset:start] = 0
         out[start : start + buf.nbytes] = buf.reshape(-1).view(np.uint8)
         offset = start + buf.nbytes
-    out.flags.writeable = False
     return out
 
 
@@ -203,18 +204,26 @@ def _refuse_ext(code: int, data: bytes) -> Any:
     raise WireError(f"msgpack extension type {code} is not allowed")
 
 
-def decode(data: bytes | bytearray | memoryview | np.ndarray, limits: WireLimits = DEFAULT_LIMITS) -> Message:
+def decode(
+    data: bytes | bytearray | memoryview | np.ndarray, limits: WireLimits = DEFAULT_LIMITS, *, owned: bool = False
+) -> Message:
     """Parse and validate bytes produced by :func:`encode` or :func:`encode_array`.
 
-    Arrays are read-only: views of ``data`` when nobody can write it (``bytes``, or
-    the array of :func:`encode_array`), else copies. Copy an array (``arr.copy()``)
-    to update it in place.
+    Args:
+        data: the encoded message.
+        limits: bounds checked before anything is allocated.
+        owned: the caller hands a writable ``data`` over to the message and will not
+            touch it again: arrays are writable views of it, with no copy.
+
+    Arrays are views of ``data`` when nobody else can change it: read-only ones of
+    ``bytes`` (or of a read-only array that owns its memory), writable ones of an
+    ``owned`` buffer. Otherwise they are writable copies.
 
     Raises:
         WireError: for any input that is not a valid, in-limits encoded message.
     """
     try:
-        return _decode(data, limits)
+        return _decode(data, limits, owned)
     except WireError:
         raise
     except MessageError as exc:
@@ -223,7 +232,7 @@ def decode(data: bytes | bytearray | memoryview | np.ndarray, limits: WireLimits
         raise WireError(f"malformed message: {type(exc).__name__}") from None
 
 
-def _decode(data: bytes | bytearray | memoryview | np.ndarray, limits: WireLimits) -> Message:
+def _decode(data: bytes | bytearray | memoryview | np.ndarray, limits: WireLimits, owned: bool) -> Message:
     if not isinstance(data, (bytes, bytearray, memoryview, np.ndarray)):
         raise WireError(f"expected bytes, got {type(data).__name__}")
     view = memoryview(data)
@@ -287,12 +296,13 @@ def _decode(data: bytes | bytearray | memoryview | np.ndarray, limits: WireLimit
         offset = end
     if offset != size:
         raise WireError(f"message of {size} bytes, but its header describes {offset}")
-    # Views only into buffers nobody can write: bytes, or an array from encode_array (read-only, owning its data).
+    # Views only into buffers nobody else can write: bytes, a read-only array owning its memory, or an owned buffer.
     owner = view.obj
     immutable = isinstance(owner, bytes) or (
         isinstance(owner, np.ndarray) and owner.base is None and not owner.flags.writeable
     )
-    arrays = {name: _array_view(view, name, dtype, shape, start, immutable) for name, dtype, shape, start in layout}
+    share = immutable or (owned and not view.readonly)
+    arrays = {name: _array_view(view, name, dtype, shape, start, share) for name, dtype, shape, start in layout}
 
     metrics = obj["metrics"]
     if not isinstance(metrics, dict) or len(metrics) > limits.max_entries:
@@ -337,16 +347,12 @@ def _array_entry(entry: Any, limits: WireLimits) -> tuple[str, np.dtype, list[in
     return name, np.dtype(dtype_str), shape
 
 
-def _array_view(
-    view: memoryview, name: str, dtype: np.dtype, shape: list[int], start: int, immutable: bool
-) -> np.ndarray:
-    """The read-only array at ``start`` of ``view``: a view if ``view`` is immutable, else a copy."""
+def _array_view(view: memoryview, name: str, dtype: np.dtype, shape: list[int], start: int, share: bool) -> np.ndarray:
+    """The array at ``start`` of ``view``: a view of it if ``share``, else a copy (writable as ``view`` is)."""
     count = math.prod(shape)
     arr = np.frombuffer(view, dtype=dtype, count=count, offset=start) if count else np.empty(0, dtype)
-    if not immutable or not dtype.isnative:
+    if not share or not dtype.isnative:
         arr = arr.astype(dtype.newbyteorder("="))  # copied before it is checked: the caller may mutate view
     if dtype.kind == "b" and count and arr.view(np.uint8).max() > 1:
         raise WireError(f"array {name!r}: boolean bytes must be 0 or 1")
-    arr = arr.reshape(shape)
-    arr.flags.writeable = False
-    return arr
+    return arr.reshape(shape)

@@ -122,7 +122,6 @@ def assert_same_message(decoded: Message, original: Message) -> None:
         assert got.shape == orig.shape
         # Bit-exact values, NaN payloads included.
         assert got.tobytes() == orig.astype(got.dtype).tobytes()
-        assert not got.flags.writeable  # decoded arrays are read-only (views of immutable input)
         assert got.flags.c_contiguous
     assert list(decoded.metrics) == list(original.metrics)
     for key, value in original.metrics.items():
@@ -268,18 +267,17 @@ def test_encode_array_holds_the_bytes_of_encode(examples: int) -> None:
     @given(messages())
     def check(msg: Message) -> None:
         arr = encode_array(msg)
-        assert arr.dtype == np.uint8 and arr.ndim == 1 and not arr.flags.writeable
+        assert arr.dtype == np.uint8 and arr.ndim == 1
         assert arr.tobytes() == encode(msg)
         assert encoded_size(msg) == len(arr)
-        assert_same_message(decode(arr), msg)
+        assert_same_message(decode(arr, owned=True), msg)
 
     check()
 
 
-@pytest.mark.parametrize("encoder", [encode, encode_array])
-def test_arrays_decoded_from_immutable_input_are_aligned_read_only_views_of_it(encoder: object) -> None:
+def test_arrays_decoded_from_bytes_are_aligned_read_only_views_of_it() -> None:
     msg = Message(meta(stage="odd"), arrays={"a": np.arange(3, dtype=np.uint8), "b": np.arange(5.0)})
-    data = encoder(msg)  # type: ignore[operator]
+    data = encode(msg)
     raw = np.frombuffer(data, dtype=np.uint8)
     for arr in decode(data).arrays.values():
         assert np.shares_memory(arr, raw)  # zero copies
@@ -287,6 +285,25 @@ def test_arrays_decoded_from_immutable_input_are_aligned_read_only_views_of_it(e
         assert not arr.flags.writeable
         with pytest.raises(ValueError, match="read-only"):
             arr[...] = 0
+
+
+def test_an_owned_buffer_is_decoded_into_writable_views_of_it() -> None:
+    msg = Message(meta(), arrays={"a": np.arange(3, dtype=np.uint8), "b": np.arange(5.0)})
+    data = encode_array(msg)
+    out = decode(data, owned=True)
+    for arr in out.arrays.values():
+        assert np.shares_memory(arr, data) and arr.flags.writeable
+        assert (arr.ctypes.data - data.ctypes.data) % ALIGNMENT == 0
+    out.arrays["b"] += 1  # the receiver's own
+    np.testing.assert_array_equal(out.arrays["b"], np.arange(1.0, 6.0))
+    # Without owned=True the same buffer is the caller's, so the message gets copies.
+    copied = decode(data).arrays["a"]
+    assert not np.shares_memory(copied, data) and copied.flags.writeable
+    # A read-only buffer cannot be handed over for writing: its views stay read-only.
+    frozen = encode_array(msg)
+    frozen.flags.writeable = False
+    shared = decode(frozen, owned=True).arrays["a"]
+    assert np.shares_memory(shared, frozen) and not shared.flags.writeable
 
 
 @pytest.mark.parametrize("mutable", ["bytearray", "writable array", "read-only view of a writable array"])
@@ -301,17 +318,17 @@ def test_arrays_decoded_from_a_mutable_buffer_are_copies(mutable: str) -> None:
     out = decode(data).arrays["x"]
     backing[-16:] = bytes(16)  # the caller reuses its buffer after decoding
     np.testing.assert_array_equal(out, [0, 1, 2, 3])
-    assert not out.flags.writeable
-    writable = out.copy()  # the one copy a receiver that updates in place makes
-    writable += 1
-    np.testing.assert_array_equal(writable, [1, 2, 3, 4])
+    out += 1  # a copy: the message's own
+    np.testing.assert_array_equal(out, [1, 2, 3, 4])
 
 
-def test_decoding_a_large_message_allocates_no_copy_of_its_arrays() -> None:
-    data = encode(Message(meta(), arrays={"w": np.ones(1 << 23, dtype=np.float32)}))  # 32 MiB
+@pytest.mark.parametrize("owned", [False, True])
+def test_decoding_a_large_message_allocates_no_copy_of_its_arrays(owned: bool) -> None:
+    message = Message(meta(), arrays={"w": np.ones(1 << 23, dtype=np.float32)})  # 32 MiB
+    data = encode_array(message) if owned else encode(message)
     tracemalloc.start()
     try:
-        out = decode(data)
+        out = decode(data, owned=owned)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
