@@ -136,7 +136,8 @@ def encode_array(message: Message) -> np.ndarray:
     offset = len(head)
     for start, buf in buffers:
         out[offset:start] = 0
-        out[start : start + buf.nbytes] = buf.reshape(-1).view(np.uint8)
+        # Copied in the array's own dtype: numpy moves wide words faster than bytes.
+        np.copyto(out[start : start + buf.nbytes].view(buf.dtype), buf.reshape(-1))
         offset = start + buf.nbytes
     return out
 
