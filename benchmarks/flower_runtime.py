@@ -1,6 +1,6 @@
 """One privfl SecAgg+ round (n=50, d=10^5) on Flower's simulation runtime vs privfl's bundled loop, in one run.
 
-Both runtimes run the same privfl code (``secagg_mod`` on the clients, the
+Both runtimes run the same privfl code (``SecAggMod`` on the clients, the
 ``SecAggPlusAggregator`` state machine on the server, FedAvg); only the transport
 differs: the bundled loop calls the clients in this process through privfl's wire
 codec, Flower moves every stage through its SuperLink state, ``Grid.send_and_receive``
@@ -25,14 +25,14 @@ from flwr.simulation import run_simulation as flower_run_simulation
 
 from privfl.client import ClientApp, NumPyClient
 from privfl.integrations.flower import flower_client_app, run_on_grid
-from privfl.secagg import SecAggConfig, SecAggPlusAggregator, secagg_mod
+from privfl.secagg import SecAggConfig, SecAggMod, SecAggPlusAggregator
 from privfl.server import FedAvg, RunConfig, SimulationResult
 from privfl.server import run_simulation as bundled_run_simulation
 
 ONE_ACTOR = {"init_args": {"num_cpus": 1}, "client_resources": {"num_cpus": 1}}
 ROUNDS = 2
 EXAMPLES = 32
-CONFIG = SecAggConfig(clip=1.0, bits=16, max_weight=64)
+CONFIG = SecAggConfig(coordinate_bound=1.0, bits=16, max_weight=64)
 
 
 class SyntheticClient(NumPyClient):
@@ -48,14 +48,14 @@ class SyntheticClient(NumPyClient):
 
 def run_config() -> RunConfig:
     """The one run both runtimes execute (a fresh strategy each time: it holds the run's state)."""
-    strategy = FedAvg(aggregator=SecAggPlusAggregator(CONFIG))
+    strategy = FedAvg(aggregator=SecAggPlusAggregator(CONFIG, semi_honest=True))
     return RunConfig(num_rounds=ROUNDS, strategy=strategy, seed=0, progress=False)
 
 
 def run_bundled(n: int, d: int) -> tuple[SimulationResult, float]:
     t0 = time.perf_counter()
     result = bundled_run_simulation(
-        ClientApp(SyntheticClient, mods=[secagg_mod]),
+        ClientApp(SyntheticClient, mods=[SecAggMod(semi_honest=True)]),
         num_clients=n,
         initial_parameters={"w": np.zeros(d, np.float32)},
         config=run_config(),
@@ -76,7 +76,7 @@ def run_flower(n: int, d: int) -> tuple[SimulationResult, float]:
     t0 = time.perf_counter()
     flower_run_simulation(
         server_app=server,
-        client_app=flower_client_app(ClientApp(SyntheticClient, mods=[secagg_mod])),
+        client_app=flower_client_app(ClientApp(SyntheticClient, mods=[SecAggMod(semi_honest=True)])),
         num_supernodes=n,
         backend_config=ONE_ACTOR,
     )
@@ -97,7 +97,7 @@ def main() -> None:
     bundled, bundled_total = run_bundled(n, d)
     flower, flower_total = run_flower(n, d)
 
-    step = 2 * CONFIG.clip / (2**CONFIG.bits - 1)
+    step = 2 * CONFIG.coordinate_bound / (2**CONFIG.bits - 1)
     # Each run's mean update is off by < (max_weight / weight) * step per coordinate and round.
     bound = 2 * ROUNDS * CONFIG.max_weight / EXAMPLES * step
     gap = float(np.max(np.abs(bundled.parameters["w"].astype(np.float64) - flower.parameters["w"])))

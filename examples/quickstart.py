@@ -67,12 +67,11 @@ def evaluate(server_round: int, parameters: dict[str, np.ndarray]) -> dict[str, 
 
 # 4. Wrap the client in an app (privacy mods go in `mods`) and run the bundled loop.
 app = ClientApp(client_fn, mods=[])
-initial = dict(enumerate(client_fn(1).get_parameters({})))
 result = run_simulation(
     app,
     num_clients=NUM_CLIENTS,
     num_rounds=ROUNDS,
-    initial_parameters={str(k): v for k, v in initial.items()},
+    initial_parameters=client_fn(1).get_parameters({}),  # the list of arrays a Flower client returns
     strategy=FedAvg(),
     centralized_evaluate=evaluate,
     evaluate_fraction=0.25,  # also ask 5 clients per round to evaluate on their own data

@@ -50,3 +50,15 @@ class AccountingError(PrivflError):
 
 class CheckpointError(PrivflError):
     """A checkpoint file is missing, corrupt, or does not match the run being resumed."""
+
+
+class AuthenticationError(ProtocolAbort):
+    """A signature, tag or pinned key did not verify: a forged or substituted key, a roster not
+    signed by the pinned operator, or parties shown different views of one round.
+
+    The refusing party reveals nothing further in the round.
+    """
+
+
+class MissingExtraError(PrivflError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""

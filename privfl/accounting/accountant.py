@@ -19,12 +19,15 @@ from numpy.typing import ArrayLike, NDArray
 
 from privfl.accounting.checks import integer
 from privfl.accounting.conversion import delta_from_rdp, epsilon_from_rdp
+from privfl.accounting.distributed import rdp_distributed_discrete_gaussian, rdp_poisson_subsampled, rdp_skellam
 from privfl.accounting.events import (
     ComposedEvent,
+    DistributedDiscreteGaussianEvent,
     DpEvent,
     FixedSizeSampledEvent,
     GaussianEvent,
     PoissonSampledEvent,
+    SkellamEvent,
 )
 from privfl.accounting.rdp import DEFAULT_ORDERS, rdp_poisson_subsampled_gaussian, validate_orders
 from privfl.errors import AccountingError, ConfigError
@@ -43,16 +46,27 @@ class OrderGridWarning(UserWarning):
     """The best RDP order is at the edge of the order grid, so epsilon may be loose."""
 
 
-def unsupported_reason(event: object) -> str | None:
-    """Why ``event`` cannot be accounted, or None if it can (same rules for every backend)."""
+DISTRIBUTED_EVENTS = (DistributedDiscreteGaussianEvent, SkellamEvent)
+"""Events only the RDP accountant interprets (their papers give RDP bounds, not PLDs)."""
+
+
+def unsupported_reason(event: object, accountant: str = "rdp") -> str | None:
+    """Why ``event`` cannot be accounted by the ``accountant`` backend, or None if it can."""
     if isinstance(event, GaussianEvent):
         return None
+    if isinstance(event, DISTRIBUTED_EVENTS):
+        if accountant == "rdp":
+            return None
+        return f"{type(event).__name__} has RDP bounds only; use the 'rdp' accountant"
     if isinstance(event, PoissonSampledEvent):
         if isinstance(event.event, GaussianEvent):
             return None
-        return f"only a Gaussian event can be Poisson-sampled, got {type(event.event).__name__}"
+        if isinstance(event.event, DISTRIBUTED_EVENTS):
+            return unsupported_reason(event.event, accountant)
+        inner = type(event.event).__name__
+        return f"only a Gaussian event can be Poisson-sampled (or a distributed-DP one), got {inner}"
     if isinstance(event, ComposedEvent):
-        return unsupported_reason(event.event)
+        return unsupported_reason(event.event, accountant)
     if isinstance(event, FixedSizeSampledEvent):
         return FIXED_SIZE_REFUSAL
     return f"{event!r} is not a supported DpEvent"
@@ -65,12 +79,12 @@ class PrivacyAccountant(ABC):
 
     def supports(self, event: DpEvent) -> bool:
         """Whether :meth:`compose` accepts ``event``."""
-        return unsupported_reason(event) is None
+        return unsupported_reason(event, self.name) is None
 
     def compose(self, event: DpEvent, count: int = 1) -> PrivacyAccountant:
         """Add ``count`` runs of ``event``; returns self. Raises AccountingError if unsupported."""
         count = integer(count, "count", 1)
-        reason = unsupported_reason(event)
+        reason = unsupported_reason(event, self.name)
         if reason is not None:
             raise AccountingError(f"{self.name} accountant cannot account {event!r}: {reason}")
         self._compose(event, count)
@@ -97,6 +111,36 @@ class PrivacyAccountant(ABC):
 @functools.lru_cache(maxsize=4096)
 def _step_rdp(q: float, noise_multiplier: float, orders: tuple[float, ...]) -> NDArray[np.float64]:
     rdp = rdp_poisson_subsampled_gaussian(q=q, noise_multiplier=noise_multiplier, orders=orders)
+    rdp.setflags(write=False)
+    return rdp
+
+
+@functools.lru_cache(maxsize=256)
+def _distributed_rdp(event: DpEvent, q: float, orders: tuple[float, ...]) -> NDArray[np.float64]:
+    """RDP of one (Poisson-subsampled if q < 1) distributed-DP event (see :mod:`privfl.accounting.distributed`)."""
+    if isinstance(event, DistributedDiscreteGaussianEvent):
+
+        def curve(alphas: NDArray[np.float64]) -> NDArray[np.float64]:
+            return rdp_distributed_discrete_gaussian(
+                l2_sensitivity=event.l2_sensitivity,
+                l1_sensitivity=event.l1_sensitivity,
+                local_sigma_sq=event.local_sigma_sq,
+                num_clients=event.num_clients,
+                dimension=event.dimension,
+                orders=alphas,
+            )
+    else:
+        assert isinstance(event, SkellamEvent)
+
+        def curve(alphas: NDArray[np.float64]) -> NDArray[np.float64]:
+            return rdp_skellam(
+                l2_sensitivity=event.l2_sensitivity,
+                l1_sensitivity=event.l1_sensitivity,
+                variance=event.variance,
+                orders=alphas,
+            )
+
+    rdp = rdp_poisson_subsampled(q=q, rdp=curve, orders=orders)
     rdp.setflags(write=False)
     return rdp
 
@@ -137,8 +181,12 @@ class RdpAccountant(PrivacyAccountant):
     def _event_rdp(self, event: DpEvent) -> NDArray[np.float64]:
         if isinstance(event, ComposedEvent):
             return event.count * self._event_rdp(event.event)
+        if isinstance(event, DISTRIBUTED_EVENTS):
+            return _distributed_rdp(event, 1.0, self._key)
         if isinstance(event, PoissonSampledEvent):
             inner = event.event
+            if isinstance(inner, DISTRIBUTED_EVENTS):
+                return _distributed_rdp(inner, event.sampling_rate, self._key)
             assert isinstance(inner, GaussianEvent)  # guaranteed by unsupported_reason
             return _step_rdp(event.sampling_rate, inner.noise_multiplier, self._key)
         assert isinstance(event, GaussianEvent)

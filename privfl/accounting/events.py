@@ -7,11 +7,12 @@ dataclasses (hashable, compared by value) and serialise to plain JSON dicts with
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from privfl.accounting.checks import check_noise_multiplier, check_sampling_rate, integer
+from privfl.accounting.checks import check_noise_multiplier, check_sampling_rate, integer, real
 from privfl.errors import ConfigError
 
 
@@ -98,8 +99,66 @@ class FixedSizeSampledEvent(DpEvent):
         check_event(self.event, "event")
 
 
+def _positive(value: Any, name: str) -> float:
+    number = real(value, name)
+    if not (math.isfinite(number) and number > 0):
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class DistributedDiscreteGaussianEvent(DpEvent):
+    """A sum of integer vectors (one per client) plus ``num_clients`` independent N_Z(0, sigma^2)^d shares.
+
+    The distributed discrete Gaussian of Kairouz, Liu & Steinke (ICML 2021). All quantities
+    are in the integer domain the clients send: ``l2_sensitivity`` and ``l1_sensitivity``
+    bound one client's rounded vector, ``local_sigma_sq`` is each share's sigma^2,
+    ``num_clients`` the number of shares actually in the sum, ``dimension`` its length.
+    """
+
+    l2_sensitivity: float
+    l1_sensitivity: float
+    local_sigma_sq: float
+    num_clients: int
+    dimension: int
+    kind: ClassVar[str] = "distributed_discrete_gaussian"
+
+    def __post_init__(self) -> None:
+        for name in ("l2_sensitivity", "l1_sensitivity", "local_sigma_sq"):
+            object.__setattr__(self, name, _positive(getattr(self, name), name))
+        object.__setattr__(self, "num_clients", integer(self.num_clients, "num_clients", 1))
+        object.__setattr__(self, "dimension", integer(self.dimension, "dimension", 1))
+
+
+@dataclass(frozen=True)
+class SkellamEvent(DpEvent):
+    """A sum of integer vectors plus symmetric Skellam noise of total ``variance`` per coordinate.
+
+    The (distributed) Skellam mechanism of Agarwal, Kairouz & Liu (NeurIPS 2021): a sum of
+    Skellam shares is Skellam, so only the total variance of the shares in the sum matters.
+    Sensitivities and variance are in the integer domain.
+    """
+
+    l2_sensitivity: float
+    l1_sensitivity: float
+    variance: float
+    kind: ClassVar[str] = "skellam"
+
+    def __post_init__(self) -> None:
+        for name in ("l2_sensitivity", "l1_sensitivity", "variance"):
+            object.__setattr__(self, name, _positive(getattr(self, name), name))
+
+
 _KINDS: dict[str, type[DpEvent]] = {
-    cls.kind: cls for cls in (GaussianEvent, PoissonSampledEvent, ComposedEvent, FixedSizeSampledEvent)
+    cls.kind: cls
+    for cls in (
+        GaussianEvent,
+        PoissonSampledEvent,
+        ComposedEvent,
+        FixedSizeSampledEvent,
+        DistributedDiscreteGaussianEvent,
+        SkellamEvent,
+    )
 }
 
 

@@ -24,7 +24,7 @@ from privfl.accounting.events import DpEvent, check_event, event_from_dict
 from privfl.errors import AccountingError, BudgetExceededError, CheckpointError, ConfigError, PrivflError
 
 SCOPES = ("client", "record")
-LOCALITIES = ("central", "local")
+LOCALITIES = ("central", "local", "distributed")
 _FORMAT = "privfl.ledger"
 _VERSION = 1
 _CACHED_COMPOSITIONS = 4
@@ -47,7 +47,9 @@ class LedgerEntry:
     """One noisy release: its event, the round, and who/what it protects.
 
     ``scope`` is ``"client"`` (client-level DP) or ``"record"`` (sample-level DP);
-    ``locality`` is ``"central"`` (noise added once by the server) or ``"local"`` (by a client).
+    ``locality`` is ``"central"`` (noise added once by the server), ``"local"`` (by a client,
+    protecting its own release) or ``"distributed"`` (noise shares added by the clients
+    before secure aggregation, protecting the sum).
     """
 
     event: DpEvent
@@ -180,7 +182,7 @@ class PrivacyLedger:
             )
 
     def _check_supported(self, event: DpEvent) -> None:
-        reason = unsupported_reason(event)
+        reason = unsupported_reason(event, self.accountant)
         if reason is not None:
             raise AccountingError(f"the ledger cannot account {event!r}: {reason}")
 

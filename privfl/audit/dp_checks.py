@@ -35,6 +35,7 @@ from privfl.audit.planted import Bug, broken_central_dp, broken_local_dp
 from privfl.audit.report import Check, Status, not_run
 from privfl.audit.stats import max_certifiable_epsilon
 from privfl.core.exchange import Aggregator
+from privfl.core.extras import install_hint, missing
 from privfl.core.plain import PlainAggregator
 from privfl.dp import AdaptiveClippingDp, CentralDp, FixedClippingMod, LocalDpMod
 
@@ -211,13 +212,21 @@ def secagg_dp_checks(settings: AuditSettings, out_dir: Path | None) -> list[Chec
     label = "CentralDp over SecAgg+ (client clipping)"
     if importlib.util.find_spec("privfl.secagg") is None:
         return [not_run(FAMILY, f"{label}, one release", "NOT RUN (module missing: privfl.secagg)")]
-    from privfl.secagg import SecAggConfig, SecAggPlusAggregator, secagg_mod
+    from privfl.secagg import SecAggConfig, SecAggMod, SecAggPlusAggregator
 
     # The per-coordinate SecAgg+ clip equals C, so it never shrinks an update already clipped to L2 norm C.
-    config = SecAggConfig(clip=CLIP_NORM, bits=16, weighting="uniform")
-    make = partial(CentralDp, SecAggPlusAggregator(config), noise_multiplier=NOISE_MULTIPLIER, clip_norm=CLIP_NORM)
+    config = SecAggConfig(coordinate_bound=CLIP_NORM, bits=16, weighting="uniform")
+    make = partial(
+        CentralDp,
+        SecAggPlusAggregator(config, semi_honest=True),
+        noise_multiplier=NOISE_MULTIPLIER,
+        clip_norm=CLIP_NORM,
+    )
     clipping = CentralRound(
-        clip_norm=CLIP_NORM, dim=64, seed=settings.seed, client_mods=(secagg_mod, FixedClippingMod(CLIP_NORM))
+        clip_norm=CLIP_NORM,
+        dim=64,
+        seed=settings.seed,
+        client_mods=(SecAggMod(semi_honest=True), FixedClippingMod(CLIP_NORM)),
     )
     real = end_to_end_check(
         label,
@@ -226,10 +235,10 @@ def secagg_dp_checks(settings: AuditSettings, out_dir: Path | None) -> list[Chec
         settings,
         out_dir,
         "dp_secagg.png",
-        "clients run secagg_mod around FixedClippingMod; a full SecAgg+ round, then CentralDp noises the sum",
+        "clients run SecAggMod around FixedClippingMod; a full SecAgg+ round, then CentralDp noises the sum",
         settings.dp_secagg_trials,
     )
-    unclipped = dataclasses.replace(clipping, client_mods=(secagg_mod,))
+    unclipped = dataclasses.replace(clipping, client_mods=(SecAggMod(semi_honest=True),))
     planted = planted_check(
         CentralDpRelease(
             make,
@@ -253,9 +262,9 @@ def _claim(make: Callable[..., Aggregator], setup: CentralRound, settings: Audit
 def dp_sgd_check(settings: AuditSettings, out_dir: Path | None) -> Check:
     """Record-level DP of the Opacus path: one DP-SGD step with or without a gradient canary record."""
     name = "Opacus DP-SGD (fit_dp_sgd), one step"
-    missing = [m for m in ("torch", "opacus", "privfl.integrations.opacus") if importlib.util.find_spec(m) is None]
-    if missing:
-        return not_run(FAMILY, name, f"NOT RUN (module missing: {', '.join(missing)})")
+    absent = missing(("torch", "opacus"))
+    if absent:
+        return not_run(FAMILY, name, f"NOT RUN (needs {', '.join(absent)}: {install_hint('torch')})")
     from privfl.integrations.opacus import DpSgdSettings
 
     dp_sgd = DpSgdSettings(noise_multiplier=NOISE_MULTIPLIER, max_grad_norm=CLIP_NORM, batch_size=8, lr=1.0)

@@ -1,6 +1,6 @@
 """The SecAgg+ audit family: what the server's transcript reveals, and what a malicious server can get.
 
-Honest clients run the real :func:`privfl.secagg.secagg_mod` behind the wire codec;
+Honest clients run the real :class:`privfl.secagg.SecAggMod` behind the wire codec;
 the server is the real :func:`privfl.secagg.secagg_exchange`, whose outgoing messages
 the auditor may rewrite before delivery (a malicious server built from the honest
 stage messages). Everything the server receives is kept as its transcript.
@@ -17,6 +17,7 @@ stage messages). Everything the server receives is kept as its transcript.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +31,12 @@ from privfl.audit.report import Check, Status
 from privfl.core.context import Context
 from privfl.core.exchange import RoundSpec, SamplingInfo
 from privfl.core.message import Message
-from privfl.core.mods import App, Mod, compose
+from privfl.core.mods import compose
 from privfl.core.wire import decode, encode
-from privfl.errors import PrivflError
-from privfl.secagg import SecAggConfig, SecAggRoundResult, secagg_exchange, secagg_mod
+from privfl.errors import PrivflError, ProtocolError
+from privfl.secagg import Federation, SecAggConfig, SecAggMod, SecAggRoundResult, secagg_exchange
 from privfl.secagg import protocol as p
-from privfl.secagg.client import STATE_KEY, Phase, SecAggClientState, SecAggPlusClient
+from privfl.secagg.client import STATE_KEY, Phase, SecAggPlusClient
 from privfl.secagg.crypto import PURPOSE_MASK, agree, load_private
 from privfl.secagg.prg import MaskExpander, low_bits_mask
 from privfl.secagg.shamir import combine, decode_element
@@ -44,7 +45,7 @@ from privfl.server.transport import drive
 FAMILY = "SecAgg+"
 NUM_CLIENTS = 8
 DIM = 4096
-CONFIG = SecAggConfig(clip=1.0, bits=16, weighting="uniform")
+CONFIG = SecAggConfig(coordinate_bound=1.0, bits=16, weighting="uniform")
 """n = 8 gives k = 6 neighbours and threshold t = 4 by default (2t > k)."""
 
 Tamper = Callable[[list[Message]], list[Message]]
@@ -71,18 +72,28 @@ class SecAggHarness:
     Args:
         updates: node id to the update the client trains to (float64 vectors of one length).
         config: the SecAgg+ configuration.
-        mod: the client's SecAgg+ mod (the real one, or a planted bug).
+        active: True for the active-server protocol (a roster the clients pin), False for semi-honest.
+        corruption: the corruption fraction the roster and the config declare (default: the config's).
+        client: the client class behind the mod (the real one, or a planted weakness).
     """
 
     updates: dict[int, NDArray[np.float64]]
     config: SecAggConfig = CONFIG
-    mod: Mod = secagg_mod
+    active: bool = True
+    corruption: float | None = None
+    client: type[SecAggPlusClient] = SecAggPlusClient
     contexts: dict[int, Context] = field(default_factory=dict)
     transcript: list[Message] = field(default_factory=list)
     sent: list[Message] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.corruption is not None:  # the roster and the server's config declare the same fraction
+            self.config = dataclasses.replace(self.config, corruption=self.corruption)
+        nodes, bits = sorted(self.updates), int(self.config.security_bits)
+        self.federation = Federation.generate(nodes, self.config.corruption, bits) if self.active else None
+        trust = self.federation.trust if self.federation else None
+        self.mod = SecAggMod(trust=trust, semi_honest=trust is None, _client=self.client)
         self.app = compose(self._train, [self.mod])
 
     @property
@@ -125,13 +136,33 @@ class SecAggHarness:
             return self.deliver(tamper(outbox) if tamper is not None else outbox)
 
         try:
-            return drive(secagg_exchange(spec, self.config), deliver)
+            roster = self.federation.roster if self.federation else None
+            return drive(secagg_exchange(spec, self.config, roster), deliver)
         except PrivflError as exc:
             return exc
 
     def received(self, stage: str, server_round: int) -> list[Message]:
         """Replies of one stage and round, in arrival order."""
         return [m for m in self.transcript if m.metadata.stage == stage and m.metadata.server_round == server_round]
+
+    def survivor_stage(self) -> str:
+        """The stage whose request carries the survivor set: consistency (active) or unmask (semi-honest)."""
+        return p.STAGE_CONSISTENCY if self.active else p.STAGE_UNMASK
+
+    def session(self, server_round: int) -> bytes:
+        """The round's session hash (public: the server computes it from the advertisements it relays)."""
+        for context in self.contexts.values():
+            state = context.state.get(STATE_KEY)
+            if state is not None and state.server_round == server_round and state.session:
+                return state.session
+        raise ProtocolError(f"no client holds the session of round {server_round}")
+
+    def sent_to(self, stage: str, server_round: int, node: int) -> Message:
+        return next(
+            m
+            for m in self.sent
+            if (m.metadata.stage, m.metadata.server_round, m.metadata.dst_node) == (stage, server_round, node)
+        )
 
     def masked(self, server_round: int) -> dict[int, NDArray[np.unsignedinteger]]:
         """Node id to the masked vector the server received in ``server_round``."""
@@ -289,16 +320,15 @@ def independence_check(settings: AuditSettings) -> Check:
 
 
 def _move_victim(message: Message, victim: int, to_dropped: bool) -> Message:
-    """An unmask request listing ``victim`` as dropped (or as a survivor)."""
-    survivors = [int(v) for v in message.arrays[p.SURVIVORS] if v != victim]
-    dropped = [int(v) for v in message.arrays[p.DROPPED] if v != victim]
-    (dropped if to_dropped else survivors).append(victim)
-    arrays = {p.SURVIVORS: p.node_array(sorted(survivors)), p.DROPPED: p.node_array(sorted(dropped))}
-    return message.replace(arrays=arrays)
+    """A survivor-set request listing ``victim`` as dropped (or as a survivor)."""
+    survivors = {int(v) for v in message.arrays[p.SURVIVORS]} - {victim}
+    if not to_dropped:
+        survivors.add(victim)
+    return message.replace(arrays={p.SURVIVORS: p.node_array(sorted(survivors))})
 
 
-def _lists(message: Message) -> tuple[set[int], set[int]]:
-    return {int(v) for v in message.arrays[p.SURVIVORS]}, {int(v) for v in message.arrays[p.DROPPED]}
+def _lists(message: Message) -> set[int]:
+    return {int(v) for v in message.arrays[p.SURVIVORS]}
 
 
 def _shares_of(harness: SecAggHarness, server_round: int, victim: int) -> tuple[dict[int, int], dict[int, int]]:
@@ -341,16 +371,18 @@ def unmask_victim(
     if len(key_shares) >= threshold:
         private = load_private(combine(key_shares, threshold))
         public_masks = {m.metadata.src_node: m.config[p.PK_MASK] for m in harness.received(p.STAGE_SETUP, server_round)}
-        request = next(
-            m
-            for m in harness.sent
-            if m.metadata.stage == p.STAGE_MASKED_INPUT
-            and m.metadata.server_round == server_round
-            and m.metadata.dst_node == victim
-        )
+        request = harness.sent_to(p.STAGE_MASKED_INPUT, server_round, victim)
+        session = harness.session(server_round)
         for u in (int(v) for v in request.arrays[p.NODES]):
             seed = agree(
-                private, public_masks[u], purpose=PURPOSE_MASK, run_id=0, server_round=server_round, a=victim, b=u
+                private,
+                public_masks[u],
+                purpose=PURPOSE_MASK,
+                run_id=0,
+                server_round=server_round,
+                a=victim,
+                b=u,
+                session=session,
             )
             expander.add(vector, seed, -1 if victim < u else 1)  # the victim added +PRG(s) when victim < u
     vector &= low_bits_mask(modulus_bits)
@@ -370,9 +402,9 @@ def dropout_lie_check(settings: AuditSettings) -> Check:
     params = CONFIG.round_params(NUM_CLIENTS)
 
     def lie(outbox: list[Message]) -> list[Message]:
-        if not outbox or outbox[0].metadata.stage != p.STAGE_UNMASK:
+        if not outbox or outbox[0].metadata.stage != harness.survivor_stage():
             return outbox
-        return [_move_victim(m, victim, to_dropped=True) if victim in _lists(m)[0] else m for m in outbox]
+        return [m if m.metadata.dst_node == victim else _move_victim(m, victim, to_dropped=True) for m in outbox]
 
     outcome = harness.run(1, lie)
     seed_shares, key_shares = _shares_of(harness, 1, victim)
@@ -431,9 +463,9 @@ def ask_twice(harness: SecAggHarness, victim: int) -> tuple[dict[int, int], dict
     second: list[Message] = []
 
     def tamper(outbox: list[Message]) -> list[Message]:
-        if outbox[0].metadata.stage != p.STAGE_UNMASK:
+        if outbox[0].metadata.stage != harness.survivor_stage():
             return outbox
-        second.extend(_move_victim(m, victim, to_dropped=True) for m in outbox if victim in _lists(m)[0])
+        second.extend(_move_victim(m, victim, to_dropped=True) for m in outbox if m.metadata.dst_node != victim)
         return [*outbox, *second]
 
     harness.run(1, tamper)
@@ -446,24 +478,18 @@ class _AnswersTwice(SecAggPlusClient):
     def _unmask(self, message: Message) -> Message:
         state = self.state
         held = dict(state.held_shares)
-        state.phase = Phase.MASKED  # forget the first answer, so the second-request check never fires
+        state.phase, state.survivors, state.unmask_reply = Phase.MASKED, None, None  # forget the first answer
         try:
             return super()._unmask(message)
         finally:
             state.held_shares = held
 
 
-def _answers_twice_mod(message: Message, context: Context, call_next: App) -> Message:
-    """:func:`privfl.secagg.secagg_mod` with the planted bug of :class:`_AnswersTwice`."""
-    state = context.get_or_create(STATE_KEY, SecAggClientState)
-    return _AnswersTwice(context.node_id, state).handle(message, lambda m: call_next(m, context))
-
-
 def planted_check(settings: AuditSettings) -> Check:
     """The ask-twice attack against clients with a planted bug must recover the victim's input."""
     params = CONFIG.round_params(NUM_CLIENTS)
     t, victim = params.threshold, 1
-    harness = SecAggHarness(_updates(np.random.default_rng(settings.seed + 7)), mod=_answers_twice_mod)
+    harness = SecAggHarness(_updates(np.random.default_rng(settings.seed + 7)), active=False, client=_AnswersTwice)
     seeds, keys, _ = ask_twice(harness, victim)
     figures = [("victim's seed shares / key shares obtained (t)", f"{len(seeds)} / {len(keys)} ({t})")]
     caught = len(seeds) >= t and len(keys) >= t
@@ -472,7 +498,9 @@ def planted_check(settings: AuditSettings) -> Check:
             harness, 1, victim, seed_shares=seeds, key_shares=keys, threshold=t, modulus_bits=params.modulus_bits
         )
         values = params.quantizer.dequantize_sum(recovered[:-1], 1)
-        expected = np.clip(harness.updates[victim], -params.clip, params.clip)  # what the client quantised
+        expected = np.clip(
+            harness.updates[victim], -params.coordinate_bound, params.coordinate_bound
+        )  # what the client quantised
         error = float(np.max(np.abs(values - expected)))
         figures += [
             (
@@ -506,14 +534,11 @@ def inconsistent_lists_check(settings: AuditSettings) -> Check:
     harness = SecAggHarness(_updates(np.random.default_rng(settings.seed + 3)))
 
     def split_lists(outbox: list[Message]) -> list[Message]:
-        if not outbox or outbox[0].metadata.stage != p.STAGE_UNMASK:
+        if not outbox or outbox[0].metadata.stage != harness.survivor_stage():
             return outbox
-        holders = sorted(m.metadata.dst_node for m in outbox if victim in set().union(*_lists(m)))
+        holders = sorted(m.metadata.dst_node for m in outbox if m.metadata.dst_node != victim)
         liars = set(holders[: len(holders) // 2])
-        return [
-            _move_victim(m, victim, to_dropped=m.metadata.dst_node in liars) if m.metadata.dst_node in holders else m
-            for m in outbox
-        ]
+        return [_move_victim(m, victim, to_dropped=m.metadata.dst_node in liars) for m in outbox]
 
     harness.run(1, split_lists)
     seeds, keys = _shares_of(harness, 1, victim)
@@ -523,32 +548,30 @@ def inconsistent_lists_check(settings: AuditSettings) -> Check:
     # (b) Each client is asked a second time, with the victim moved to the dropped list.
     harness = SecAggHarness(_updates(np.random.default_rng(settings.seed + 4)))
     seeds, keys, asked = ask_twice(harness, victim)
-    second = [r for r in harness.refusals if r.stage == p.STAGE_UNMASK]
+    second = [r for r in harness.refusals if r.stage == harness.survivor_stage()]
     figures.append(("second, different request: refused / sent", f"{len(second)} / {asked}"))
     figures.append(("second request: seed shares / key shares obtained (t)", f"{len(seeds)} / {len(keys)} ({t})"))
     ok &= len(second) == asked and (len(seeds) < t or len(keys) < t)
     evidence += [str(r) for r in second[:2]]
 
-    # (c) The victim is in neither list (not a partition of the neighbours it masked with).
+    # (c) Each client's survivor set leaves out all but t - 1 of its neighbours.
     harness = SecAggHarness(_updates(np.random.default_rng(settings.seed + 5)))
 
     def omit(outbox: list[Message]) -> list[Message]:
-        if not outbox or outbox[0].metadata.stage != p.STAGE_UNMASK:
+        if not outbox or outbox[0].metadata.stage != harness.survivor_stage():
             return outbox
         out = []
         for m in outbox:
-            survivors, dropped = _lists(m)
-            arrays = {
-                p.SURVIVORS: p.node_array(sorted(survivors - {victim})),
-                p.DROPPED: p.node_array(sorted(dropped - {victim})),
-            }
-            out.append(m.replace(arrays=arrays))
+            node = m.metadata.dst_node
+            partners = [int(v) for v in harness.sent_to(p.STAGE_MASKED_INPUT, 1, node).arrays[p.NODES]]
+            kept = (set(_lists(m)) - set(partners)) | set(partners[: t - 1]) | {node}
+            out.append(m.replace(arrays={p.SURVIVORS: p.node_array(sorted(kept))}))
         return out
 
     harness.run(1, omit)
-    omitted = [r for r in harness.refusals if r.stage == p.STAGE_UNMASK]
+    omitted = [r for r in harness.refusals if r.stage == harness.survivor_stage()]
     seeds, keys = _shares_of(harness, 1, victim)
-    figures.append(("victim omitted from both lists: refusals", str(len(omitted))))
+    figures.append(("survivor sets with t - 1 surviving neighbours: refusals", str(len(omitted))))
     ok &= bool(omitted) and all(r.error == "ProtocolAbort" for r in omitted) and (len(seeds) < t or len(keys) < t)
     evidence += [str(r) for r in omitted[:2]]
     return Check(
@@ -556,7 +579,8 @@ def inconsistent_lists_check(settings: AuditSettings) -> Check:
         "inconsistent survivor lists are refused and yield no secret pair",
         Status.PASS if ok else Status.FAIL,
         f"Three malicious unmask stages against client {victim}: (a) half its neighbours told it survived, half "
-        "that it dropped; (b) every client asked a second time with different lists; (c) lists that omit it. "
+        "that it dropped; (b) every client asked a second time with a different set; (c) sets that leave each "
+        "client fewer than t surviving neighbours. "
         f"PASS if the server never holds t = {t} shares of both of the victim's secrets and the malformed "
         "requests end in typed refusals.",
         tuple(figures),
@@ -602,7 +626,7 @@ def replay_check(settings: AuditSettings) -> Check:
 
     start = len(harness.refusals)
     third = harness.run(3, replay_first)
-    for stage in (p.STAGE_SHARE_KEYS, p.STAGE_MASKED_INPUT, p.STAGE_UNMASK):
+    for stage in (p.STAGE_SHARE_KEYS, p.STAGE_MASKED_INPUT, p.STAGE_CONSISTENCY, p.STAGE_UNMASK):
         refused = [r for r in harness.refusals[start:] if r.stage == stage and r.server_round == 1]
         outcomes.append((f"round 1 {stage} replayed in round 3, before the real one", len(old[stage]), 0, refused))
     ok = all(answered == 0 and len(refused) == sent for _, sent, answered, refused in outcomes)
@@ -643,5 +667,40 @@ def secagg_checks(settings: AuditSettings, out_dir: Path | None) -> list[Check]:
         dropout_lie_check(settings),
         inconsistent_lists_check(settings),
         replay_check(settings),
+        active_server_check(settings),
         planted_check(settings),
     ]
+
+
+def active_server_check(settings: AuditSettings) -> Check:
+    """Issue 11's attacks: each succeeds against a weakened client and is refused by the real one."""
+    from privfl.audit.secagg_attacks import ATTACKS  # the attacks build on this module's harness
+
+    del settings
+    figures, evidence, ok = [], [], True
+    for name, attack in ATTACKS.items():
+        weak, real = attack(False), attack(True)
+        typed = bool(real.refusals) and all(
+            r.error in ("AuthenticationError", "ProtocolAbort", "ProtocolError") for r in real.refusals
+        )
+        ok &= weak.succeeded and not real.succeeded and typed
+        figures.append(
+            (
+                name,
+                f"weakened client: {'broken' if weak.succeeded else 'NOT broken'} ({weak.detail}); "
+                f"real client: {'BROKEN' if real.succeeded else 'refused'} "
+                f"({', '.join(sorted({r.error for r in real.refusals})) or 'no refusal'})",
+            )
+        )
+        evidence += [str(r) for r in real.refusals[:1]]
+    return Check(
+        FAMILY,
+        "an actively malicious server's attacks are refused",
+        Status.PASS if ok else Status.FAIL,
+        "Six attacks of issue 11 (split view across owners, key substitution, k/t downgrade, colluders placed "
+        "by the server, model inconsistency, query pass-through), each run against a deliberately weakened "
+        "client (semi-honest mode, or one check removed) and against the real active-server client. PASS if "
+        "every attack breaks the weakened client and every real client refuses with a typed error.",
+        tuple(figures),
+        tuple(evidence),
+    )

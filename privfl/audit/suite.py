@@ -1,14 +1,15 @@
 """Run every audit family and write the report.
 
-A family whose module under audit is absent is reported as NOT RUN (module missing),
-never as PASS; a family that crashes is reported as ERROR, which fails the run.
+A family whose module under audit is absent, or that needs an optional dependency that
+is not installed, is reported as NOT RUN (with the ``pip install "privfl[...]"`` that
+would run it), never as PASS; a family that crashes is reported as ERROR, which fails
+the run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-import importlib.util
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from privfl.audit.config import AuditSettings
 from privfl.audit.report import Check, Status, not_run, write_report
+from privfl.core.extras import install_hint, missing
 
 FamilyRunner = Callable[[AuditSettings, Path], list[Check]]
 
@@ -32,6 +34,8 @@ class Family:
             (imported only when the audited modules exist).
         planned: the checks it would run, listed as NOT RUN when it cannot.
         explanation: one sentence per check kind, for the report's preamble.
+        needs: optional third-party modules it needs (e.g. for plots); if one is missing the
+            family is NOT RUN and the report names the extra to install.
     """
 
     name: str
@@ -39,26 +43,24 @@ class Family:
     runner: str
     planned: tuple[str, ...]
     explanation: str
+    needs: tuple[str, ...] = ()
 
-    def missing(self) -> list[str]:
-        """The audited modules that are not importable."""
-        out = []
-        for module in self.audited:
-            try:
-                found = importlib.util.find_spec(module) is not None
-            except ModuleNotFoundError:
-                found = False
-            if not found:
-                out.append(module)
-        return out
+    def why_not_run(self) -> str:
+        """Why the family cannot run here (empty if it can): missing modules and the extras to install."""
+        absent = missing(self.audited)
+        if absent:
+            return f"NOT RUN (module missing: {', '.join(absent)})"
+        absent = missing(self.needs)
+        if absent:
+            hints = " and ".join(sorted({install_hint(m) for m in absent}))
+            return f"NOT RUN (needs {', '.join(absent)}: {hints})"
+        return ""
 
     def run(self, settings: AuditSettings, out_dir: Path) -> list[Check]:
         """The family's checks; NOT RUN if a module is missing, one ERROR check if it crashes."""
-        missing = self.missing()
-        if missing:
-            return [
-                not_run(self.name, name, f"NOT RUN (module missing: {', '.join(missing)})") for name in self.planned
-            ]
+        reason = self.why_not_run()
+        if reason:
+            return [not_run(self.name, name, reason) for name in self.planned]
         module, function = self.runner.split(":")
         try:
             return list(getattr(importlib.import_module(module), function)(settings, out_dir))
@@ -88,6 +90,7 @@ FAMILIES: tuple[Family, ...] = (
         "the claim's delta (Kairouz et al. 2015; Jagielski et al. 2020; Nasr et al. 2021). FAIL means the "
         "bound exceeds the claimed epsilon: the claim is false at 95% confidence. Planted-bug checks PASS "
         "when the audit FAILs a deliberately broken variant.",
+        needs=("matplotlib",),
     ),
     Family(
         "SecAgg+",
@@ -103,6 +106,22 @@ FAMILIES: tuple[Family, ...] = (
         "**SecAgg+**: what an honest-but-curious server records (its transcript) is tested for uniformity "
         "(chi-square, Kolmogorov-Smirnov) and for independence from individual inputs with the same sum "
         "(two-sample tests); a malicious server's attacks must each end in a typed refusal by the clients.",
+        needs=("matplotlib",),
+    ),
+    Family(
+        "Distributed DP",
+        ("privfl.ddp.server", "privfl.ddp.mechanism", "privfl.ddp.samplers"),
+        "privfl.audit.ddp:ddp_checks",
+        (
+            "DistributedDp (ddg), one round: no epsilon violation in what the server unmasks",
+            "DistributedDp (skellam), one round: no epsilon violation in what the server unmasks",
+            "planted bug caught: only one client's noise share reaches the sum",
+        ),
+        "**Distributed DP**: the same distinguishing game played on what the server unmasks in one "
+        "DistributedDp round (the modular sum of every client's rounded vector and noise share), with a canary "
+        "client at the clip norm; FAIL if the lower bound exceeds the RDP accountant's epsilon for that release. "
+        "The planted bug (one noise share where the ledger counts ten) must be caught.",
+        needs=("matplotlib",),
     ),
     Family(
         "CKKS",
@@ -112,6 +131,7 @@ FAMILIES: tuple[Family, ...] = (
         "**CKKS**: every preset (and the context TenSEAL actually builds) is compared with the HE Standard's "
         "128-bit table; the server's context must hold no secret key and be unable to decrypt; a ciphertext "
         "decrypted under another key must be refused or give values unrelated to the plaintext.",
+        needs=("tenseal",),
     ),
 )
 

@@ -18,6 +18,9 @@ from privfl.accounting.calibration import calibrate_noise_multiplier, epsilon_fo
 from privfl.accounting.checks import check_delta, integer
 from privfl.accounting.events import GaussianEvent, PoissonSampledEvent
 from privfl.accounting.ledger import PrivacyLedger
+from privfl.cli import budget_ddp
+from privfl.cli.options import PLOT_SUFFIXES, output_file
+from privfl.core.extras import require_all
 from privfl.errors import ConfigError
 
 _SETTING = (
@@ -25,7 +28,6 @@ _SETTING = (
     "with probability Q (Poisson sampling), updates are clipped to L2 norm C, and Gaussian noise "
     "of std Z*C is added to their sum. Epsilon is in nats."
 )
-_PLOT_FORMATS = (".png", ".svg", ".pdf")
 
 
 def register(subparsers: Any) -> None:
@@ -40,7 +42,8 @@ def register(subparsers: Any) -> None:
         epilog="examples:\n"
         "  privfl budget --noise-multiplier 1.0 --sample-rate 0.01 --rounds 10000 --delta 1e-5\n"
         "  privfl budget -z 1.1 -q 0.001 -T 5000 --delta 1e-6 --plot eps.png\n"
-        "  privfl budget --ledger run/ledger.json --json",
+        "  privfl budget --ledger run/ledger.json --json\n"
+        "  privfl budget --mechanism ddg --epsilon 3 --delta 1e-5 -q 0.1 -T 60 --clients 80 --dim 650 --bits 16",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     budget.add_argument("-z", "--noise-multiplier", type=float, metavar="Z", help="noise std / clip norm (> 0)")
@@ -53,10 +56,14 @@ def register(subparsers: Any) -> None:
         "--ledger", type=Path, metavar="FILE", help="report a ledger saved by a run instead of -z/-q/-T"
     )
     budget.add_argument(
-        "--plot", type=Path, metavar="FILE.png", help="also draw epsilon against rounds (.png, .svg or .pdf)"
+        "--plot",
+        type=output_file(*PLOT_SUFFIXES),
+        metavar="FILE.png",
+        help="also draw epsilon against rounds (.png, .svg or .pdf)",
     )
     _common(budget)
-    budget.set_defaults(func=_run_budget)
+    budget_ddp.add_arguments(budget)
+    budget.set_defaults(func=_run_budget, accountant=None)  # None: not given (a ledger keeps its own)
 
     calibrate = subparsers.add_parser(
         "calibrate",
@@ -95,6 +102,8 @@ def _emit(args: argparse.Namespace, obj: dict[str, Any], text: str) -> int:
 
 
 def _run_budget(args: argparse.Namespace) -> int:
+    if args.mechanism != "gaussian":
+        return budget_ddp.run(args)
     mechanism = {
         "--noise-multiplier": args.noise_multiplier,
         "--sample-rate": args.sample_rate,
@@ -102,17 +111,20 @@ def _run_budget(args: argparse.Namespace) -> int:
     }
     if args.ledger is not None:
         given = [flag for flag, value in mechanism.items() if value is not None]
-        if given or args.plot is not None:
-            raise ConfigError(f"--ledger reports a saved run; do not combine it with {given or ['--plot']}")
+        if args.plot is not None:
+            given.append("--plot")
+        if given:
+            raise ConfigError(f"--ledger reports a saved run; do not combine it with {', '.join(given)}")
         return _report_ledger(args)
+    args.accountant = args.accountant or "rdp"
+    if args.plot is not None:
+        require_all(("matplotlib",), "--plot")  # before any work
     missing = [flag for flag, value in mechanism.items() if value is None] + (["--delta"] if args.delta is None else [])
     if missing:
         raise ConfigError(f"missing {', '.join(missing)} (or give --ledger FILE)")
     event = PoissonSampledEvent(args.sample_rate, GaussianEvent(args.noise_multiplier))
     rounds = integer(args.rounds, "rounds", 1)
     delta = check_delta(args.delta)
-    if args.plot is not None:
-        _check_plot_path(args.plot)
     accountant = make_accountant(args.accountant).compose(event, rounds)
     if isinstance(accountant, RdpAccountant):
         epsilon, order = accountant.get_epsilon_and_order(delta)
@@ -129,22 +141,13 @@ def _run_budget(args: argparse.Namespace) -> int:
     )
 
 
-def _check_plot_path(path: Path) -> None:
-    if path.suffix.lower() not in _PLOT_FORMATS:
-        raise ConfigError(f"--plot file must end in one of {_PLOT_FORMATS}, got {str(path)!r}")
-    if not path.parent.is_dir():
-        raise ConfigError(f"--plot directory {str(path.parent)!r} does not exist")
-
-
 def _plot(args: argparse.Namespace, q: float, z: float, rounds: int, delta: float) -> None:
     """Draw epsilon against rounds (log-spaced round counts) into ``args.plot``."""
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ConfigError("--plot needs matplotlib (pip install 'privfl[demo]')") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     points = 100 if args.accountant == "rdp" else 12  # each PLD point is a fresh composition
     ts = np.unique(np.geomspace(1, rounds, points).round().astype(int))
     with warnings.catch_warnings():  # grid-edge warnings at few rounds would drown the output
@@ -160,12 +163,18 @@ def _plot(args: argparse.Namespace, q: float, z: float, rounds: int, delta: floa
     ax.set_title(f"{args.accountant.upper()}: q = {q:g}, z = {z:g}")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
+    args.plot.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.plot, dpi=120)
     plt.close(fig)
 
 
 def _report_ledger(args: argparse.Namespace) -> int:
     ledger = PrivacyLedger.load(args.ledger)
+    if args.accountant not in (None, ledger.accountant):
+        raise ConfigError(
+            f"ledger {str(args.ledger)!r} is accounted with {ledger.accountant!r}, its own setting; "
+            f"drop --accountant {args.accountant}"
+        )
     if args.delta is None and ledger.budget is None:
         raise ConfigError(f"ledger {str(args.ledger)!r} has no budget; give --delta")
     delta = ledger.budget.delta if args.delta is None else check_delta(args.delta)

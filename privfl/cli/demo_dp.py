@@ -14,7 +14,8 @@ import argparse
 import time
 from pathlib import Path
 
-from privfl.tasks.digits import DigitsPopulation
+from privfl.cli.options import PLOT_SUFFIXES, int_at_least, output_file, positive_float, probability
+from privfl.core.extras import require_all
 
 
 def add_demo_parser(demo_subparsers: argparse._SubParsersAction) -> None:
@@ -28,21 +29,32 @@ def add_demo_parser(demo_subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     noise = parser.add_mutually_exclusive_group()
-    noise.add_argument("--epsilon", type=float, default=3.0, help="target epsilon; z is calibrated to it")
-    noise.add_argument("--noise-multiplier", type=float, default=None, help="noise multiplier z (no budget)")
+    noise.add_argument("--epsilon", type=positive_float, default=3.0, help="target epsilon; z is calibrated to it")
+    noise.add_argument("--noise-multiplier", type=positive_float, default=None, help="noise multiplier z (no budget)")
     parser.add_argument("--delta", type=float, default=1e-5, help="delta of the (epsilon, delta) guarantee")
-    parser.add_argument("--clients", type=int, default=1000, help="simulated population size N")
-    parser.add_argument("--sample-rate", type=float, default=0.1, help="Poisson client sampling rate q")
-    parser.add_argument("--rounds", type=int, default=60, help="training rounds")
-    parser.add_argument("--clip", type=float, default=1.0, help="L2 clip norm C of each client update")
-    parser.add_argument("--server-lr", type=float, default=1.0, help="server learning rate")
-    parser.add_argument("--seed", type=int, default=0, help="seed of data split, training and sampling")
-    parser.add_argument("--plot", type=Path, default=Path("runs/demo_dp_accuracy.png"), help="accuracy plot (PNG)")
+    parser.add_argument("--clients", type=int_at_least(1), default=1000, help="simulated population size N")
+    parser.add_argument("--sample-rate", type=probability, default=0.1, help="Poisson client sampling rate q")
+    parser.add_argument("--rounds", type=int_at_least(1), default=60, help="training rounds")
+    parser.add_argument("--clip", type=positive_float, default=1.0, help="L2 clip norm C of each client update")
+    parser.add_argument("--server-lr", type=positive_float, default=1.0, help="server learning rate")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the data split, local training and client sampling; the DP noise is always fresh "
+        "CSPRNG noise, so results vary from run to run",
+    )
+    parser.add_argument(
+        "--plot", type=output_file(*PLOT_SUFFIXES), default=Path("runs/demo_dp_accuracy.png"), help="accuracy plot"
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-round lines")
     parser.set_defaults(func=run_dp_demo)
 
 
 def run_dp_demo(args: argparse.Namespace) -> int:
+    from privfl.cli.demo import DEMO_EXTRAS
+
+    require_all(DEMO_EXTRAS, "privfl demo dp")
     from privfl.accounting import PrivacyBudget, calibrate_noise_multiplier
     from privfl.cli.demo import save_accuracy_plot
     from privfl.client.app import ClientApp
@@ -51,7 +63,7 @@ def run_dp_demo(args: argparse.Namespace) -> int:
     from privfl.server.sampling import PoissonSampler
     from privfl.server.simulation import run_simulation
     from privfl.server.strategy import FedAvg
-    from privfl.tasks.digits import initial_parameters
+    from privfl.tasks.digits import DigitsPopulation, initial_parameters
 
     population = DigitsPopulation(num_clients=args.clients, seed=args.seed)
     budget = None
@@ -68,6 +80,7 @@ def run_dp_demo(args: argparse.Namespace) -> int:
         f"(~{args.clients * args.sample_rate:.0f} per round), {args.rounds} rounds, clip C={args.clip:g}, "
         f"noise multiplier z={z:.4f}, delta={args.delta:g} ({target})"
     )
+    print(f"seed {args.seed} fixes the data, training and sampling; the DP noise is fresh CSPRNG noise (results vary)")
 
     def print_round(record: RoundRecord) -> None:
         print(

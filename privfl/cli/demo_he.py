@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from privfl.cli.options import int_at_least
+from privfl.core.extras import require_all
 from privfl.core.message import Message, MessageKind, Metadata
 from privfl.core.wire import encode
 from privfl.errors import ConfigError
@@ -41,12 +43,16 @@ def add_demo_parser(demo_subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--clients", type=int, default=10, help="number of clients")
-    parser.add_argument("--dim", type=int, default=100_000, help="values per client update")
+    parser.add_argument("--clients", type=int_at_least(1), default=10, help="number of clients")
+    parser.add_argument("--dim", type=int_at_least(1), default=100_000, help="values per client update")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="fl-8192", help="CKKS parameter preset")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated updates (not of the keys)")
-    parser.add_argument("--committee", type=int, default=0, help="key holders in committee mode (0: one shared key)")
-    parser.add_argument("--threshold", type=int, default=0, help="members needed to decrypt (0: a majority)")
+    parser.add_argument(
+        "--committee", type=int_at_least(0), default=0, help="key holders in committee mode (0: one shared key)"
+    )
+    parser.add_argument(
+        "--threshold", type=int_at_least(0), default=0, help="members needed to decrypt (0: a majority)"
+    )
     parser.set_defaults(func=run_he_demo)
 
 
@@ -79,8 +85,7 @@ def _committee_decrypt(committee: Committee, cts: list[bytes], args: argparse.Na
 
 def run_he_demo(args: argparse.Namespace) -> int:
     """Run the demo; returns the process exit code."""
-    if args.clients < 1 or args.dim < 1:
-        raise ConfigError(f"need --clients >= 1 and --dim >= 1, got {args.clients} and {args.dim}")
+    require_all(("tenseal",), "privfl demo he")
     committee = None
     if args.committee:
         threshold = args.threshold or args.committee // 2 + 1

@@ -1,5 +1,11 @@
 """``privfl demo secagg``: one SecAgg+ round, what the server sees, who dropped, and the recovered sum.
 
+By default the round resists an actively malicious server: an operator key signs a
+roster of the clients' Ed25519 identities (and the corruption bound), every client
+pins the operator key, signs its round keys, checks its neighbours' signatures and
+the k/t floor, and reveals shares only after a consistency round. ``--semi-honest``
+runs the protocol that trusts the server instead.
+
 Each simulated client holds a random update of ``--dim`` values. To make the
 check exact, updates lie on the quantisation grid (odd multiples of 2^-15 in
 [-2, 2], 16-bit levels), so the integer sum the server unmasks can be compared
@@ -20,14 +26,18 @@ import numpy as np
 from scipy.stats import chisquare
 from tqdm.auto import tqdm
 
+from privfl.cli.options import PLOT_SUFFIXES, int_at_least, output_file, probability
 from privfl.client.app import ClientApp
 from privfl.client.numpy_client import NDArrays, NumPyClient
 from privfl.core.exchange import RoundSpec, SamplingInfo
+from privfl.core.extras import require_all
 from privfl.core.message import Message
 from privfl.errors import ConfigError, ProtocolAbort
 from privfl.secagg import protocol as p
-from privfl.secagg.client import secagg_mod
+from privfl.secagg.client import SecAggMod
 from privfl.secagg.config import SecAggConfig
+from privfl.secagg.identity import Federation
+from privfl.secagg.params import choose_parameters
 from privfl.secagg.server import SecAggRoundResult, secagg_exchange
 from privfl.server.failures import FailurePlan
 from privfl.server.transport import InProcessClients, drive
@@ -47,12 +57,35 @@ def add_demo_parser(demo_subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--clients", type=int, default=20, help="number of clients n")
-    parser.add_argument("--dim", type=int, default=10_000, help="values per client update d")
-    parser.add_argument("--dropout", type=float, default=0.1, help="probability that a client drops during the round")
-    parser.add_argument("--neighbours", type=int, default=None, help="neighbours k (default 2*ceil(log2 n))")
-    parser.add_argument("--threshold", type=int, default=None, help="threshold t (default k//2 + 1)")
-    parser.add_argument("--histogram", type=Path, default=None, help="save a histogram of one masked vector (PNG)")
+    parser.add_argument("--clients", type=int_at_least(3), default=20, help="number of clients n")
+    parser.add_argument("--dim", type=int_at_least(1), default=10_000, help="values per client update d")
+    parser.add_argument(
+        "--dropout", type=probability, default=0.1, help="probability that a client drops during the round"
+    )
+    parser.add_argument(
+        "--neighbours",
+        type=int_at_least(1),
+        default=None,
+        help="neighbours k (default: the smallest secure k for n, --dropout and --corruption)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=int_at_least(1),
+        default=None,
+        help="threshold t (default: with k, as above; needs --neighbours)",
+    )
+    parser.add_argument(
+        "--corruption", type=probability, default=0.05, help="fraction of clients the roster declares may collude"
+    )
+    parser.add_argument(
+        "--semi-honest", action="store_true", help="trust the server to follow the protocol (no roster)"
+    )
+    parser.add_argument(
+        "--histogram",
+        type=output_file(*PLOT_SUFFIXES),
+        default=None,
+        help="save a histogram of one masked vector (.png, .svg or .pdf)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated updates and dropouts (not of keys)")
     parser.set_defaults(func=run_secagg_demo)
 
@@ -108,14 +141,21 @@ def _save_histogram(masked: np.ndarray, plain: np.ndarray, modulus_bits: int, pa
 
 def run_secagg_demo(args: argparse.Namespace) -> int:
     """Run the demo; returns the process exit code (0: exact recovery, 1: round aborted or mismatch)."""
-    if args.clients < 2 or args.dim < 1 or not 0.0 <= args.dropout <= 1.0:
-        raise ConfigError(f"need --clients >= 2, --dim >= 1, 0 <= --dropout <= 1; got {args.clients}, {args.dim}")
+    if args.histogram is not None:
+        require_all(("matplotlib",), "--histogram")
+    if args.threshold is not None and args.neighbours is None:
+        raise ConfigError("--threshold needs --neighbours too (t counts shares among the k neighbours)")
+    k, t = args.neighbours, args.threshold
+    if k is None:  # the smallest (k, t) secure for the roster and robust to this dropout rate
+        chosen = choose_parameters(args.clients, dropout=args.dropout, corruption=args.corruption)
+        k, t = chosen.num_neighbours, chosen.threshold
     config = SecAggConfig(
-        clip=CLIP,
+        coordinate_bound=CLIP,
         bits=BITS,
         weighting="uniform",
-        num_neighbours=args.neighbours,
-        threshold=args.threshold,
+        corruption=args.corruption,
+        num_neighbours=k,
+        threshold=t,
     )
     params = config.round_params(args.clients)
     rng = np.random.default_rng(args.seed)  # simulated data and dropouts only; keys and masks use the OS CSPRNG
@@ -134,11 +174,25 @@ def run_secagg_demo(args: argparse.Namespace) -> int:
         f"modulus 2^{params.modulus_bits} ({params.dtype} on the wire)"
     )
 
+    federation = None if args.semi_honest else Federation.generate(nodes, config.corruption, int(config.security_bits))
+    if federation is None:
+        print("  trust: semi-honest (no roster): the server is trusted to follow the protocol")
+        mod = SecAggMod(semi_honest=True)
+    else:
+        roster = federation.roster.roster
+        print(
+            f"  trust: active server. Roster of {len(roster.keys)} Ed25519 identities signed by operator key "
+            f"{federation.operator.public.hex()[:16]}...; declared corruption {roster.corruption:g}, "
+            f"security 2^-{roster.security_bits}"
+        )
+        print("  every client pins the operator key, checks k and t against that floor, and signs its round keys")
+        mod = SecAggMod(trust=federation.trust)
     clients = InProcessClients(
-        ClientApp(lambda u: _GridClient(updates[u]), mods=[secagg_mod]),
+        ClientApp(lambda u: _GridClient(updates[u]), mods=[mod]),
         failures=_failure_plan(nodes, args.dropout, rng),
     )
     seen: dict[int, np.ndarray] = {}
+    tags: list[int] = []
 
     def deliver(outbox: Sequence[Message]) -> Iterator[Message]:
         stage = outbox[0].metadata.stage if outbox else ""
@@ -146,6 +200,8 @@ def run_secagg_demo(args: argparse.Namespace) -> int:
             for reply in clients.deliver(outbox):
                 if stage == p.STAGE_MASKED_INPUT and not seen:
                     seen[reply.metadata.src_node] = reply.arrays[p.MASKED].copy()
+                if stage == p.STAGE_CONSISTENCY:
+                    tags.append(len(reply.arrays[p.NODES]))
                 bar.update(1)
                 yield reply
 
@@ -159,9 +215,10 @@ def run_secagg_demo(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     try:
-        result: SecAggRoundResult = drive(secagg_exchange(spec, config), deliver)
+        roster_file = None if federation is None else federation.roster
+        result: SecAggRoundResult = drive(secagg_exchange(spec, config, roster_file), deliver)
     except ProtocolAbort as exc:
-        print(f"round aborted (too few clients left to unmask safely): {exc}")
+        print(f"round aborted (the sum cannot be unmasked safely): {exc}")
         return 1
     seconds = time.perf_counter() - start
     print(f"round finished in {seconds:.2f} s; {clients.traffic.bytes_up / args.clients / 1024:.1f} KiB up per client")
@@ -172,6 +229,16 @@ def run_secagg_demo(args: argparse.Namespace) -> int:
         excluded = result.excluded.get(stage, ())
         note = f"; excluded after it for lack of live neighbours: {list(excluded)}" if excluded else ""
         print(f"  {stage:<22} {list(lost) if lost else '-'}{note}")
+
+    if federation is not None:
+        print(
+            f"consistency round: the server sent the survivor set ({len(result.survivors)} clients) to every survivor; "
+            f"each attested it to its surviving neighbours ({min(tags, default=0)}-{max(tags, default=0)} tags "
+            f"each, HMAC under the pairwise key); each revealed shares only after t = {params.threshold} "
+            "neighbours' tags on the same set verified"
+        )
+    for rejection in result.rejected:
+        print(f"  rejected reply (treated as a dropout): node {rejection.node} at {rejection.stage}: {rejection.error}")
 
     node, masked = next(iter(seen.items()))
     m = params.modulus_bits

@@ -93,6 +93,29 @@ class RoundSpec:
         )
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """A reply the server refused: its sender is treated as having dropped out.
+
+    Attributes:
+        node: the sender named in the reply's header.
+        stage: the exchange stage the reply answered (``"train"`` or ``"evaluate"``
+            for one-stage exchanges, the protocol stage otherwise).
+        error: the :mod:`privfl.errors` class that describes the failure.
+        reason: what was wrong, as the error said it.
+    """
+
+    node: int
+    stage: str
+    error: str
+    reason: str
+
+    @classmethod
+    def of(cls, reply: Message, stage: str, exc: Exception) -> Rejection:
+        """The record of ``reply`` refused with ``exc``."""
+        return cls(reply.metadata.src_node, stage, type(exc).__name__, str(exc))
+
+
 @dataclass
 class ClientResult:
     """What the server may know about one client's contribution (never its raw update)."""
@@ -113,8 +136,10 @@ class Aggregate:
             (sum of weights, or the expected client count under DP).
         num_clients: how many clients contributed.
         results: per-client metadata the server may see.
-        dropped: clients that were sent the task but did not contribute.
+        dropped: clients that were sent the task but did not contribute (including
+            those whose reply was rejected).
         metrics: protocol metrics (e.g. DP noise scale, SecAgg+ dropouts).
+        rejected: replies refused as invalid; each sender counts as dropped.
     """
 
     update_sum: ArrayDict
@@ -123,6 +148,7 @@ class Aggregate:
     results: list[ClientResult] = field(default_factory=list)
     dropped: tuple[int, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
+    rejected: tuple[Rejection, ...] = ()
 
 
 @runtime_checkable
@@ -149,21 +175,6 @@ class Aggregator(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-@dataclass(frozen=True)
-class Rejection:
-    """A client whose reply failed validation: a dropout with its reason.
-
-    Attributes:
-        node: the client's node id.
-        stage: the protocol stage of the rejected reply ("" for a one-stage protocol).
-        reason: the typed error's name and message, e.g. ``"MessageError: ..."``.
-    """
-
-    node: int
-    stage: str
-    reason: str
-
-
 @dataclass
 class FitOutcome:
     """Result of a training round.
@@ -174,7 +185,7 @@ class FitOutcome:
         dropped: clients selected but not counted (rejected ones included).
         metrics: server-side metrics of the round (weighted means of client metrics,
             protocol metrics).
-        rejected: clients whose reply failed validation, with stage and reason.
+        rejected: replies refused as invalid (their senders are in ``dropped``).
     """
 
     parameters: ArrayDict

@@ -10,14 +10,14 @@ the edges (ciphertexts travel as ``uint8`` arrays or ``bytes`` config values).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Union
 
 import numpy as np
 
-from privfl.errors import MessageError
+from privfl.errors import ConfigError, MessageError
 
 ArrayDict = dict[str, np.ndarray]
 """Ordered mapping of array names to numpy arrays (insertion order is kept on the wire)."""
@@ -131,6 +131,27 @@ class Message:
 def arrays_from_list(values: list[np.ndarray]) -> ArrayDict:
     """Name a list of arrays by position (``"0"``, ``"1"``, ...), as NumPy-style clients use."""
     return {str(i): np.asarray(v) for i, v in enumerate(values)}
+
+
+def as_array_dict(parameters: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> ArrayDict:
+    """A model as named arrays: a mapping keeps its names; a list or tuple of arrays, as a
+    Flower-style ``get_parameters`` returns it, is named by position like :func:`arrays_from_list`.
+
+    Raises:
+        ConfigError: ``parameters`` is neither, a name is not a string, or a value is not numeric.
+    """
+    if isinstance(parameters, Mapping):
+        arrays = {name: np.asarray(value) for name, value in parameters.items()}
+    elif isinstance(parameters, (list, tuple)):
+        arrays = arrays_from_list(list(parameters))
+    else:
+        raise ConfigError(
+            f"parameters must be a dict of named arrays or a list of arrays, got {type(parameters).__name__}"
+        )
+    for name, value in arrays.items():
+        if not isinstance(name, str) or value.dtype.kind not in "biuf":
+            raise ConfigError(f"parameter {name!r} must be a numeric array with a string name, got dtype {value.dtype}")
+    return arrays
 
 
 def arrays_to_list(arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:

@@ -2,6 +2,11 @@
 
 Other aggregators (SecAgg+, CKKS, DP wrappers) produce the same :class:`Aggregate`,
 so a strategy does not care how the sum was obtained.
+
+A reply that fails validation (wrong header, layout, dtype, non-finite values, a
+bad ``num_examples``, a second reply from the same node) is recorded as a
+:class:`~privfl.core.exchange.Rejection` and its sender counts as dropped; it never
+aborts the round by itself. Whether enough clients remain is the strategy's call.
 """
 
 from __future__ import annotations
@@ -12,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from privfl.core.exchange import Aggregate, ClientResult, Exchange, RoundSpec, check_reply, zeros_like
+from privfl.core.exchange import Aggregate, ClientResult, Exchange, Rejection, RoundSpec, check_reply, zeros_like
 from privfl.core.message import ArrayDict, Message, check_same_layout
-from privfl.core.names import LOSS, NUM_EXAMPLES, check_num_examples
-from privfl.errors import ConfigError, MessageError
+from privfl.core.names import LOSS, NUM_EXAMPLES, REJECTED, check_num_examples
+from privfl.errors import ConfigError, MessageError, ProtocolError
 
 UpdateTransform = Callable[[ArrayDict], ArrayDict]
 """Applied by the server to each client's update (local minus global) before summing."""
@@ -45,9 +50,14 @@ class PlainAggregator:
         total = zeros_like(spec.parameters)
         weight_sum = 0.0
         results: list[ClientResult] = []
+        rejected: list[Rejection] = []
         seen: set[int] = set()
         for reply in replies:
-            node, num_examples = validate_fit_reply(reply, spec, seen)
+            try:
+                node, num_examples = validate_fit_reply(reply, spec, seen)
+            except (MessageError, ProtocolError) as exc:  # invalid or misrouted: the sender is a dropout
+                rejected.append(Rejection.of(reply, spec.kind.value, exc))
+                continue
             weight = float(num_examples) if self.weighting == "examples" else 1.0
             self._accumulate(total, reply.arrays, spec.parameters, weight)
             weight_sum += weight
@@ -59,6 +69,8 @@ class PlainAggregator:
             num_clients=len(results),
             results=results,
             dropped=tuple(n for n in spec.nodes if n not in contributed),
+            metrics={REJECTED: float(len(rejected))} if rejected else {},
+            rejected=tuple(rejected),
         )
 
     def _accumulate(self, total: ArrayDict, arrays: ArrayDict, reference: ArrayDict, weight: float) -> None:
@@ -105,7 +117,12 @@ def _add_scaled_difference(total: np.ndarray, new: np.ndarray, ref: np.ndarray, 
 
 
 def validate_fit_reply(reply: Message, spec: RoundSpec, seen: set[int]) -> tuple[int, int]:
-    """Check a plain fit reply against the round; return (node id, number of examples)."""
+    """Check a plain fit reply against the round; return (node id, number of examples).
+
+    Raises:
+        ProtocolError: the header (run, round, kind, stage, addressee, sender) does not fit the round.
+        MessageError: the array layout or values, or ``num_examples``, is invalid.
+    """
     node = check_reply(reply, spec, seen)
     check_same_layout(spec.parameters, reply.arrays, f"reply from node {node}")
     for name, arr in reply.arrays.items():
@@ -130,16 +147,29 @@ def weighted_client_metrics(results: list[tuple[int, dict[str, float]]]) -> dict
 
 
 def evaluate_exchange(spec: RoundSpec) -> Exchange[dict[str, float]]:
-    """Federated evaluation: send the model, return example-weighted mean loss and metrics."""
+    """Federated evaluation: send the model, return example-weighted mean loss and metrics.
+
+    Invalid replies are left out and counted under ``rejected`` (see the module docstring).
+    """
     replies = yield [spec.message_to(node) for node in spec.nodes]
     results: list[tuple[int, dict[str, float]]] = []
+    rejected = 0
     seen: set[int] = set()
     for reply in replies:
-        node = check_reply(reply, spec, seen)
-        n = check_num_examples(reply.metrics.get(NUM_EXAMPLES), f"evaluate reply from node {node}")
-        if LOSS not in reply.metrics:
-            raise MessageError(f"evaluate reply from node {node} lacks {LOSS}")
-        if not np.isfinite(reply.metrics[LOSS]):
-            raise MessageError(f"evaluate reply from node {node} has a non-finite loss")
-        results.append((n, dict(reply.metrics)))
-    return weighted_client_metrics(results)
+        try:
+            results.append(_validate_evaluate_reply(reply, spec, seen))
+        except (MessageError, ProtocolError):
+            rejected += 1
+    metrics = weighted_client_metrics(results)
+    if rejected:
+        metrics[REJECTED] = float(rejected)
+    return metrics
+
+
+def _validate_evaluate_reply(reply: Message, spec: RoundSpec, seen: set[int]) -> tuple[int, dict[str, float]]:
+    node = check_reply(reply, spec, seen)
+    n = check_num_examples(reply.metrics.get(NUM_EXAMPLES), f"evaluate reply from node {node}")
+    loss = reply.metrics.get(LOSS)
+    if isinstance(loss, bool) or not isinstance(loss, int | float) or not np.isfinite(loss):
+        raise MessageError(f"evaluate reply from node {node}: {LOSS} must be a finite number, got {loss!r}")
+    return n, dict(reply.metrics)

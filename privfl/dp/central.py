@@ -104,6 +104,7 @@ class _LedgeredDp:
             results=agg.results,
             dropped=agg.dropped,
             metrics=out,
+            rejected=agg.rejected,
         )
 
 

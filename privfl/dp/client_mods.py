@@ -44,7 +44,15 @@ def _train_update(message: Message, reply: Message, who: str) -> ArrayDict:
 def _check_train_input(message: Message, who: str) -> None:
     for name, arr in message.arrays.items():
         if arr.dtype.kind != "f":
-            raise MessageError(f"{who}: received array {name!r} has dtype {arr.dtype}; DP mods need float parameters")
+            hint = (
+                "; a protocol mod (SecAggMod, CkksClientMod) must come before the DP mods in ClientApp(mods=[...]), "
+                "the first being the outermost"
+                if "." in name
+                else ""
+            )
+            raise MessageError(
+                f"{who}: received array {name!r} has dtype {arr.dtype}; DP mods need float parameters{hint}"
+            )
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,10 @@ class CkksClientMod:
         if kind is MessageKind.TRAIN and (
             isinstance(num_clients, bool) or not isinstance(num_clients, int) or num_clients < 1
         ):
-            raise MessageError(f"a training task needs {NUM_CLIENTS} as a positive int, got {num_clients!r}")
+            raise MessageError(
+                f"a training task needs {NUM_CLIENTS} as a positive int, got {num_clients!r}: "
+                "CkksClientMod works with the HEFedAvg strategy only (the server sends that value)"
+            )
         plain = decrypt_model(message.arrays, cipher)
         reply = call_next(message.replace(arrays=plain, config=config), context)
         if kind is MessageKind.EVALUATE:

@@ -20,7 +20,7 @@ from privfl.core.names import NUM_EXAMPLES
 from privfl.core.plain import evaluate_exchange, weighted_client_metrics
 from privfl.errors import ConfigError, MessageError, ProtocolAbort, ProtocolError
 from privfl.he.cipher import EncryptedSum
-from privfl.he.codec import EncryptedModel, ciphertext_arrays, is_encrypted_model, read_ciphertext_arrays
+from privfl.he.codec import KEY_ID, EncryptedModel, ciphertext_arrays, is_encrypted_model, read_ciphertext_arrays
 from privfl.he.committee import DECRYPT_STAGE, SIGNERS, CommitteeConfig, combine, read_partials
 from privfl.he.keys import CkksKeys
 from privfl.he.mods import NUM_CLIENTS
@@ -100,18 +100,22 @@ class HEFedAvg:
         for reply in replies:
             try:
                 node = check_reply(reply, spec, seen)
+                if KEY_ID not in reply.arrays:
+                    raise MessageError(
+                        f"node {node} replied with plaintext arrays {sorted(reply.arrays)[:4]}, not CKKS "
+                        "ciphertexts: under HEFedAvg every client app needs CkksClientMod(keys) in its mods"
+                    )
                 num_examples = self._num_examples(reply)
                 total.add(read_ciphertext_arrays(reply.arrays, self.keys.key_id, count))
-            except (MessageError, ProtocolError) as exc:  # misrouted or invalid: the sender is a dropout
-                reason = f"{type(exc).__name__}: {exc}"
-                rejected.append(Rejection(reply.metadata.src_node, reply.metadata.stage, reason))
+            except (MessageError, ProtocolError) as exc:  # invalid or misrouted: the sender is a dropout
+                rejected.append(Rejection.of(reply, reply.metadata.stage, exc))
                 continue
             weight += num_examples
             results.append(ClientResult(node, num_examples, dict(reply.metrics)))
         if len(results) < self.min_clients:
             raise ProtocolAbort(
                 f"round {spec.server_round}: {len(results)} client(s) contributed, need at least {self.min_clients} "
-                f"({len(rejected)} rejected)"
+                f"({len(rejected)} rejected" + (f"; first: {rejected[0].reason})" if rejected else ")")
             )
         if self.committee is None:
             parameters = EncryptedModel(layout, self.keys.key_id, float(weight), tuple(total.serialize())).to_arrays()
@@ -159,7 +163,7 @@ class HEFedAvg:
                         raise ProtocolError(f"unexpected or duplicate partial decryption from node {md.src_node}")
                     partials[index] = read_partials(reply.arrays, len(ciphertexts))
                 except (MessageError, ProtocolError) as exc:
-                    rejected.append(Rejection(md.src_node, md.stage, f"{type(exc).__name__}: {exc}"))
+                    rejected.append(Rejection.of(reply, md.stage, exc))
             if set(partials) == set(signers):
                 try:
                     return combine(config, ciphertexts, partials, num_values, summands=len(results))

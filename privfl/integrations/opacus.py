@@ -35,6 +35,7 @@ import numpy as np
 from privfl.accounting import ComposedEvent, GaussianEvent, PoissonSampledEvent, PrivacyLedger
 from privfl.accounting.conversion import check_delta
 from privfl.core.context import Context
+from privfl.core.extras import require_all
 from privfl.core.message import Message, MessageKind
 from privfl.core.mods import App
 from privfl.dp.calibration import check_positive
@@ -99,6 +100,7 @@ def fit_dp_sgd(
     The metrics include :data:`SAMPLE_RATE`, :data:`NOISE_MULTIPLIER` and :data:`STEPS`
     (what :class:`DpSgdLedgerMod` records) and the mean training loss.
     """
+    require_all(("torch", "opacus"), "fit_dp_sgd (DP-SGD in clients)")
     import torch
     from opacus import PrivacyEngine
     from torch.utils.data import DataLoader, TensorDataset

@@ -2,14 +2,17 @@
 
 Each client holds two X25519 key pairs per round (Bonawitz et al. CCS'17, Round 0
 "AdvertiseKeys"): one to agree on the AES-GCM keys that protect secret shares in
-transit, one to agree on the seeds of pairwise masks. Shared secrets go through
-HKDF-SHA256 (RFC 5869) with an ``info`` string that names the purpose, the run, the
-round and both node ids, so no derived key is ever reused across purposes, rounds
-or pairs. Every decryption failure raises the same :class:`DecryptionError`.
+transit (and, against an active server, the keys of consistency tags), one to agree
+on the seeds of pairwise masks. Shared secrets go through HKDF-SHA256 (RFC 5869)
+with an ``info`` string that names the purpose, the run, the round, both node ids
+and the session hash, so no derived key is ever reused across purposes, rounds,
+pairs or views of a round. Every decryption failure raises the same :class:`DecryptionError`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import struct
 from collections.abc import Callable
@@ -33,6 +36,9 @@ TAG_BYTES = 16
 
 PURPOSE_SHARES = b"share-encryption"
 PURPOSE_MASK = b"pairwise-mask"
+PURPOSE_CONSISTENCY = b"consistency"
+SESSION_BYTES = 32
+"""Size of a session hash (bytes, SHA-256)."""
 _LABEL = b"privfl/secagg+/v1/"
 
 
@@ -75,27 +81,63 @@ def load_private(data: bytes) -> X25519PrivateKey:
     return X25519PrivateKey.from_private_bytes(data)
 
 
-def agree(
-    private: X25519PrivateKey, peer_public: bytes, *, purpose: bytes, run_id: int, server_round: int, a: int, b: int
-) -> bytes:
-    """A 32-byte key shared by nodes ``a`` and ``b`` for one purpose in one round.
+def exchange(private: X25519PrivateKey, peer_public: bytes) -> bytes:
+    """The raw X25519 shared secret (RFC 7748) with a peer; feed it to :func:`derive`, never use it as a key.
 
-    X25519 (RFC 7748) then HKDF-SHA256 with info = label || purpose || run || round ||
-    min(a, b) || max(a, b): symmetric in the pair, distinct for every other context.
-    An all-zero X25519 output (a small-order peer key) is rejected by ``cryptography``.
+    An all-zero output (a small-order peer key) is rejected by ``cryptography``.
     """
     try:
-        shared = private.exchange(load_public(peer_public))
+        return private.exchange(load_public(peer_public))
     except ValueError:
         raise MessageError("X25519 key agreement failed: invalid peer public key") from None
+
+
+def derive(shared: bytes, *, purpose: bytes, run_id: int, server_round: int, a: int, b: int, session: bytes) -> bytes:
+    """A 32-byte key for one purpose, pair and session from an X25519 shared secret.
+
+    HKDF-SHA256 (RFC 5869) with info = label || purpose || run || round || min(a, b) ||
+    max(a, b) || session: symmetric in the pair, distinct for every other context. The
+    session hash (:mod:`privfl.secagg.session`) binds the key to the round's model,
+    parameters and every signed key (Bonawitz et al. CCS'17, section 4; Pasquini et al.
+    CCS'22 for the model), so a server showing two clients different views of the round
+    leaves them with different keys.
+    """
+    if len(session) != SESSION_BYTES:
+        raise MessageError(f"a session hash must be {SESSION_BYTES} bytes")
     lo, hi = sorted((a, b))
-    info = _LABEL + purpose + struct.pack(">QQQQ", run_id, server_round, lo, hi)
+    info = _LABEL + purpose + struct.pack(">QQQQ", run_id, server_round, lo, hi) + session
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(shared)
 
 
-def associated_data(run_id: int, server_round: int, sender: int, receiver: int) -> bytes:
-    """AES-GCM associated data binding a share bundle to its run, round, sender and receiver."""
-    return _LABEL + struct.pack(">QQQQ", run_id, server_round, sender, receiver)
+def agree(
+    private: X25519PrivateKey,
+    peer_public: bytes,
+    *,
+    purpose: bytes,
+    run_id: int,
+    server_round: int,
+    a: int,
+    b: int,
+    session: bytes,
+) -> bytes:
+    """:func:`exchange` then :func:`derive`: the key nodes ``a`` and ``b`` share for one purpose in one session."""
+    shared = exchange(private, peer_public)
+    return derive(shared, purpose=purpose, run_id=run_id, server_round=server_round, a=a, b=b, session=session)
+
+
+def associated_data(run_id: int, server_round: int, sender: int, receiver: int, session: bytes) -> bytes:
+    """AES-GCM associated data binding a share bundle to its run, round, sender, receiver and session."""
+    return _LABEL + struct.pack(">QQQQ", run_id, server_round, sender, receiver) + session
+
+
+def tag(key: bytes, message: bytes) -> bytes:
+    """HMAC-SHA256 of ``message`` under a 32-byte key (32 bytes)."""
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
+def tag_matches(key: bytes, message: bytes, received: bytes) -> bool:
+    """Constant-time check of a :func:`tag`."""
+    return hmac.compare_digest(tag(key, message), received)
 
 
 def seal(key: bytes, plaintext: bytes, ad: bytes, *, _entropy: Callable[[int], bytes] = os.urandom) -> bytes:

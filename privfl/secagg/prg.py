@@ -25,9 +25,11 @@ _CTR = modes.CTR(bytes(_BLOCK))  # all-zero initial counter block; immutable, sh
 
 
 def word_dtype(modulus_bits: int) -> np.dtype:
-    """The unsigned dtype that holds values mod 2^modulus_bits: uint32 up to 32 bits, else uint64."""
+    """The unsigned dtype that holds values mod 2^modulus_bits: uint16 up to 16 bits, uint32 up to 32, else uint64."""
     if not 1 <= modulus_bits <= 64:
         raise ConfigError(f"modulus bits must be in [1, 64], got {modulus_bits}")
+    if modulus_bits <= 16:
+        return np.dtype(np.uint16)
     return np.dtype(np.uint32 if modulus_bits <= 32 else np.uint64)
 
 
@@ -68,13 +70,13 @@ class MaskExpander:
 
     Args:
         count: words per mask (the masked vector's length).
-        dtype: ``uint32`` or ``uint64`` (see :func:`word_dtype`).
+        dtype: ``uint16``, ``uint32`` or ``uint64`` (see :func:`word_dtype`).
     """
 
     def __init__(self, count: int, dtype: np.dtype) -> None:
         self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.dtype(np.uint32), np.dtype(np.uint64)) or count < 0:
-            raise ConfigError(f"masks need a uint32/uint64 dtype and count >= 0, got {dtype}, {count}")
+        if self.dtype not in (np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.uint64)) or count < 0:
+            raise ConfigError(f"masks need a uint16/uint32/uint64 dtype and count >= 0, got {dtype}, {count}")
         self.count = count
         self._zeros = _zeros(count * self.dtype.itemsize)
         self._buffer = np.empty(len(self._zeros) + _BLOCK, dtype=np.uint8)  # update_into needs one spare block

@@ -1,16 +1,21 @@
 """SecAgg+ wire vocabulary shared by the client and server state machines.
 
-Four request/reply exchanges per round (Bonawitz et al. CCS'17, Figure 4; Bell et
+Request/reply exchanges per round (Bonawitz et al. CCS'17, Figures 4 and 5; Bell et
 al. CCS'20, Algorithm 2), named by ``Message.metadata.stage``:
 
-========================  ===============================  ================================
-stage                     server sends                     client replies
-========================  ===============================  ================================
-``secagg.setup``          round parameters, neighbour ids  two X25519 public keys (AdvertiseKeys)
-``secagg.share_keys``     neighbours' public keys          encrypted Shamir shares (ShareKeys)
-``secagg.masked_input``   global model, shares for it      masked quantised update (MaskedInputCollection)
-``secagg.unmask``         surviving / dropped neighbours   self-mask or mask-key shares (Unmasking)
-========================  ===============================  ================================
+========================  ====================================  ==================================
+stage                     server sends                          client replies
+========================  ====================================  ==================================
+``secagg.setup``          parameters, selected nodes, model     two X25519 public keys, signed
+                          digest, signed roster                 under the client's identity
+``secagg.share_keys``     every advertisement digest, the       encrypted Shamir shares
+                          client's neighbours' signed keys
+``secagg.masked_input``   global model, shares for it           masked quantised update
+``secagg.consistency``    the survivor set (active-server       a tag per neighbour on that set
+                          mode only)
+``secagg.unmask``         neighbours' tags (active-server       self-mask or mask-key shares
+                          mode) or the survivor set
+========================  ====================================  ==================================
 
 Array and config names below all start with ``secagg.``, which model parameter names
 therefore must not.
@@ -31,8 +36,15 @@ PREFIX = "secagg."
 STAGE_SETUP = "secagg.setup"
 STAGE_SHARE_KEYS = "secagg.share_keys"
 STAGE_MASKED_INPUT = "secagg.masked_input"
+STAGE_CONSISTENCY = "secagg.consistency"
 STAGE_UNMASK = "secagg.unmask"
-STAGES = (STAGE_SETUP, STAGE_SHARE_KEYS, STAGE_MASKED_INPUT, STAGE_UNMASK)
+STAGES = (STAGE_SETUP, STAGE_SHARE_KEYS, STAGE_MASKED_INPUT, STAGE_CONSISTENCY, STAGE_UNMASK)
+
+ACTIVE = "active-server"
+"""Trust mode: the server may deviate arbitrarily (signed keys, consistency round)."""
+SEMI_HONEST = "semi-honest"
+"""Trust mode: the server follows the protocol (no identities, no consistency round)."""
+TRUST_MODES = (ACTIVE, SEMI_HONEST)
 
 NODES = "secagg.nodes"
 PK_ENC = "secagg.pk_enc"
@@ -43,6 +55,15 @@ SURVIVORS = "secagg.survivors"
 DROPPED = "secagg.dropped"
 SELF_MASK_SHARES = "secagg.self_mask_shares"
 MASK_KEY_SHARES = "secagg.mask_key_shares"
+TRUST = "secagg.trust"
+MODEL_DIGEST = "secagg.model_digest"
+ROSTER = "secagg.roster"
+ROSTER_SIGNATURE = "secagg.roster_signature"
+SIGNATURE = "secagg.signature"
+DIGESTS = "secagg.digests"
+PEERS = "secagg.peers"
+SIGNATURES = "secagg.signatures"
+TAGS = "secagg.tags"
 
 BUNDLE_BYTES = 2 * SHARE_BYTES
 """Plaintext of one share bundle: self-mask share || mask-key share (bytes)."""
@@ -108,9 +129,9 @@ def byte_rows(rows: list[bytes], width: int) -> np.ndarray:
     return np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), width)
 
 
-def read_key(message: Message, key: str) -> bytes:
-    """A raw X25519 public key from the config (exactly :data:`KEY_BYTES` bytes)."""
+def read_bytes(message: Message, key: str, size: int | None = KEY_BYTES) -> bytes:
+    """A bytes config entry (exactly ``size`` bytes unless ``size`` is None)."""
     value = message.config[key]
-    if not isinstance(value, bytes) or len(value) != KEY_BYTES:
-        raise MessageError(f"{key} must be {KEY_BYTES} bytes")
+    if not isinstance(value, bytes) or (size is not None and len(value) != size):
+        raise MessageError(f"{key} must be {'' if size is None else size} bytes")
     return value

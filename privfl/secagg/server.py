@@ -1,34 +1,41 @@
 """The SecAgg+ server: a sans-IO exchange and the :class:`Aggregator` built on it.
 
-Bonawitz et al. CCS'17 (Figure 4) with the sparse neighbour graph of Bell et al.
-CCS'20. The server only routes keys and ciphertexts, sums masked vectors as they
-arrive (memory O(d + n k): one running sum, the public keys, the encrypted shares
-in transit), then reconstructs the self-mask seeds of survivors and the mask keys
-of neighbours that dropped after sharing keys, and removes those masks.
+Bonawitz et al. CCS'17 (Figure 4; Figure 5 for the active-server variant) with the
+sparse neighbour graph of Bell et al. CCS'20. The server only routes keys,
+ciphertexts and consistency tags, sums masked vectors as they arrive (memory
+O(d + n k): one running sum, the public keys, the encrypted shares in transit),
+then reconstructs the self-mask seeds of survivors and the mask keys of neighbours
+that dropped after sharing keys, and removes those masks.
 
-Dropouts are tolerated at every stage. After the setup and share-keys stages,
-clients with fewer than t live neighbours are excluded (they have masked nothing
-yet, so excluding them is free), repeatedly until every remaining client has t.
-Whenever what remains cannot be unmasked, the round ends with :class:`ProtocolAbort`.
+Dropouts are tolerated at every stage, and a reply that fails validation is a
+dropout too: it is recorded (:class:`Rejection`: node, stage, typed reason) and the
+client is treated as gone. A client that would refuse a stage (fewer than t live
+neighbours) is not asked; masked inputs are requested from the recoverable core
+(:func:`recoverable_core`), the largest set whose masks can all be removed. The
+round aborts only when the sum cannot be unmasked, and then :class:`ProtocolAbort`
+names every secret that lacks shares.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from privfl.core.exchange import Aggregate, ClientResult, Exchange, RoundSpec
+from privfl.core.exchange import Aggregate, ClientResult, Exchange, Rejection, RoundSpec
 from privfl.core.message import SERVER_NODE_ID, Config, Message
-from privfl.errors import ConfigError, MessageError, ProtocolAbort, ProtocolError
+from privfl.errors import ConfigError, MessageError, PrivflError, ProtocolAbort, ProtocolError
 from privfl.secagg import protocol as p
+from privfl.secagg import session as s
 from privfl.secagg.config import RoundParams, SecAggConfig
 from privfl.secagg.crypto import KEY_BYTES, PURPOSE_MASK, agree, load_private, public_bytes
 from privfl.secagg.graph import neighbour_graph
+from privfl.secagg.identity import SIGNATURE_BYTES, SignedRoster, verify
+from privfl.secagg.params import check_secure
 from privfl.secagg.prg import MaskExpander, low_bits_mask
 from privfl.secagg.quantization import Quantizer
 from privfl.secagg.shamir import SHARE_BYTES, combine, decode_element
@@ -46,63 +53,113 @@ class SecAggRoundResult:
         total: sum mod 2^m over ``survivors`` of their quantised vectors; the last
             coordinate is the sum of their weights.
         survivors: clients whose masked input is in ``total``.
+        trust: :data:`~privfl.secagg.protocol.ACTIVE` or :data:`~privfl.secagg.protocol.SEMI_HONEST`.
         dropped: stage to the clients that did not answer that stage's request.
-        excluded: stage to the clients excluded after it for lack of t live neighbours.
+        excluded: stage to the clients not asked at that stage because they would refuse
+            (fewer than t live neighbours).
+        rejected: replies that failed validation, in arrival order.
     """
 
     params: RoundParams
     total: np.ndarray
     survivors: tuple[int, ...]
+    trust: str = p.SEMI_HONEST
     dropped: dict[str, tuple[int, ...]] = field(default_factory=dict)
     excluded: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    rejected: tuple[Rejection, ...] = ()
 
 
-def _prune(alive: Iterable[int], graph: Mapping[int, tuple[int, ...]], threshold: int) -> set[int]:
-    """The largest subset in which every client has at least ``threshold`` neighbours."""
-    live = set(alive)
-    while True:
-        weak = {u for u in live if sum(v in live for v in graph[u]) < threshold}
-        if not weak:
-            return live
-        live -= weak
+def recoverable_core(clients: set[int], graph: dict[int, tuple[int, ...]], threshold: int) -> set[int]:
+    """The largest subset in which every client has at least t neighbours (the graph's t-core).
+
+    Exactly the clients whose masks can be removed: a client masks only with t partners
+    (its self-mask seed and mask key need t holders), so one with fewer than t
+    neighbours in the set can never be recovered, and its neighbours must not mask
+    with it. Any recoverable set lies inside the t-core, and the t-core itself is
+    recoverable when its clients answer, so nothing recoverable is given up. It is
+    computed once, when the masked inputs are requested (Batagelj and Zaversnik 2003,
+    peeling); with (k, t) from :func:`privfl.secagg.params.choose_parameters` it drops
+    only the clients that lack t live neighbours themselves, except with probability
+    below the abort target.
+    """
+    core = set(clients)
+    weak = [u for u in core if sum(v in core for v in graph[u]) < threshold]
+    while weak:
+        u = weak.pop()
+        if u in core:
+            core.discard(u)
+            weak.extend(v for v in graph[u] if v in core and sum(w in core for w in graph[v]) < threshold)
+    return core
 
 
-def _collect(replies: Iterator[Message], spec: RoundSpec, stage: str, expected: set[int]) -> Iterator[Message]:
-    """Replies in arrival order, each checked to be this stage's, from an expected client, once."""
-    seen: set[int] = set()
-    for reply in replies:
-        node = reply.metadata.src_node
-        if node not in expected:
-            raise ProtocolError(f"{stage}: reply from node {node}, which was not asked")
-        if node in seen:
-            raise ProtocolError(f"{stage}: duplicate reply from node {node}")
-        p.check_metadata(
-            reply, stage=stage, run_id=spec.run_id, server_round=spec.server_round, src=node, dst=SERVER_NODE_ID
+def check_roster_matches(config: SecAggConfig, roster: SignedRoster) -> None:
+    """Raise :class:`ConfigError` unless the config's corruption and security level are the roster's.
+
+    The operator's signed roster is the one source of truth for both: clients derive
+    their floor on k and t from it, so a server choosing (k, t) from other values would
+    only see its clients refuse.
+    """
+    signed = roster.roster
+    if (config.corruption, config.security_bits) != (signed.corruption, signed.security_bits):
+        raise ConfigError(
+            f"SecAggConfig has corruption {config.corruption:g} and security_bits {config.security_bits:g}; the "
+            f"roster the clients pin says {signed.corruption:g} and {signed.security_bits}: set "
+            f"SecAggConfig(corruption={signed.corruption:g}, security_bits={signed.security_bits})"
         )
-        seen.add(node)
-        yield reply
 
 
 class _ServerRound:
-    """The server's state during one SecAgg+ round: graph, public keys, stage bookkeeping."""
+    """The server's state during one SecAgg+ round: session, graph, public keys, stage bookkeeping."""
 
-    def __init__(self, spec: RoundSpec, config: SecAggConfig) -> None:
-        nodes = tuple(spec.nodes)
+    def __init__(
+        self, spec: RoundSpec, config: SecAggConfig, roster: SignedRoster | None, vector_length: int | None = None
+    ) -> None:
+        nodes = tuple(sorted(spec.nodes))
         if len(set(nodes)) != len(nodes):
             raise ConfigError("round nodes must be distinct")
         if len(nodes) < 2:
             raise ProtocolAbort(f"secure aggregation needs at least 2 clients, {len(nodes)} selected")
-        if any(name.startswith(p.PREFIX) for name in spec.parameters):
-            raise ConfigError(f"parameter names must not start with {p.PREFIX!r}")
+        if any(name.startswith(p.PREFIX) for name in spec.parameters) or any(
+            key.startswith(p.PREFIX) for key in spec.config
+        ):
+            raise ConfigError(f"parameter and config names must not start with {p.PREFIX!r}")
         self.spec = spec
         self.nodes = nodes
         self.params = config.round_params(len(nodes))
         self.t = self.params.threshold
-        self.graph = neighbour_graph(nodes, self.params.num_neighbours)
-        self.length = sum(int(np.size(a)) for a in spec.parameters.values()) + 1
-        self.keys: dict[int, tuple[bytes, bytes]] = {}  # node -> (encryption key, mask key), public
+        self.roster = roster
+        self.trust = p.SEMI_HONEST if roster is None else p.ACTIVE
+        if roster is not None:
+            check_roster_matches(config, roster)
+            unknown = [u for u in nodes if u not in roster.roster.keys]
+            if unknown:
+                raise ConfigError(f"node(s) {unknown[:8]} are not on the roster")
+            # The same floor every client checks (privfl.secagg.params), from the operator's settings.
+            check_secure(
+                len(nodes),
+                self.params.num_neighbours,
+                self.t,
+                corruption=roster.roster.corruption,
+                security_bits=roster.roster.security_bits,
+            )
+        self.model = s.model_digest(spec.parameters, spec.config)
+        self.prefix = s.round_prefix(
+            run_id=spec.run_id,
+            server_round=spec.server_round,
+            model=self.model,
+            params=self.params.to_config(),
+            nodes=nodes,
+            roster=b"" if roster is None else roster.digest,
+        )
+        default_length = sum(int(np.size(a)) for a in spec.parameters.values()) + 1
+        self.length = default_length if vector_length is None else vector_length
+        self.ads: dict[int, tuple[bytes, bytes, bytes]] = {}  # node -> (encryption key, mask key, signature)
+        self.session = b""
+        self.graph: dict[int, tuple[int, ...]] = {}
+        self.digest_table: tuple[np.ndarray, np.ndarray] = (p.node_array(()), p.byte_rows([], 32))
         self.dropped: dict[str, tuple[int, ...]] = {}
         self.excluded: dict[str, tuple[int, ...]] = {}
+        self.rejected: list[Rejection] = []
 
     def neighbours(self, node: int, live: set[int]) -> tuple[int, ...]:
         return tuple(v for v in self.graph[node] if v in live)
@@ -110,57 +167,119 @@ class _ServerRound:
     def message(self, node: int, stage: str, arrays: dict[str, np.ndarray], config: Config | None = None) -> Message:
         return self.spec.message_to(node, stage=stage, arrays=arrays, config={} if config is None else config)
 
-    def keep_well_connected(self, answered: set[int], asked: Iterable[int], stage: str) -> set[int]:
-        """Record who did not answer ``stage`` and who is excluded for lack of t live neighbours."""
-        live = _prune(answered, self.graph, self.t)
+    def collect(
+        self, replies: Iterator[Message], stage: str, asked: set[int], accept: Callable[[int, Message], None]
+    ) -> set[int]:
+        """Feed each valid reply to ``accept``; record a failing one as a :class:`Rejection` (a dropout).
+
+        ``accept`` must validate everything before it changes any state.
+        """
+        answered: set[int] = set()
+        for reply in replies:
+            node = reply.metadata.src_node
+            try:
+                if node not in asked:
+                    raise ProtocolError(f"{stage}: reply from node {node}, which was not asked")
+                if node in answered:
+                    raise ProtocolError(f"{stage}: duplicate reply from node {node}")
+                p.check_metadata(
+                    reply,
+                    stage=stage,
+                    run_id=self.spec.run_id,
+                    server_round=self.spec.server_round,
+                    src=node,
+                    dst=SERVER_NODE_ID,
+                )
+                accept(node, reply)
+            except PrivflError as exc:
+                self.rejected.append(Rejection(node, stage, type(exc).__name__, str(exc)))
+                if node in asked:
+                    asked = asked - {node}  # a later reply from it in this stage is not accepted either
+                continue
+            answered.add(node)
         self.dropped[stage] = tuple(sorted(set(asked) - answered))
-        self.excluded[stage] = tuple(sorted(answered - live))
-        if not live:
-            raise ProtocolAbort(f"round {self.spec.server_round}: no client has {self.t} live neighbours after {stage}")
-        return live
+        return answered
+
+    def ask_able(self, candidates: set[int], live: set[int], stage: str) -> set[int]:
+        """The candidates with at least t live neighbours; the others would refuse, so they are not asked."""
+        able = {u for u in candidates if len(self.neighbours(u, live)) >= self.t}
+        self.excluded[stage] = tuple(sorted(candidates - able))
+        return able
 
     def setup(self) -> Exchange[set[int]]:
-        """AdvertiseKeys: send parameters and neighbour lists, collect two public keys per client."""
-        config = self.params.to_config()
-        replies = yield [
-            self.message(u, p.STAGE_SETUP, {p.NODES: p.node_array(self.graph[u])}, config) for u in self.nodes
-        ]
-        for reply in _collect(replies, self.spec, p.STAGE_SETUP, set(self.nodes)):
-            p.check_names(reply, [], [p.PK_ENC, p.PK_MASK])
-            self.keys[reply.metadata.src_node] = (p.read_key(reply, p.PK_ENC), p.read_key(reply, p.PK_MASK))
-        return self.keep_well_connected(set(self.keys), self.nodes, p.STAGE_SETUP)
+        """AdvertiseKeys: send parameters, nodes, model digest (and signed roster); collect signed public keys."""
+        config: Config = {**self.params.to_config(), p.TRUST: self.trust, p.MODEL_DIGEST: self.model}
+        if self.roster is not None:
+            config[p.ROSTER], config[p.ROSTER_SIGNATURE] = self.roster.body, self.roster.signature
+        nodes = p.node_array(self.nodes)
+        replies = yield [self.message(u, p.STAGE_SETUP, {p.NODES: nodes}, config) for u in self.nodes]
+        signed = self.roster is not None
 
-    def share_keys(self, live: set[int]) -> Exchange[tuple[set[int], dict[int, dict[int, bytes]]]]:
-        """ShareKeys: route neighbours' public keys, collect encrypted shares (receiver -> sender -> bytes)."""
+        def accept(u: int, reply: Message) -> None:
+            p.check_names(reply, [], [p.PK_ENC, p.PK_MASK] + ([p.SIGNATURE] if signed else []))
+            enc, mask = p.read_bytes(reply, p.PK_ENC), p.read_bytes(reply, p.PK_MASK)
+            sig = p.read_bytes(reply, p.SIGNATURE, SIGNATURE_BYTES) if signed else b""
+            if signed:  # a forged advertisement would make every honest neighbour refuse: drop it here
+                assert self.roster is not None
+                verify(self.roster.roster.keys[u], sig, s.advertisement(self.prefix, u, enc, mask), f"node {u}")
+            self.ads[u] = (enc, mask, sig)
+
+        advertised = self.collect(replies, p.STAGE_SETUP, set(self.nodes), accept)
+        # A public key reused across clients would make their neighbours refuse: drop every copy.
+        uses = Counter(key for u in advertised for key in self.ads[u][:2])
+        for u in sorted(advertised):
+            if any(uses[key] > 1 for key in self.ads[u][:2]):
+                self.rejected.append(Rejection(u, p.STAGE_SETUP, "MessageError", f"node {u}: public key not unique"))
+                advertised.discard(u)
+        digests = {u: s.advertisement_digest(u, *self.ads[u]) for u in advertised}
+        self.session = s.session_hash(self.prefix, digests)
+        self.graph = neighbour_graph(self.nodes, self.params.num_neighbours, self.session)
+        self.digest_table = (p.node_array(sorted(digests)), p.byte_rows([digests[u] for u in sorted(digests)], 32))
+        return advertised
+
+    def share_keys(self, advertised: set[int]) -> Exchange[tuple[set[int], dict[int, dict[int, bytes]]]]:
+        """ShareKeys: send every advertisement digest and the neighbours' signed keys; collect encrypted shares."""
+        signed = self.roster is not None
         outbox = []
-        for u in sorted(live):
-            nbrs = self.neighbours(u, live)
+        for u in sorted(self.ask_able(advertised, advertised, p.STAGE_SHARE_KEYS)):
+            peers = self.neighbours(u, advertised)
             arrays = {
-                p.NODES: p.node_array(nbrs),
-                p.PK_ENC: p.byte_rows([self.keys[v][0] for v in nbrs], KEY_BYTES),
-                p.PK_MASK: p.byte_rows([self.keys[v][1] for v in nbrs], KEY_BYTES),
+                p.NODES: self.digest_table[0],
+                p.DIGESTS: self.digest_table[1],
+                p.PEERS: p.node_array(peers),
+                p.PK_ENC: p.byte_rows([self.ads[v][0] for v in peers], KEY_BYTES),
+                p.PK_MASK: p.byte_rows([self.ads[v][1] for v in peers], KEY_BYTES),
             }
+            if signed:
+                arrays[p.SIGNATURES] = p.byte_rows([self.ads[v][2] for v in peers], SIGNATURE_BYTES)
             outbox.append(self.message(u, p.STAGE_SHARE_KEYS, arrays))
+        asked = {m.metadata.dst_node for m in outbox}
         replies = yield outbox
         mailbox: dict[int, dict[int, bytes]] = defaultdict(dict)
-        shared: set[int] = set()
-        for reply in _collect(replies, self.spec, p.STAGE_SHARE_KEYS, live):
-            u = reply.metadata.src_node
+
+        def accept(u: int, reply: Message) -> None:
             p.check_names(reply, [p.NODES, p.CIPHERTEXTS])
-            nbrs = self.neighbours(u, live)
-            dests = p.read_nodes(reply.arrays, p.NODES, nbrs)
-            if len(dests) != len(nbrs):
-                raise MessageError(f"node {u} sent shares to {len(dests)} of its {len(nbrs)} live neighbours")
+            peers = self.neighbours(u, advertised)
+            dests = p.read_nodes(reply.arrays, p.NODES, peers)
+            if dests != peers:
+                raise MessageError(f"node {u} must send shares to its {len(peers)} neighbours, in order")
             blobs = p.read_rows(reply.arrays, p.CIPHERTEXTS, len(dests), p.CIPHERTEXT_BYTES)
             for v, blob in zip(dests, blobs, strict=True):
                 mailbox[v][u] = blob
-            shared.add(u)
-        return self.keep_well_connected(shared, live, p.STAGE_SHARE_KEYS), mailbox
+
+        shared = self.collect(replies, p.STAGE_SHARE_KEYS, asked, accept)
+        return shared, mailbox
 
     def masked_input(
-        self, live: set[int], mailbox: dict[int, dict[int, bytes]]
-    ) -> Exchange[tuple[set[int], np.ndarray]]:
-        """MaskedInputCollection: forward shares with the model, fold masked vectors into a running sum."""
+        self, shared: set[int], mailbox: dict[int, dict[int, bytes]]
+    ) -> Exchange[tuple[set[int], set[int], np.ndarray]]:
+        """MaskedInputCollection: forward shares with the model, fold masked vectors into a running sum.
+
+        Returns the clients that were asked (the recoverable core: partners of one
+        another from here on), those whose masked input is in the sum, and the sum.
+        """
+        live = recoverable_core(shared, self.graph, self.t)
+        self.excluded[p.STAGE_MASKED_INPUT] = tuple(sorted(shared - live))
         outbox = []
         for v in sorted(live):
             sources = self.neighbours(v, live)
@@ -171,13 +290,13 @@ class _ServerRound:
             }
             outbox.append(self.message(v, p.STAGE_MASKED_INPUT, arrays, dict(self.spec.config)))
         mailbox.clear()
+        asked = {m.metadata.dst_node for m in outbox}
         replies = yield outbox
         params = self.params
         total = np.zeros(self.length, dtype=params.dtype)
         bound = low_bits_mask(params.modulus_bits)
-        masked: set[int] = set()
-        for reply in _collect(replies, self.spec, p.STAGE_MASKED_INPUT, live):
-            node = reply.metadata.src_node
+
+        def accept(node: int, reply: Message) -> None:
             p.check_names(reply, [p.MASKED])
             vector = reply.arrays[p.MASKED]
             if vector.dtype != params.dtype or vector.shape != (self.length,):
@@ -188,110 +307,171 @@ class _ServerRound:
             if params.modulus_bits % (8 * params.dtype.itemsize) and vector.max() > bound:
                 raise MessageError(f"node {node}: masked values must be below 2^{params.modulus_bits}")
             np.add(total, vector, out=total)
-            masked.add(node)
-        self.dropped[p.STAGE_MASKED_INPUT] = tuple(sorted(live - masked))
-        short = [u for u in masked if len(self.neighbours(u, masked)) < self.t]
-        if not masked or short:
-            raise ProtocolAbort(
-                f"round {self.spec.server_round}: {len(masked)} masked inputs, {len(short)} of them with fewer "
-                f"than {self.t} surviving neighbours; their self masks cannot be removed"
-            )
-        return masked, total
 
-    def unmask(self, masked: set[int], dropped: set[int]) -> Exchange[tuple[SharesOf, SharesOf]]:
-        """Unmasking: ask each survivor for self-mask shares of survivors and mask-key shares of dropouts."""
-        replies = yield [
-            self.message(
-                u,
-                p.STAGE_UNMASK,
-                {
-                    p.SURVIVORS: p.node_array(self.neighbours(u, masked)),
-                    p.DROPPED: p.node_array(self.neighbours(u, dropped)),
-                },
-            )
-            for u in sorted(masked)
-        ]
+        masked = self.collect(replies, p.STAGE_MASKED_INPUT, asked, accept)
+        if not masked:
+            raise ProtocolAbort(f"round {self.spec.server_round}: no masked input arrived")
+        return live, masked, total
+
+    def consistency(self, masked: set[int], shared: set[int]) -> Exchange[tuple[set[int], dict[int, dict[int, bytes]]]]:
+        """ConsistencyCheck (Bonawitz et al. CCS'17, Fig. 5): send the survivor set, collect per-neighbour tags."""
+        survivors = p.node_array(sorted(masked))
+        asked = self.ask_able(masked, shared & masked, p.STAGE_CONSISTENCY)
+        replies = yield [self.message(u, p.STAGE_CONSISTENCY, {p.SURVIVORS: survivors}) for u in sorted(asked)]
+        inbox: dict[int, dict[int, bytes]] = defaultdict(dict)  # receiver -> sender -> tag
+
+        def accept(u: int, reply: Message) -> None:
+            p.check_names(reply, [p.NODES, p.TAGS])
+            alive = tuple(v for v in self.neighbours(u, shared) if v in masked)
+            receivers = p.read_nodes(reply.arrays, p.NODES, alive)
+            if receivers != alive:
+                raise MessageError(f"node {u} must attest to its {len(alive)} surviving neighbours, in order")
+            for v, got in zip(receivers, p.read_rows(reply.arrays, p.TAGS, len(alive), 32), strict=True):
+                inbox[v][u] = got
+
+        confirmed = self.collect(replies, p.STAGE_CONSISTENCY, asked, accept)
+        return confirmed, inbox
+
+    def unmask(
+        self, masked: set[int], shared: set[int], confirmed: set[int], inbox: dict[int, dict[int, bytes]] | None
+    ) -> Exchange[tuple[SharesOf, SharesOf]]:
+        """Unmasking: each survivor returns self-mask shares of surviving partners, mask-key shares of dropped ones."""
+        outbox = []
+        if inbox is None:  # semi-honest: the survivor set itself
+            survivors = p.node_array(sorted(masked))
+            able = self.ask_able(masked, shared & masked, p.STAGE_UNMASK)
+            outbox = [self.message(u, p.STAGE_UNMASK, {p.SURVIVORS: survivors}) for u in sorted(able)]
+        else:  # active server: the tags of neighbours that confirmed, which each client verifies
+            attested = {u for u in confirmed if len(set(inbox[u]) & confirmed) >= self.t}
+            self.excluded[p.STAGE_UNMASK] = tuple(sorted(confirmed - attested))
+            for u in sorted(attested):
+                senders = tuple(v for v in sorted(inbox[u]) if v in confirmed)
+                arrays = {p.NODES: p.node_array(senders), p.TAGS: p.byte_rows([inbox[u][v] for v in senders], 32)}
+                outbox.append(self.message(u, p.STAGE_UNMASK, arrays))
+        asked = {m.metadata.dst_node for m in outbox}
+        replies = yield outbox
         self_mask_shares: SharesOf = defaultdict(dict)
         mask_key_shares: SharesOf = defaultdict(dict)
-        answered = set()
-        for reply in _collect(replies, self.spec, p.STAGE_UNMASK, masked):
-            u = reply.metadata.src_node
+
+        def accept(u: int, reply: Message) -> None:
             p.check_names(reply, [p.SURVIVORS, p.SELF_MASK_SHARES, p.DROPPED, p.MASK_KEY_SHARES])
-            for key, table, live, store in (
-                (p.SURVIVORS, p.SELF_MASK_SHARES, masked, self_mask_shares),
-                (p.DROPPED, p.MASK_KEY_SHARES, dropped, mask_key_shares),
+            partners = self.neighbours(u, shared)
+            received = []
+            for key, table, expected, store in (
+                (p.SURVIVORS, p.SELF_MASK_SHARES, tuple(v for v in partners if v in masked), self_mask_shares),
+                (p.DROPPED, p.MASK_KEY_SHARES, tuple(v for v in partners if v not in masked), mask_key_shares),
             ):
-                asked = self.neighbours(u, live)
-                got = p.read_nodes(reply.arrays, key, asked)
-                if len(got) != len(asked):
-                    raise MessageError(f"node {u}: {key} must list the {len(asked)} nodes asked about")
-                for w, share in zip(got, p.read_rows(reply.arrays, table, len(got), SHARE_BYTES), strict=True):
-                    store[w][u] = decode_element(share)
-            answered.add(u)
-        self.dropped[p.STAGE_UNMASK] = tuple(sorted(masked - answered))
+                got = p.read_nodes(reply.arrays, key, expected)
+                if got != expected:
+                    raise MessageError(f"node {u}: {key} must list the {len(expected)} nodes asked about, in order")
+                rows = p.read_rows(reply.arrays, table, len(got), SHARE_BYTES)
+                received.append((store, got, [decode_element(row) for row in rows]))
+            for store, got, values in received:
+                for w, value in zip(got, values, strict=True):
+                    store[w][u] = value
+
+        self.collect(replies, p.STAGE_UNMASK, asked, accept)
         return self_mask_shares, mask_key_shares
 
     def remove_masks(
-        self, total: np.ndarray, masked: set[int], dropped: set[int], self_masks: SharesOf, mask_keys: SharesOf
+        self, total: np.ndarray, masked: set[int], shared: set[int], self_masks: SharesOf, mask_keys: SharesOf
     ) -> None:
-        """Subtract the survivors' self masks and the dropouts' pairwise masks from ``total``, mod 2^m."""
+        """Subtract the survivors' self masks and the dropouts' pairwise masks from ``total``, mod 2^m.
+
+        Raises:
+            ProtocolAbort: some secret has fewer than t shares (or shares that do not match
+                the advertised key); the message lists every such client and why.
+        """
+        dropped = {v for v in shared - masked if self.neighbours(v, masked)}  # their masks are in the sum
+        missing = [
+            f"self-mask seed of node {w}: {len(self_masks[w])} shares"
+            for w in sorted(masked)
+            if len(self_masks[w]) < self.t
+        ] + [f"mask key of node {v}: {len(mask_keys[v])} shares" for v in sorted(dropped) if len(mask_keys[v]) < self.t]
+        if missing:
+            raise ProtocolAbort(
+                f"round {self.spec.server_round}: the sum cannot be unmasked, threshold t = {self.t}: "
+                + "; ".join(missing[:16])
+                + (f"; and {len(missing) - 16} more" if len(missing) > 16 else "")
+            )
         expander = MaskExpander(total.size, total.dtype)
         for w in sorted(masked):
-            expander.add(total, _reconstruct(self_masks[w], self.t, w, "self-mask seed"), -1)
+            expander.add(total, combine(self_masks[w], self.t), -1)
         for v in sorted(dropped):
-            partners = self.neighbours(v, masked)
-            if not partners:
-                continue
-            private = load_private(_reconstruct(mask_keys[v], self.t, v, "mask key"))
-            if public_bytes(private.public_key()) != self.keys[v][1]:
+            private = load_private(combine(mask_keys[v], self.t))
+            if public_bytes(private.public_key()) != self.ads[v][1]:
                 raise ProtocolAbort(f"shares of node {v}'s mask key do not match its advertised public key")
-            for u in partners:
+            for u in self.neighbours(v, masked):
                 seed = agree(
                     private,
-                    self.keys[u][1],
+                    self.ads[u][1],
                     purpose=PURPOSE_MASK,
                     run_id=self.spec.run_id,
                     server_round=self.spec.server_round,
                     a=u,
                     b=v,
+                    session=self.session,
                 )
                 # u added +PRG(s_uv) if u < v, else -PRG(s_uv): remove it with the opposite sign.
                 expander.add(total, seed, -1 if u < v else 1)
         total &= low_bits_mask(self.params.modulus_bits)
 
 
-def secagg_exchange(spec: RoundSpec, config: SecAggConfig) -> Exchange[SecAggRoundResult]:
+def secagg_exchange(
+    spec: RoundSpec,
+    config: SecAggConfig,
+    roster: SignedRoster | None = None,
+    *,
+    vector_length: int | None = None,
+    before_unmask: Callable[[RoundParams, tuple[int, ...]], None] | None = None,
+) -> Exchange[SecAggRoundResult]:
     """Run one SecAgg+ round over ``spec.nodes``; return the exact sum of the survivors' vectors.
 
+    With a ``roster`` the round resists an active server (signed keys, consistency
+    round); without one it is the semi-honest protocol (the recipes make this choice
+    explicit: :class:`SecAggPlusAggregator`). ``vector_length`` overrides the default
+    length (model size + 1 weight) for clients with a custom integer encoder;
+    ``before_unmask`` is called with the parameters and the clients whose masked input is
+    in the sum, before any unmask request is sent: raising there ends the round with
+    nothing revealed.
+
     Raises:
-        ProtocolAbort: too few clients remain at some stage to finish safely.
-        ProtocolError, MessageError: a reply out of order or malformed.
-        ConfigError: the configuration is unsafe for this number of clients.
+        ProtocolAbort: the sum cannot be unmasked (too many dropouts or rejected replies).
+        ConfigError: the configuration is unsafe for this number of clients or roster.
     """
-    rnd = _ServerRound(spec, config)
-    live = yield from rnd.setup()
-    live, mailbox = yield from rnd.share_keys(live)
-    masked, total = yield from rnd.masked_input(live, mailbox)
-    dropped = live - masked  # shared keys, so their pairwise masks may be in the sum
-    self_masks, mask_keys = yield from rnd.unmask(masked, dropped)
-    rnd.remove_masks(total, masked, dropped, self_masks, mask_keys)
+    rnd = _ServerRound(spec, config, roster, vector_length)
+    advertised = yield from rnd.setup()
+    shared, mailbox = yield from rnd.share_keys(advertised)
+    live, masked, total = yield from rnd.masked_input(shared, mailbox)
+    confirmed, inbox = masked, None
+    if roster is not None:
+        confirmed, inbox = yield from rnd.consistency(masked, live)
+    if before_unmask is not None:
+        before_unmask(rnd.params, tuple(sorted(masked)))
+    self_masks, mask_keys = yield from rnd.unmask(masked, live, confirmed, inbox)
+    rnd.remove_masks(total, masked, live, self_masks, mask_keys)
     return SecAggRoundResult(
-        params=rnd.params, total=total, survivors=tuple(sorted(masked)), dropped=rnd.dropped, excluded=rnd.excluded
+        params=rnd.params,
+        total=total,
+        survivors=tuple(sorted(masked)),
+        trust=rnd.trust,
+        dropped=rnd.dropped,
+        excluded=rnd.excluded,
+        rejected=tuple(rnd.rejected),
     )
-
-
-def _reconstruct(shares: dict[int, int], threshold: int, node: int, what: str) -> bytes:
-    if len(shares) < threshold:
-        raise ProtocolAbort(f"only {len(shares)} shares of node {node}'s {what}, threshold {threshold}")
-    return combine(shares, threshold)
 
 
 @dataclass(frozen=True)
 class SecAggPlusAggregator:
     """An :class:`~privfl.core.exchange.Aggregator` that sums client updates with SecAgg+.
 
-    ``FedAvg(aggregator=SecAggPlusAggregator(SecAggConfig()))`` trains with the server
-    seeing only masked vectors and the sum. Clients need :func:`privfl.secagg.client.secagg_mod`.
+    Choose the trust model explicitly:
+    ``SecAggPlusAggregator(SecAggConfig(), roster=signed_roster)`` runs the protocol
+    that resists an actively malicious server (clients need
+    ``SecAggMod(trust=ClientTrust(...))`` pinning the operator key that signed the
+    roster); ``SecAggPlusAggregator(SecAggConfig(), semi_honest=True)`` trusts the
+    server to follow the protocol (clients need ``SecAggMod(semi_honest=True)``), and
+    says so in every round's metrics (``secagg.active_server`` = 0).
 
     The update sum is sum_i w_i * clip(u_i) estimated from the quantised sum (within
     ``n * max_weight * 2 * clip / (2^bits - 1)`` per coordinate, unbiased); the weight
@@ -300,6 +480,17 @@ class SecAggPlusAggregator:
     """
 
     config: SecAggConfig = field(default_factory=SecAggConfig)
+    roster: SignedRoster | None = None
+    semi_honest: bool = False
+
+    def __post_init__(self) -> None:
+        if self.roster is not None:
+            check_roster_matches(self.config, self.roster)
+        if (self.roster is None) != self.semi_honest:
+            raise ConfigError(
+                "choose the SecAgg+ trust model: SecAggPlusAggregator(config, roster=signed_roster) against an "
+                "active server, or SecAggPlusAggregator(config, semi_honest=True) to trust the server"
+            )
 
     @property
     def weighting(self) -> str:
@@ -307,7 +498,7 @@ class SecAggPlusAggregator:
         return self.config.weighting
 
     def aggregate(self, spec: RoundSpec) -> Exchange[Aggregate]:
-        result = yield from secagg_exchange(spec, self.config)
+        result = yield from secagg_exchange(spec, self.config, self.roster)
         params = result.params
         d = result.total.size - 1
         scaled = params.quantizer.dequantize_sum(result.total[:d], len(result.survivors))
@@ -323,6 +514,8 @@ class SecAggPlusAggregator:
             "secagg.num_neighbours": float(params.num_neighbours),
             "secagg.threshold": float(params.threshold),
             "secagg.modulus_bits": float(params.modulus_bits),
+            "secagg.active_server": 1.0 if result.trust == p.ACTIVE else 0.0,
+            "secagg.rejected": float(len(result.rejected)),
         }
         for stage, lost in result.dropped.items():
             metrics[f"{stage}.dropped"] = float(len(lost))
@@ -335,6 +528,7 @@ class SecAggPlusAggregator:
             results=[ClientResult(u, 0, {}) for u in result.survivors],
             dropped=tuple(u for u in spec.nodes if u not in set(result.survivors)),
             metrics=metrics,
+            rejected=tuple(result.rejected),
         )
 
     def contribution_error_bound(self, spec: RoundSpec) -> float:
@@ -345,7 +539,7 @@ class SecAggPlusAggregator:
         """
         d = sum(int(np.size(v)) for v in spec.parameters.values())
         weight = self.config.max_weight if self.config.weighting == "examples" else 1
-        return math.sqrt(d) * Quantizer(self.config.clip, self.config.bits).step * weight
+        return math.sqrt(d) * Quantizer(self.config.coordinate_bound, self.config.bits).step * weight
 
     def state_dict(self) -> dict[str, Any]:
         return {}

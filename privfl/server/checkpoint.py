@@ -83,6 +83,8 @@ def loads(data: bytes, what: str = "checkpoint") -> dict[str, Any]:
         CheckpointError: the bytes are truncated, tampered with or of another format
             (``what`` names the source in the message).
     """
+    if not data.startswith(b"PK\x03\x04"):  # the zip signature every .npz starts with (numpy would talk of pickles)
+        raise CheckpointError(f"{what} is not a privfl checkpoint (not an .npz archive)")
     try:
         loaded = np.load(io.BytesIO(data), allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):

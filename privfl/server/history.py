@@ -22,6 +22,8 @@ class RoundRecord:
         bytes_up: encoded bytes received from clients in the round.
         seconds: wall-clock time of the round.
         note: reason for an abort.
+        rejected: training replies refused as invalid, as ``{"node", "stage", "error",
+            "reason"}`` records (their senders count as dropped).
     """
 
     server_round: int
@@ -35,6 +37,7 @@ class RoundRecord:
     bytes_up: int = 0
     seconds: float = 0.0
     note: str = ""
+    rejected: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

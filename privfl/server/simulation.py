@@ -11,17 +11,19 @@ that would overspend a privacy budget stops the run before anything is sent.
 from __future__ import annotations
 
 import copy
+import re
 import secrets
 import time
 import warnings
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from privfl.core.exchange import RoundSpec, Strategy
-from privfl.core.message import ArrayDict, MessageKind
+from privfl.core.message import ArrayDict, MessageKind, as_array_dict
 from privfl.core.mods import App
 from privfl.errors import BudgetExceededError, CheckpointError, ConfigError, MessageError, ProtocolError
 from privfl.server.checkpoint import load_checkpoint, save_checkpoint
@@ -48,6 +50,12 @@ class SimulationResult:
     stopped: str = ""
 
 
+ABORTS_BEFORE_STOP = 3
+"""A run stops after this many consecutive rounds aborted with the same error (numbers aside, such
+as the round): it is misconfigured (e.g. clients without the mod the strategy needs) or its
+population cannot run the protocol, and more rounds would only repeat the abort."""
+
+
 def _round_rng(seed: int, server_round: int, purpose: int) -> np.random.Generator:
     # Independent stream per (round, purpose): a resumed run draws what the uninterrupted one drew.
     return np.random.default_rng([seed, server_round, purpose])
@@ -57,7 +65,7 @@ def run_simulation(
     client_app: App,
     *,
     num_clients: int,
-    initial_parameters: ArrayDict,
+    initial_parameters: ArrayDict | Sequence[np.ndarray],
     workers: int = 0,
     config: RunConfig | None = None,
     **options: Any,
@@ -72,7 +80,8 @@ def run_simulation(
     Args:
         client_app: the client side (a :class:`~privfl.client.app.ClientApp` with its mods).
         num_clients: population size N.
-        initial_parameters: starting global model.
+        initial_parameters: starting global model: named arrays, or a list of arrays as a
+            NumPy-style client's ``get_parameters`` returns (named ``"0"``, ``"1"``, ...).
         workers: 0 runs clients in this process; k > 0 spreads them over k processes.
         config: the run's :class:`~privfl.server.run_config.RunConfig`.
         options: :class:`~privfl.server.run_config.RunConfig` fields (``num_rounds``,
@@ -98,7 +107,10 @@ def run_simulation(
 
 
 def run_rounds(
-    clients: Transport, population: tuple[int, ...], initial_parameters: ArrayDict, config: RunConfig
+    clients: Transport,
+    population: tuple[int, ...],
+    initial_parameters: ArrayDict | Sequence[np.ndarray],
+    config: RunConfig,
 ) -> SimulationResult:
     """The round loop over any :class:`~privfl.server.transport.Transport` (simulated clients, Flower's grid).
 
@@ -109,13 +121,14 @@ def run_rounds(
     if not population:
         raise ConfigError("need a non-empty population")
     run = _Run(config, clients, population, seed=secrets.randbits(128) if config.seed is None else config.seed)
-    parameters = {k: np.asarray(v) for k, v in initial_parameters.items()}
+    parameters = as_array_dict(initial_parameters)
     history = History()
     start_round = 0
     if config.checkpoint is not None and config.checkpoint.exists():
         start_round, parameters, history = run.restore(load_checkpoint(config.checkpoint))
 
     stopped = ""
+    repeats, last_kind = 0, ""
     show = config.progress
     bar = tqdm(total=config.num_rounds, initial=start_round, desc="rounds", unit="round", disable=not show, leave=False)
     try:
@@ -134,6 +147,16 @@ def run_rounds(
                 bar.set_postfix(accuracy=f"{acc:.3f}")
             for callback in config.callbacks:
                 callback(record)
+            if record.status == "aborted":
+                warnings.warn(f"round {rnd} aborted: {record.note}", stacklevel=2)
+                kind = re.sub(r"\d+", "N", record.note)  # the same error in another round, with other counts
+                repeats, last_kind = (repeats + 1 if kind == last_kind else 1), kind
+                if repeats >= ABORTS_BEFORE_STOP:
+                    stopped = f"{repeats} consecutive rounds aborted with the same error: {record.note}"
+                    warnings.warn(f"run stopped after round {rnd}: {stopped}", stacklevel=2)
+                    break
+            else:
+                repeats = 0
     finally:
         bar.close()
     return SimulationResult(parameters=parameters, history=history, strategy=config.strategy, stopped=stopped)
@@ -178,6 +201,7 @@ class _Run:
             new_parameters = outcome.parameters
             record.num_clients = outcome.num_clients
             record.fit = dict(outcome.metrics)
+            record.rejected = [asdict(r) for r in outcome.rejected]
         if config.evaluate_fraction > 0:
             evaluation = FixedFractionSampler(config.evaluate_fraction)
             eval_spec = RoundSpec(

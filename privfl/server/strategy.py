@@ -42,11 +42,17 @@ class FedAvg:
             raise ConfigError(f"min_clients must be >= 0, got {self.min_clients}")
 
     def fit_round(self, spec: RoundSpec) -> Exchange[FitOutcome]:
+        """One training round; aborts (ProtocolAbort) only when too few valid updates remain.
+
+        Invalid replies are the aggregator's to reject; they reach the outcome as
+        ``rejected`` and count as dropouts towards ``min_clients``.
+        """
         agg = yield from self.aggregator.aggregate(spec)
         if agg.num_clients < self.min_clients or agg.weight_sum <= 0:
             raise ProtocolAbort(
                 f"round {spec.server_round}: {agg.num_clients} client(s) contributed "
                 f"(total weight {agg.weight_sum}), need at least {self.min_clients}"
+                + (f"; {len(agg.rejected)} invalid repl(ies) rejected" if agg.rejected else "")
             )
         scale = self.server_lr / agg.weight_sum
         new = {
@@ -55,7 +61,9 @@ class FedAvg:
         }
         metrics = weighted_client_metrics([(r.num_examples, r.metrics) for r in agg.results])
         metrics.update(agg.metrics)
-        return FitOutcome(parameters=new, num_clients=agg.num_clients, dropped=agg.dropped, metrics=metrics)
+        return FitOutcome(
+            parameters=new, num_clients=agg.num_clients, dropped=agg.dropped, metrics=metrics, rejected=agg.rejected
+        )
 
     def evaluate_round(self, spec: RoundSpec) -> Exchange[dict[str, float]]:
         return evaluate_exchange(spec)

@@ -15,6 +15,7 @@ from functools import lru_cache
 import numpy as np
 
 from privfl.client.numpy_client import NDArrays, NumPyClient
+from privfl.core.extras import require
 from privfl.core.message import ArrayDict
 from privfl.errors import ConfigError
 
@@ -35,11 +36,8 @@ class DigitsData:
 @lru_cache(maxsize=4)
 def load_digits_data(seed: int = 0) -> DigitsData:
     """Load, shuffle and split the digits data (pixels scaled to [0, 1])."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ConfigError("the digits task needs scikit-learn: pip install 'privfl[demo]'") from exc
-    x, y = load_digits(return_X_y=True)
+    datasets = require("sklearn.datasets", "the digits task")
+    x, y = datasets.load_digits(return_X_y=True)
     x = (x / 16.0).astype(np.float32)
     order = np.random.default_rng(seed).permutation(len(y))
     x, y = x[order], y[order].astype(np.int64)
@@ -166,9 +164,14 @@ class DigitsFederation:
         )
 
     def evaluate(self, server_round: int, parameters: ArrayDict) -> dict[str, float]:
-        """Centralized evaluation on the held-out test split."""
+        """Centralized evaluation on the held-out test split.
+
+        ``parameters`` holds the weight and the bias in that order, named as by
+        :func:`initial_parameters` or by position (a client's ``get_parameters`` list).
+        """
         data = load_digits_data(self.seed)
-        loss, acc = loss_and_accuracy(parameters["weight"], parameters["bias"], data.x_test, data.y_test)
+        weight, bias = parameters.values()
+        loss, acc = loss_and_accuracy(weight, bias, data.x_test, data.y_test)
         return {"loss": loss, "accuracy": acc}
 
 

@@ -89,8 +89,8 @@ def test_ledger_report(capsys, tmp_path):
         (["budget", "-z", "1", "-q", "0.1"], "missing --rounds, --delta"),
         (["budget", "--ledger", "missing.json"], "cannot read privacy ledger"),
         (["budget", "--ledger", "x.json", "-z", "1"], "do not combine"),
-        (["budget", *MECHANISM, "--plot", "/nonexistent/dir/eps.png"], "does not exist"),
-        (["budget", *MECHANISM, "--plot", "eps.xyz"], "must end in one of"),
+        (["budget", *MECHANISM, "--plot", "/dev/null/eps.png"], "is not a directory"),
+        (["budget", *MECHANISM, "--plot", "eps.xyz"], "must end in"),
         (["calibrate", "--epsilon", "1e-3", "--delta", "1e-5", "-q", "1", "-T", "1000000"], "no noise multiplier"),
         (["calibrate", "--epsilon", "-2", "--delta", "1e-5", "-q", "0.1", "-T", "10"], "got -2.0"),
     ],
@@ -104,8 +104,6 @@ def test_bad_values_give_one_line_error_and_exit_2(capsys, argv, message):
 
 @pytest.mark.parametrize("command", ["budget", "calibrate"])
 def test_help(capsys, command):
-    with pytest.raises(SystemExit) as exc:
-        main([command, "--help"])
-    assert exc.value.code == 0
+    assert main([command, "--help"]) == 0
     out = capsys.readouterr().out
     assert "Poisson" in out and "--accountant" in out and "--json" in out

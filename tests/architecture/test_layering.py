@@ -1,7 +1,7 @@
 """The package layering: the protocol contract lives in the core, PETs never reach up.
 
 Parses every module's imports (``ast``, nothing is imported) and fails on an edge
-from a privacy package (``dp``, ``accounting``, ``secagg``, ``he``) or the core to a
+from a privacy package (``dp``, ``accounting``, ``secagg``, ``he``, ``ddp``) or the core to a
 consumer package (``server``, ``client``, ``cli``, ``integrations``), and on any import
 cycle between subpackages.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "privfl"
-PETS = ("dp", "accounting", "secagg", "he")
+PETS = ("dp", "accounting", "secagg", "he", "ddp")
 CONSUMERS = ("server", "client", "cli", "integrations", "audit", "tasks")
 LOWER = ("core", "errors")
 

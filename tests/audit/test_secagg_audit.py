@@ -22,8 +22,9 @@ SETTINGS = dataclasses.replace(QUICK, secagg_trials=10)
         lambda: secagg.dropout_lie_check(SETTINGS),
         lambda: secagg.inconsistent_lists_check(SETTINGS),
         lambda: secagg.replay_check(SETTINGS),
+        lambda: secagg.active_server_check(SETTINGS),
     ],
-    ids=["uniformity", "independence", "dropout-lie", "inconsistent-lists", "replay"],
+    ids=["uniformity", "independence", "dropout-lie", "inconsistent-lists", "replay", "active-server"],
 )
 def test_real_secagg_passes(check):
     result = check()

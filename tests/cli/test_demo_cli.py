@@ -20,11 +20,11 @@ def test_demo_prints_accuracy_per_round_and_writes_plot(tmp_path: Path, capsys: 
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_help_of_every_subcommand_works() -> None:
-    for args in (["--help"], ["demo", "--help"]):
-        proc = subprocess.run([sys.executable, "-m", "privfl", *args], capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        assert "usage: privfl" in proc.stdout
+def test_help_runs_from_the_module_entry_point() -> None:
+    """``python -m privfl``; every subcommand's help is checked in-process in tests/usability."""
+    proc = subprocess.run([sys.executable, "-m", "privfl", "demo", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: privfl demo" in proc.stdout
 
 
 def test_bad_arguments_exit_with_a_clear_error(capsys: pytest.CaptureFixture) -> None:

@@ -110,7 +110,7 @@ def test_secagg_rounding_bound_is_sqrt_d_quantisation_steps() -> None:
     from privfl.secagg import SecAggConfig, SecAggPlusAggregator
 
     params = {"w": np.zeros((30, 30), np.float32), "b": np.zeros(100, np.float32)}
-    agg = SecAggPlusAggregator(SecAggConfig(clip=2.0, bits=10, weighting="uniform"))
+    agg = SecAggPlusAggregator(SecAggConfig(coordinate_bound=2.0, bits=10, weighting="uniform"), semi_honest=True)
     assert agg.contribution_error_bound(round_spec(params, (1, 2, 3))) == pytest.approx(math.sqrt(1000) * 4.0 / 1023)
 
 

@@ -28,7 +28,7 @@ def test_demo_dp_with_a_noise_multiplier_and_bad_values(capsys: pytest.CaptureFi
     assert main([*argv, "--plot", str(tmp_path / "p.png")]) == 0
     assert "z=2.0000" in capsys.readouterr().out
     assert main(["demo", "dp", "--clip", "-1", "--rounds", "1", "--plot", str(tmp_path / "q.png")]) == 2
-    assert "clip_norm must be a finite number > 0, got -1.0" in capsys.readouterr().err
+    assert "argument --clip: must be a finite number > 0, got -1" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="num_clients must be in"):
         DigitsPopulation(num_clients=100_000)
 

@@ -37,3 +37,13 @@ def test_opacus_client_reports_record_level_epsilon() -> None:
     assert match, out[-2000:]
     accuracy, eps_max, eps_median = map(float, match.groups())
     assert accuracy > 0.5 and eps_max >= eps_median > 0
+
+
+@pytest.mark.slow
+def test_ddp_fedavg_reports_the_distributed_dp_row(tmp_path: Path) -> None:
+    plot = tmp_path / "ddp.png"
+    out = run_example("ddp_fedavg.py", "--bits", "16", "--mechanisms", "ddg", "--out", str(plot))
+    row = re.search(r"^\| ddg \| 16 \| ([\d.]+) \| [-+\d.]+ pts \| ([\d.]+) \|", out, flags=re.M)
+    assert row, out[-2000:]
+    assert float(row.group(1)) > 0.7 and float(row.group(2)) <= 3.0
+    assert plot.read_bytes()[:4] == b"\x89PNG"

@@ -50,7 +50,7 @@ def on_grid_parameters() -> dict[str, np.ndarray]:
     return {"w": np.zeros((3, 4)), "b": np.zeros(5)}
 
 
-SECAGG_CONFIG = secagg.SecAggConfig(clip=127.5, bits=8, max_weight=1, weighting="uniform")
+SECAGG_CONFIG = secagg.SecAggConfig(coordinate_bound=127.5, bits=8, max_weight=1, weighting="uniform")
 SECAGG_DROPOUT = FailurePlan.script([(2, "secagg.masked_input", 3)])
 
 
@@ -69,7 +69,7 @@ def secagg_run() -> dict:
     return {
         "num_rounds": 2,
         "initial_parameters": on_grid_parameters(),
-        "strategy": FedAvg(aggregator=secagg.SecAggPlusAggregator(SECAGG_CONFIG)),
+        "strategy": FedAvg(aggregator=secagg.SecAggPlusAggregator(SECAGG_CONFIG, semi_honest=True)),
         "failures": SECAGG_DROPOUT,
         "seed": 4,
         "run_id": SECAGG,
@@ -93,7 +93,7 @@ def dp_run() -> dict:
 RUNS = {PLAIN: plain_run, SECAGG: secagg_run, DP: dp_run}
 CLIENT_APPS = {
     PLAIN: ClientApp(FED),
-    SECAGG: ClientApp(OnGridClient, mods=[secagg.secagg_mod]),
+    SECAGG: ClientApp(OnGridClient, mods=[secagg.SecAggMod(semi_honest=True)]),
     DP: ClientApp(FED),
 }
 

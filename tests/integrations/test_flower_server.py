@@ -164,7 +164,7 @@ def test_an_existing_flower_message_api_app_gains_secagg_through_flower_mod() ->
     import privfl.secagg as secagg
 
     node_map = NodeMap.from_flower_ids(FLOWER_IDS)
-    app = FlowerClientApp(mods=[flower_mod(secagg.secagg_mod)])
+    app = FlowerClientApp(mods=[flower_mod(secagg.SecAggMod(semi_honest=True))])
 
     @app.train()
     def train(msg: FlowerMessage, context: Context) -> FlowerMessage:  # Flower code, unaware of privfl
@@ -174,13 +174,15 @@ def test_an_existing_flower_message_api_app_gains_secagg_through_flower_mod() ->
         arrays = ArrayRecord(dict(zip(msg.content["arrays"].keys(), (Array(a) for a in new), strict=True)))
         return FlowerMessage(RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": n})}), reply_to=msg)
 
-    config = secagg.SecAggConfig(clip=127.5, bits=8, max_weight=1, weighting="uniform")
+    config = secagg.SecAggConfig(coordinate_bound=127.5, bits=8, max_weight=1, weighting="uniform")
     run = {"num_rounds": 2, "initial_parameters": MODEL, "seed": 1}
-    result = run_on_grid(InProcessGrid(app), min_nodes=4, strategy=FedAvg(secagg.SecAggPlusAggregator(config)), **run)
+    result = run_on_grid(
+        InProcessGrid(app), min_nodes=4, strategy=FedAvg(secagg.SecAggPlusAggregator(config, semi_honest=True)), **run
+    )
     reference = run_simulation(
-        ClientApp(HalfIntegerUpdate, mods=[secagg.secagg_mod]),
+        ClientApp(HalfIntegerUpdate, mods=[secagg.SecAggMod(semi_honest=True)]),
         num_clients=4,
-        strategy=FedAvg(secagg.SecAggPlusAggregator(config)),
+        strategy=FedAvg(secagg.SecAggPlusAggregator(config, semi_honest=True)),
         progress=False,
         **run,
     )

@@ -11,19 +11,21 @@ from privfl.secagg.client import SecAggPlusClient
 
 
 @pytest.fixture
-def make_harness(monkeypatch: pytest.MonkeyPatch):
-    """Factory of harnesses whose clients record their unmasked vectors (a test-only spy)."""
+def make_harness():
+    """Factory of harnesses whose clients record their unmasked vectors.
+
+    The recording client is injected through ``SecAggMod``'s private ``_client`` entry
+    point (as tests inject randomness), not by patching the real class.
+    """
     encoded: dict[tuple[int, int], np.ndarray] = {}
-    original = SecAggPlusClient._encode
 
-    def spy(self: SecAggPlusClient, update: np.ndarray, weight: int) -> np.ndarray:
-        vector = original(self, update, weight)
-        encoded[(self.state.server_round, self.node_id)] = vector.copy()
-        return vector
+    class Recording(SecAggPlusClient):
+        def _encode(self, update: np.ndarray, weight: int) -> np.ndarray:
+            vector = super()._encode(update, weight)
+            encoded[(self.state.server_round, self.node_id)] = vector.copy()
+            return vector
 
-    monkeypatch.setattr(SecAggPlusClient, "_encode", spy)
-
-    def make(n: int, d: int = 6, config: SecAggConfig | None = None) -> Harness:
-        return Harness(n, d, config or SecAggConfig(clip=2.0), encoded)
+    def make(n: int, d: int = 6, config: SecAggConfig | None = None, **kwargs) -> Harness:
+        return Harness(n, d, config or SecAggConfig(coordinate_bound=2.0), encoded, client=Recording, **kwargs)
 
     return make

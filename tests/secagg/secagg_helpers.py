@@ -1,7 +1,8 @@
-"""Shared SecAgg+ test harness: n clients running ``secagg_mod`` around a fixed-update client."""
+"""Shared SecAgg+ test harness: n clients running ``SecAggMod`` around a fixed-update client."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -11,7 +12,7 @@ from privfl.client.numpy_client import NumPyClient
 from privfl.core.context import Context
 from privfl.core.exchange import Exchange, RoundSpec, SamplingInfo
 from privfl.core.message import Message
-from privfl.secagg import SecAggConfig, secagg_exchange, secagg_mod
+from privfl.secagg import Federation, SecAggConfig, SecAggMod, SecAggPlusClient, secagg_exchange
 from privfl.secagg.server import SecAggRoundResult
 from privfl.server.failures import FailureInjector, FailurePlan
 from privfl.server.transport import drive
@@ -42,13 +43,35 @@ class FixedClient(NumPyClient):
 
 
 class Harness:
-    """Clients 1..n kept in this process; messages go straight to the app (no wire codec)."""
+    """Clients 1..n kept in this process; messages go straight to the app (no wire codec).
 
-    def __init__(self, n: int, d: int, config: SecAggConfig, encoded: dict[tuple[int, int], np.ndarray]) -> None:
+    ``active=True`` (the default) runs the active-server protocol with a federation whose
+    roster declares the config's corruption (``corruption`` overrides it in both);
+    ``active=False`` the semi-honest one.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        d: int,
+        config: SecAggConfig,
+        encoded: dict[tuple[int, int], np.ndarray],
+        *,
+        active: bool = True,
+        corruption: float | None = None,
+        client: type[SecAggPlusClient] = SecAggPlusClient,
+    ) -> None:
         self.nodes = tuple(range(1, n + 1))
         self.d = d
+        if corruption is not None:
+            config = dataclasses.replace(config, corruption=corruption)
         self.config = config
-        self.app = ClientApp(lambda node: FixedClient(node, d), mods=[secagg_mod])
+        self.federation = (
+            Federation.generate(self.nodes, config.corruption, int(config.security_bits)) if active else None
+        )
+        trust = self.federation.trust if self.federation else None
+        self.mod = SecAggMod(trust=trust, semi_honest=trust is None, _client=client)
+        self.app = ClientApp(lambda node: FixedClient(node, d), mods=[self.mod])
         self.contexts = {u: Context(node_id=u) for u in self.nodes}
         self.parameters = {"w": np.zeros(d, np.float32)}
         self.encoded = encoded  # (round, node) -> the client's unmasked vector
@@ -60,7 +83,8 @@ class Harness:
         return RoundSpec(run_id, server_round, self.nodes, self.parameters, {}, SamplingInfo(n, 1.0, False))
 
     def exchange(self, server_round: int = 1) -> Exchange[SecAggRoundResult]:
-        return secagg_exchange(self.spec(server_round), self.config)
+        roster = self.federation.roster if self.federation else None
+        return secagg_exchange(self.spec(server_round), self.config, roster)
 
     def send(self, message: Message) -> Message:
         return self.app(message, self.contexts[message.metadata.dst_node])
@@ -101,6 +125,6 @@ def finish(exchange: Exchange, deliver, outbox: list[Message]):
         return stop.value
 
 
-def graph_of(setup_outbox: list[Message]) -> dict[int, tuple[int, ...]]:
-    """The neighbour graph the server announced in its setup messages."""
-    return {m.metadata.dst_node: tuple(int(v) for v in m.arrays["secagg.nodes"]) for m in setup_outbox}
+def graph_of(share_keys_outbox: list[Message]) -> dict[int, tuple[int, ...]]:
+    """Each asked client's live neighbours, as the server's share-keys messages list them."""
+    return {m.metadata.dst_node: tuple(int(v) for v in m.arrays["secagg.peers"]) for m in share_keys_outbox}

@@ -10,8 +10,8 @@ from secagg_helpers import run_to
 
 from privfl.core.context import Context
 from privfl.core.message import Message, MessageKind, Metadata
-from privfl.errors import MessageError, ProtocolAbort, ProtocolError
-from privfl.secagg import SecAggConfig, secagg_mod
+from privfl.errors import ConfigError, MessageError, ProtocolAbort, ProtocolError
+from privfl.secagg import SecAggConfig, SecAggMod
 from privfl.secagg import protocol as p
 from privfl.secagg.client import STATE_KEY, Phase, SecAggClientState, next_phase
 
@@ -22,41 +22,54 @@ EXPECTED = {
     (Phase.SHARED, p.STAGE_SETUP): Phase.ADVERTISED,
     (Phase.SHARED, p.STAGE_MASKED_INPUT): Phase.MASKED,
     (Phase.MASKED, p.STAGE_SETUP): Phase.ADVERTISED,
+    (Phase.MASKED, p.STAGE_CONSISTENCY): Phase.CONFIRMED,
     (Phase.MASKED, p.STAGE_UNMASK): Phase.UNMASKED,
+    (Phase.CONFIRMED, p.STAGE_SETUP): Phase.ADVERTISED,
+    (Phase.CONFIRMED, p.STAGE_CONSISTENCY): Phase.CONFIRMED,
+    (Phase.CONFIRMED, p.STAGE_UNMASK): Phase.UNMASKED,
     (Phase.UNMASKED, p.STAGE_SETUP): Phase.ADVERTISED,
     (Phase.UNMASKED, p.STAGE_UNMASK): Phase.UNMASKED,
 }
+NOT_IN_MODE = {
+    p.ACTIVE: {(Phase.MASKED, p.STAGE_UNMASK)},  # unmasking needs the consistency round first
+    p.SEMI_HONEST: {(ph, p.STAGE_CONSISTENCY) for ph in Phase},
+}
 
 
+@pytest.mark.parametrize("mode", p.TRUST_MODES)
 @pytest.mark.parametrize(("phase", "stage"), list(itertools.product(Phase, [*p.STAGES, "", "secagg.other"])))
-def test_transition_table_every_pair(phase: Phase, stage: str) -> None:
-    if (phase, stage) in EXPECTED:
-        assert next_phase(phase, stage) is EXPECTED[(phase, stage)]
+def test_transition_table_every_pair(phase: Phase, stage: str, mode: str) -> None:
+    if (phase, stage) in EXPECTED and (phase, stage) not in NOT_IN_MODE[mode]:
+        assert next_phase(phase, stage, mode) is EXPECTED[(phase, stage)]
     else:
         with pytest.raises(ProtocolError):
-            next_phase(phase, stage)
+            next_phase(phase, stage, mode)
 
 
 def bare(stage: str, node: int, server_round: int = 1, run_id: int = 7) -> Message:
     return Message(Metadata(run_id, server_round, 0, node, MessageKind.TRAIN, stage))
 
 
-def test_out_of_order_stages_are_refused_in_every_live_phase(make_harness) -> None:
-    h = make_harness(5)
+@pytest.mark.parametrize("active", [True, False])
+def test_out_of_order_stages_are_refused_in_every_live_phase(make_harness, active: bool) -> None:
+    h = make_harness(5, active=active)
     exchange = h.exchange()
     state = lambda: h.contexts[1].state.get(STATE_KEY)  # noqa: E731
     outbox = next(exchange)
+    stages = [st for st in p.STAGES if active or st != p.STAGE_CONSISTENCY]
     phases_seen = []
-    for stage in p.STAGES:
+    for stage in stages:
+        assert outbox[0].metadata.stage == stage
         phase = state().phase if state() else Phase.IDLE
         phases_seen.append(phase)
         for wrong in p.STAGES:
-            if wrong != stage and wrong != p.STAGE_SETUP:
+            if wrong != stage and wrong != p.STAGE_SETUP and (phase, wrong) != (Phase.CONFIRMED, p.STAGE_CONSISTENCY):
                 with pytest.raises(ProtocolError):
                     h.send(bare(wrong, 1))
                 assert (state().phase if state() else Phase.IDLE) is phase  # refused without side effects
         outbox = exchange.send(iter(h.deliver(outbox))) if stage != p.STAGE_UNMASK else outbox
-    assert phases_seen == [Phase.IDLE, Phase.ADVERTISED, Phase.SHARED, Phase.MASKED]
+    expected = [Phase.IDLE, Phase.ADVERTISED, Phase.SHARED, Phase.MASKED] + ([Phase.CONFIRMED] if active else [])
+    assert phases_seen == expected
 
 
 def test_plain_train_is_refused_and_evaluate_passes_through(make_harness) -> None:
@@ -100,15 +113,14 @@ def unmask_request(outbox: list[Message], node: int) -> Message:
     return next(m for m in outbox if m.metadata.dst_node == node)
 
 
-def with_lists(message: Message, survivors, dropped) -> Message:
-    arrays = {p.SURVIVORS: p.node_array(list(survivors)), p.DROPPED: p.node_array(list(dropped))}
-    return message.replace(arrays=arrays)
+def with_survivors(message: Message, survivors) -> Message:
+    return message.replace(arrays={p.SURVIVORS: p.node_array(list(survivors))})
 
 
 @pytest.fixture
 def at_unmask(make_harness):
-    """A round of 8 clients (k = 6, t = 4) paused before unmasking; returns (harness, outbox)."""
-    h = make_harness(8, 4, SecAggConfig(clip=2.0, num_neighbours=6, threshold=4))
+    """A semi-honest round of 8 clients (k = 6, t = 4) paused before unmasking; returns (harness, outbox)."""
+    h = make_harness(8, 4, SecAggConfig(coordinate_bound=2.0, num_neighbours=6, threshold=4), active=False)
     exchange = h.exchange()
     return h, run_to(exchange, h.deliver, p.STAGE_UNMASK)
 
@@ -121,36 +133,36 @@ def test_unmask_reveals_one_share_per_neighbour_and_is_idempotent(at_unmask) -> 
     assert survivors.isdisjoint(dropped) and len(survivors | dropped) == 6
     assert reply.arrays[p.SELF_MASK_SHARES].shape[0] == len(survivors)
     assert reply.arrays[p.MASK_KEY_SHARES].shape[0] == len(dropped)
-    assert h.send(request) is reply  # a retransmitted identical request gets the same answer
+    again = h.send(request)  # a retransmitted identical request gets the same answer
+    assert all(np.array_equal(again.arrays[k], reply.arrays[k]) for k in reply.arrays)
 
 
 def test_second_different_unmask_request_is_refused(at_unmask) -> None:
     h, outbox = at_unmask
     request = unmask_request(outbox, 1)
     survivors = request.arrays[p.SURVIVORS].tolist()
-    h.send(request)
-    flipped = with_lists(request, survivors[1:], [survivors[0]])  # now claims a neighbour dropped
+    reply = h.send(request)
+    partner = int(reply.arrays[p.SURVIVORS][0])
+    flipped = with_survivors(request, [u for u in survivors if u != partner])  # now claims a partner dropped
     with pytest.raises(ProtocolAbort, match="second, different"):
         h.send(flipped)
 
 
-@pytest.mark.parametrize("case", ["both", "missing", "stranger", "self", "too_few", "duplicate"])
-def test_inconsistent_survivor_lists_are_rejected(at_unmask, case: str) -> None:
+@pytest.mark.parametrize("case", ["without_self", "stranger", "too_few", "duplicate", "unsorted"])
+def test_malformed_survivor_sets_are_rejected(at_unmask, case: str) -> None:
     h, outbox = at_unmask
     request = unmask_request(outbox, 1)
     survivors = request.arrays[p.SURVIVORS].tolist()
-    partners = [u for u in h.nodes if u != 1 and u in survivors]
-    strangers = [u for u in h.nodes if u != 1 and u not in survivors]
-    lists = {
-        "both": (survivors, survivors[:1]),  # one neighbour in both lists
-        "missing": (survivors[:-1], []),  # a partner left out
-        "stranger": (survivors, strangers[:1]),  # a node it never exchanged shares with
-        "self": ([*survivors, 1], []),
-        "too_few": (partners[:3], partners[3:]),  # a consistent partition with fewer than t survivors
-        "duplicate": ([*survivors, survivors[0]], []),
+    partners = [u for u in h.nodes if u != 1]
+    sets = {
+        "without_self": [u for u in survivors if u != 1],
+        "stranger": [*survivors, 99],  # a node not selected for the round
+        "too_few": [1, *partners[:3]],  # fewer than t surviving neighbours
+        "duplicate": [*survivors, survivors[0]],
+        "unsorted": survivors[::-1],
     }[case]
     with pytest.raises((ProtocolAbort, MessageError)):
-        h.send(with_lists(request, *lists))
+        h.send(with_survivors(request, sets))
     with pytest.raises(ProtocolError):  # the failed check abandoned the round: nothing more is answered
         h.send(request)
 
@@ -176,11 +188,24 @@ def test_unsafe_setup_is_rejected(make_harness) -> None:
         h.send(message.replace(config={**message.config, "secagg.threshold": k // 2}))
     short = {**message.arrays, p.NODES: message.arrays[p.NODES][:-1]}
     fresh = Context(node_id=message.metadata.dst_node)
-    with pytest.raises(MessageError, match="neighbour list"):
-        secagg_mod(message.replace(arrays=short), fresh, lambda m, c: m)
-    with_self = {**message.arrays, p.NODES: np.append(message.arrays[p.NODES][:-1], message.metadata.dst_node)}
+    with pytest.raises(MessageError, match="node list"):
+        h.mod(message.replace(arrays=short), fresh, lambda m, c: m)
+    without_self = {**message.arrays, p.NODES: np.append(message.arrays[p.NODES][1:], 99)}
     with pytest.raises(MessageError):
-        secagg_mod(message.replace(arrays=with_self), Context(node_id=message.metadata.dst_node), lambda m, c: m)
+        h.mod(message.replace(arrays=without_self), Context(node_id=message.metadata.dst_node), lambda m, c: m)
+
+
+def test_trust_model_must_be_chosen_and_must_match(make_harness) -> None:
+    with pytest.raises(ConfigError, match="choose the SecAgg\\+ trust model"):
+        SecAggMod()
+    h = make_harness(4)
+    message = next(h.exchange())[0]
+    semi = SecAggMod(semi_honest=True)
+    with pytest.raises(ProtocolAbort, match="semi-honest mode"):
+        semi(message, Context(node_id=message.metadata.dst_node), lambda m, c: m)
+    downgrade = message.replace(config={**message.config, p.TRUST: p.SEMI_HONEST})
+    with pytest.raises(ProtocolAbort, match="active-server mode"):
+        h.send(downgrade)
 
 
 @pytest.mark.parametrize("tamper", ["flip", "swap_senders"])

@@ -18,7 +18,8 @@ from privfl.secagg.crypto import (
     unseal,
 )
 
-CTX = {"run_id": 3, "server_round": 5}
+SESSION = bytes(range(32))
+CTX = {"run_id": 3, "server_round": 5, "session": SESSION}
 
 
 def test_agreement_is_symmetric_and_context_bound() -> None:
@@ -29,10 +30,11 @@ def test_agreement_is_symmetric_and_context_bound() -> None:
     others = {
         agree(a.private, b.public, purpose=PURPOSE_SHARES, a=1, b=2, **CTX),
         agree(a.private, b.public, purpose=PURPOSE_MASK, a=1, b=3, **CTX),
-        agree(a.private, b.public, purpose=PURPOSE_MASK, a=1, b=2, run_id=3, server_round=6),
-        agree(a.private, b.public, purpose=PURPOSE_MASK, a=1, b=2, run_id=4, server_round=5),
+        agree(a.private, b.public, purpose=PURPOSE_MASK, a=1, b=2, run_id=3, server_round=6, session=SESSION),
+        agree(a.private, b.public, purpose=PURPOSE_MASK, a=1, b=2, run_id=4, server_round=5, session=SESSION),
+        agree(a.private, b.public, purpose=PURPOSE_MASK, a=1, b=2, run_id=3, server_round=5, session=bytes(32)),
     }
-    assert k_ab not in others and len(others) == 4
+    assert k_ab not in others and len(others) == 5
 
 
 def test_private_key_round_trip() -> None:
@@ -51,15 +53,15 @@ def test_invalid_public_keys_are_message_errors() -> None:
 
 def test_seal_round_trip_and_every_tamper_fails_the_same_way() -> None:
     key, other_key = bytes(range(32)), bytes(32)
-    ad = associated_data(1, 2, 3, 4)
+    ad = associated_data(1, 2, 3, 4, SESSION)
     blob = seal(key, b"share bundle", ad)
     assert unseal(key, blob, ad) == b"share bundle"
     assert seal(key, b"share bundle", ad) != blob  # fresh random nonce
     flipped = [bytes([*blob[:i], blob[i] ^ 1, *blob[i + 1 :]]) for i in (0, 12, len(blob) - 1)]
     attempts = [
-        (key, blob, associated_data(1, 2, 4, 3)),  # sender and receiver swapped
-        (key, blob, associated_data(1, 3, 3, 4)),  # another round
-        (key, blob, associated_data(2, 2, 3, 4)),  # another run
+        (key, blob, associated_data(1, 2, 4, 3, SESSION)),  # sender and receiver swapped
+        (key, blob, associated_data(1, 3, 3, 4, SESSION)),  # another round
+        (key, blob, associated_data(2, 2, 3, 4, SESSION)),  # another run
         (other_key, blob, ad),
         (key, blob[:20], ad),
         (key, b"", ad),

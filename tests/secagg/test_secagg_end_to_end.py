@@ -7,7 +7,7 @@ import pytest
 import sklearn  # noqa: F401
 
 from privfl.client.app import ClientApp
-from privfl.secagg import SecAggConfig, SecAggPlusAggregator, secagg_mod
+from privfl.secagg import Federation, SecAggConfig, SecAggMod, SecAggPlusAggregator
 from privfl.secagg import protocol as p
 from privfl.server.failures import FailurePlan
 from privfl.server.simulation import run_simulation
@@ -17,8 +17,10 @@ from privfl.tasks.digits import DigitsFederation, initial_parameters
 
 def simulate(secure: bool, failures: FailurePlan | None = None, num_rounds: int = 3):
     federation = DigitsFederation(num_clients=10, seed=0)
-    mods = [secagg_mod] if secure else []
-    aggregator = SecAggPlusAggregator(SecAggConfig(clip=4.0, bits=16, max_weight=512)) if secure else None
+    config = SecAggConfig(coordinate_bound=4.0, bits=16, max_weight=512)
+    keys = Federation.generate(range(1, 11), config.corruption)
+    mods = [SecAggMod(trust=keys.trust)] if secure else []
+    aggregator = SecAggPlusAggregator(config, roster=keys.roster) if secure else None
     strategy = FedAvg(aggregator=aggregator) if secure else FedAvg()
     return run_simulation(
         ClientApp(federation, mods=mods),
@@ -75,13 +77,13 @@ def test_central_dp_over_secagg_with_client_clipping() -> None:
     from privfl.server.sampling import PoissonSampler
 
     with pytest.raises(ConfigError, match="uniform"):
-        CentralDp(SecAggPlusAggregator(SecAggConfig()), noise_multiplier=1.0, clip_norm=1.0)
+        CentralDp(SecAggPlusAggregator(SecAggConfig(), semi_honest=True), noise_multiplier=1.0, clip_norm=1.0)
     federation = DigitsFederation(num_clients=10, seed=0)
-    secure = SecAggPlusAggregator(SecAggConfig(clip=1.0, bits=20, weighting="uniform"))
+    secure = SecAggPlusAggregator(SecAggConfig(coordinate_bound=1.0, bits=20, weighting="uniform"), semi_honest=True)
     strategy = FedAvg(aggregator=CentralDp(secure, noise_multiplier=0.3, clip_norm=1.0, delta=1e-5), min_clients=0)
     drops = [(2, p.STAGE_MASKED_INPUT, node) for node in range(1, 11)]  # round 2 aborts
     result = run_simulation(
-        ClientApp(federation, mods=[secagg_mod, FixedClippingMod(1.0)]),
+        ClientApp(federation, mods=[SecAggMod(semi_honest=True), FixedClippingMod(1.0)]),
         num_clients=10,
         num_rounds=3,
         initial_parameters=initial_parameters(),

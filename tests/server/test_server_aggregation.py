@@ -9,9 +9,9 @@ import pytest
 
 from privfl.core.exchange import RoundSpec, SamplingInfo
 from privfl.core.message import Message, MessageKind, Metadata
-from privfl.core.names import LOSS, NUM_EXAMPLES
-from privfl.core.plain import PlainAggregator, evaluate_exchange, weighted_client_metrics
-from privfl.errors import ConfigError, MessageError, ProtocolAbort, ProtocolError
+from privfl.core.names import LOSS, NUM_EXAMPLES, REJECTED
+from privfl.core.plain import PlainAggregator, evaluate_exchange, validate_fit_reply, weighted_client_metrics
+from privfl.errors import ConfigError, MessageError, ProtocolAbort
 from privfl.server.strategy import FedAvg
 
 GLOBAL = {"w": np.array([1.0, 2.0]), "b": np.array([[0.5]])}
@@ -112,7 +112,7 @@ GOOD = {"w": np.array([2.0, 2.0]), "b": np.array([[1.5]])}
 @pytest.mark.parametrize(
     ("reply", "match"),
     [
-        (fit_reply(9, GOOD, 1), "not selected"),  # routing faults are ProtocolErrors, content faults MessageErrors
+        (fit_reply(9, GOOD, 1), "not selected"),
         (fit_reply(1, GOOD, 1, rnd=3), "round"),
         (fit_reply(1, GOOD, 1, run=12), "run"),
         (fit_reply(1, {"w": np.zeros(3), "b": np.zeros((1, 1))}, 1), "shape"),
@@ -124,7 +124,9 @@ GOOD = {"w": np.array([2.0, 2.0]), "b": np.array([[1.5]])}
         (fit_reply(1, {"w": np.zeros(2), "b": np.array([[-np.inf]])}, 1), "non-finite"),
         (fit_reply(1, GOOD, -1), NUM_EXAMPLES),
         (fit_reply(1, GOOD, None, num_examples=2.5), NUM_EXAMPLES),
-        (fit_reply(1, GOOD, None, num_examples=True), NUM_EXAMPLES),
+        (fit_reply(1, GOOD, True), NUM_EXAMPLES),
+        (fit_reply(1, GOOD, None), NUM_EXAMPLES),
+        (fit_reply(1, {"w": np.zeros(1 << 20), "b": np.zeros((1, 1))}, 1), "shape"),
     ],
     ids=[
         "unselected",
@@ -140,30 +142,52 @@ GOOD = {"w": np.array([2.0, 2.0]), "b": np.array([[1.5]])}
         "negative-n",
         "float-n",
         "bool-n",
+        "missing-n",
+        "huge-array",
     ],
 )
 def test_invalid_replies_are_rejected(reply: Message, match: str) -> None:
-    exchange = PlainAggregator().aggregate(spec())
-    next(exchange)
-    routing = match in ("not selected", "round", "run")
-    with pytest.raises(ProtocolError if routing else MessageError, match=match) as caught:
-        exchange.send(iter([reply]))
-    assert routing or not isinstance(caught.value, ProtocolError)
+    """The bad reply is recorded and its sender dropped; node 2's valid update is the whole sum."""
+    good = fit_reply(2, {"w": np.array([1.0, 5.0]), "b": np.array([[0.5]])}, 3)
+    _, agg = run_one_stage(PlainAggregator().aggregate(spec()), [reply, good])
+    assert agg.num_clients == 1 and [r.node_id for r in agg.results] == [2]
+    assert np.allclose(agg.update_sum["w"], 3 * np.array([0.0, 3.0])) and agg.weight_sum == 3.0
+    (rejection,) = agg.rejected
+    assert rejection.node == reply.metadata.src_node and rejection.stage == "train"
+    routing = match in ("not selected", "round", "run")  # misrouted: ProtocolError; bad content: MessageError
+    assert rejection.error == ("ProtocolError" if routing else "MessageError") and match in rejection.reason
+    assert agg.metrics[REJECTED] == 1.0 and 1 in agg.dropped
 
 
-def test_duplicate_replies_are_rejected() -> None:
-    exchange = PlainAggregator().aggregate(spec())
-    next(exchange)
-    with pytest.raises(ProtocolError, match="duplicate"):
-        exchange.send(iter([fit_reply(1, GOOD, 1), fit_reply(1, GOOD, 1)]))
+def test_duplicate_replies_are_rejected_and_the_first_counts() -> None:
+    first, second = fit_reply(1, GOOD, 1), fit_reply(1, {"w": np.array([9.0, 9.0]), "b": np.array([[9.0]])}, 5)
+    _, agg = run_one_stage(PlainAggregator().aggregate(spec()), [first, second])
+    assert agg.num_clients == 1 and agg.weight_sum == 1.0
+    assert np.allclose(agg.update_sum["w"], [1.0, 0.0])
+    assert [(r.node, r.error) for r in agg.rejected] == [(1, "ProtocolError")] and "duplicate" in agg.rejected[0].reason
 
 
 def test_reply_of_the_wrong_kind_is_rejected() -> None:
-    exchange = PlainAggregator().aggregate(spec())
-    next(exchange)
     wrong = Message(Metadata(11, 4, 1, 0, MessageKind.EVALUATE), arrays=dict(GOOD), metrics={NUM_EXAMPLES: 1})
-    with pytest.raises(ProtocolError):
-        exchange.send(iter([wrong]))
+    _, agg = run_one_stage(PlainAggregator().aggregate(spec()), [wrong])
+    assert agg.num_clients == 0 and "evaluate" in agg.rejected[0].reason
+
+
+def test_a_strict_aggregator_lets_one_bad_reply_abort_the_round() -> None:
+    """The attack on a weakened variant (validation errors propagate), then on the real aggregator."""
+
+    def strict(round_spec: RoundSpec):
+        replies = yield [round_spec.message_to(node) for node in round_spec.nodes]
+        seen: set[int] = set()
+        return [validate_fit_reply(reply, round_spec, seen) for reply in replies]
+
+    replies = [*two_replies(), fit_reply(3, GOOD, True)]  # node 3 sends a bool count
+    exchange = strict(spec())
+    next(exchange)
+    with pytest.raises(MessageError, match=NUM_EXAMPLES):
+        exchange.send(iter(replies))  # the whole round is lost to one client
+    _, outcome = run_one_stage(FedAvg().fit_round(spec()), replies)
+    assert outcome.num_clients == 2 and [r.node for r in outcome.rejected] == [3] and 3 in outcome.dropped
 
 
 # ---------------------------------------------------------------- FedAvg
@@ -268,31 +292,30 @@ def test_fedavg_evaluate_round_is_the_evaluate_exchange() -> None:
 
 
 @pytest.mark.parametrize(
-    ("replies", "error"),
+    "replies",
     [
-        ([eval_reply(9, 1, 1.0)], ProtocolError),
-        ([eval_reply(1, 1, 1.0), eval_reply(1, 1, 1.0)], ProtocolError),
-        ([eval_reply(1, 1)], MessageError),
-        ([eval_reply(1, -1, 1.0)], MessageError),
-        ([eval_reply(1, 1.5, 1.0)], MessageError),
-        ([eval_reply(1, True, 1.0)], MessageError),
-        ([eval_reply(1, 1, float("nan"))], MessageError),
-        ([eval_reply(1, 1, float("inf"))], MessageError),
+        [eval_reply(9, 1, 1.0)],
+        [eval_reply(1, 1, 1.0), eval_reply(1, 1, 1.0)],
+        [eval_reply(1, 1)],
+        [eval_reply(1, -1, 1.0)],
+        [eval_reply(1, 1.5, 1.0)],
+        [eval_reply(1, 1, float("nan"))],
+        [eval_reply(1, 1, float("inf"))],
+        [eval_reply(1, True, 1.0)],
+        [eval_reply(1, 1, True)],
     ],
-    ids=["unselected", "duplicate", "no-loss", "negative-n", "float-n", "bool-n", "nan-loss", "inf-loss"],
+    ids=["unselected", "duplicate", "no-loss", "negative-n", "float-n", "nan-loss", "inf-loss", "bool-n", "bool-loss"],
 )
-def test_evaluate_exchange_rejects(replies: list[Message], error: type[Exception]) -> None:
-    exchange = evaluate_exchange(spec(kind=MessageKind.EVALUATE))
-    next(exchange)
-    with pytest.raises(error):
-        exchange.send(iter(replies))
+def test_evaluate_exchange_rejects(replies: list[Message]) -> None:
+    """Bad replies are counted and left out; node 2's valid reply is the whole result."""
+    _, result = run_one_stage(evaluate_exchange(spec(kind=MessageKind.EVALUATE)), [*replies, eval_reply(2, 4, 0.5)])
+    assert result[NUM_EXAMPLES] == (5.0 if len(replies) == 2 else 4.0)  # a duplicate's first reply counts
+    assert result[REJECTED] == 1.0
 
 
 def test_evaluate_exchange_rejects_a_reply_for_another_round() -> None:
-    exchange = evaluate_exchange(spec(kind=MessageKind.EVALUATE))
-    next(exchange)
-    with pytest.raises(ProtocolError):
-        exchange.send(iter([eval_reply(1, 5, 1.0, rnd=3)]))
+    _, result = run_one_stage(evaluate_exchange(spec(kind=MessageKind.EVALUATE)), [eval_reply(1, 5, 1.0, rnd=3)])
+    assert result == {NUM_EXAMPLES: 0.0, REJECTED: 1.0}
 
 
 @pytest.mark.parametrize(
@@ -305,18 +328,18 @@ def test_evaluate_exchange_rejects_a_reply_for_another_round() -> None:
     ids=["wrong-destination", "wrong-stage", "query-kind"],
 )
 def test_fit_reply_header_must_match_the_request(metadata: Metadata) -> None:
-    exchange = PlainAggregator().aggregate(spec())
-    next(exchange)
-    with pytest.raises(ProtocolError):
-        exchange.send(iter([Message(metadata, arrays=dict(GOOD), metrics={NUM_EXAMPLES: 1})]))
+    reply = Message(metadata, arrays=dict(GOOD), metrics={NUM_EXAMPLES: 1})
+    _, agg = run_one_stage(PlainAggregator().aggregate(spec()), [reply])
+    assert agg.num_clients == 0 and [r.node for r in agg.rejected] == [1]
 
 
 def test_evaluate_exchange_rejects_a_train_reply() -> None:
     exchange = evaluate_exchange(spec(kind=MessageKind.EVALUATE))
     next(exchange)
     train = Message(Metadata(11, 4, 1, 0, MessageKind.TRAIN), metrics={NUM_EXAMPLES: 1, LOSS: 0.5})
-    with pytest.raises(ProtocolError):
+    with pytest.raises(StopIteration) as stop:
         exchange.send(iter([train]))
+    assert stop.value.value == {NUM_EXAMPLES: 0.0, REJECTED: 1.0}
 
 
 @pytest.mark.parametrize("weighting", ["examples", "uniform"])

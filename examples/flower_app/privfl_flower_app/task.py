@@ -9,7 +9,7 @@ from typing import Any
 
 from privfl.client import ClientApp
 from privfl.dp import CentralDp, FixedClippingMod
-from privfl.secagg import SecAggConfig, SecAggPlusAggregator, secagg_mod
+from privfl.secagg import SecAggConfig, SecAggMod, SecAggPlusAggregator
 from privfl.server import FedAvg, PoissonSampler
 from privfl.tasks.digits import DigitsFederation
 
@@ -56,9 +56,9 @@ class Settings:
         return DigitsFederation(num_clients=self.num_clients, seed=self.seed)
 
     def client_app(self) -> ClientApp:
-        """The privfl client: secagg_mod is outermost; it asks the inner chain for the update,
+        """The privfl client: SecAggMod (semi-honest) is outermost; it asks the inner chain for the update,
         which FixedClippingMod clips to L2 norm C before SecAgg+ quantises and masks it."""
-        return ClientApp(self.federation(), mods=[secagg_mod, FixedClippingMod(self.clip_norm)])
+        return ClientApp(self.federation(), mods=[SecAggMod(semi_honest=True), FixedClippingMod(self.clip_norm)])
 
     def strategy(self) -> FedAvg:
         """FedAvg over the SecAgg+ sum of clipped updates, with central DP noise added to that sum.
@@ -68,7 +68,8 @@ class Settings:
         the DP noise is calibrated to one clipped update per client.
         """
         secure_sum = SecAggPlusAggregator(
-            SecAggConfig(clip=self.clip_norm, bits=self.secagg_bits, max_weight=1, weighting="uniform")
+            SecAggConfig(coordinate_bound=self.clip_norm, bits=self.secagg_bits, max_weight=1, weighting="uniform"),
+            semi_honest=True,
         )
         dp = CentralDp(secure_sum, noise_multiplier=self.noise_multiplier, clip_norm=self.clip_norm, delta=self.delta)
         return FedAvg(aggregator=dp, min_clients=0)

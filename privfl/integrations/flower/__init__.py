@@ -10,9 +10,13 @@
 Core privfl never imports flwr; only this package does.
 """
 
-from privfl.integrations.flower.client import flower_client_app, flower_mod
-from privfl.integrations.flower.convert import NodeMap, from_flower_reply, from_recorddict, to_flower, to_recorddict
-from privfl.integrations.flower.server import GridClients, run_on_grid, wait_for_nodes
+from privfl.core.extras import require
+
+require("flwr", "privfl.integrations.flower")  # before the submodules, so a core install names the extra
+
+from privfl.integrations.flower.client import flower_client_app, flower_mod  # noqa: E402
+from privfl.integrations.flower.convert import NodeMap, from_flower_reply, from_recorddict, to_flower, to_recorddict  # noqa: E402
+from privfl.integrations.flower.server import GridClients, run_on_grid, wait_for_nodes  # noqa: E402
 
 __all__ = [
     "GridClients",

@@ -135,7 +135,7 @@ def flower_client_app(app: App) -> FlowerClientApp:
 
     Example::
 
-        app = flower_client_app(privfl.client.ClientApp(client_fn, mods=[secagg_mod]))
+        app = flower_client_app(privfl.client.ClientApp(client_fn, mods=[SecAggMod(semi_honest=True)]))
     """
     flower_app = FlowerClientApp()
     handler = partial(_serve, app)
