@@ -51,7 +51,9 @@ RFC7748_DH = {
     "bob_public": "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f",
     "shared": "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742",
 }
-HKDF_LABEL = b"privfl/secagg+/v1/"  # privfl.secagg.crypto: info = label || purpose || run || round || lo || hi
+HKDF_LABEL = (
+    b"privfl/secagg+/v1/"  # privfl.secagg.crypto: info = label || purpose || run || round || lo || hi || session
+)
 
 
 def tape(label: str, size: int) -> bytes:
@@ -86,17 +88,19 @@ def key_agreement() -> dict[str, Any]:
     assert public_of(dh["alice_private"]) == dh["alice_public"] and public_of(dh["bob_private"]) == dh["bob_public"]
     assert x25519(dh["alice_private"], dh["bob_public"]).hex() == dh["shared"]
     derived = []
-    for purpose, run_id, server_round, a, b in [
-        (b"share-encryption", 0, 1, 1, 2),
-        (b"pairwise-mask", 7, 3, 5, 2),
-        (b"pairwise-mask", 2**63 - 1, 2**32, 2**40, 1),
-    ]:
+    for i, (purpose, run_id, server_round, a, b) in enumerate(
+        [
+            (b"share-encryption", 0, 1, 1, 2),
+            (b"pairwise-mask", 7, 3, 5, 2),
+            (b"pairwise-mask", 2**63 - 1, 2**32, 2**40, 1),
+        ]
+    ):
+        session = tape(f"session {i}", 32)  # the round's session hash (privfl.secagg.session)
         lo, hi = sorted((a, b))
-        info = HKDF_LABEL + purpose + struct.pack(">QQQQ", run_id, server_round, lo, hi)
+        info = HKDF_LABEL + purpose + struct.pack(">QQQQ", run_id, server_round, lo, hi) + session
         key = hkdf_sha256(bytes.fromhex(dh["shared"]), info)
-        derived.append(
-            {"purpose": purpose.hex(), "run_id": run_id, "server_round": server_round, "a": a, "b": b, "key": key.hex()}
-        )
+        context = {"run_id": run_id, "server_round": server_round, "a": a, "b": b, "session": session.hex()}
+        derived.append({"purpose": purpose.hex(), **context, "key": key.hex()})
     keypairs = [{"entropy": tape(f"keypair {i}", 32).hex()} for i in range(2)]
     for pair in keypairs:
         pair["public"] = public_of(pair["entropy"])

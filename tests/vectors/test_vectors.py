@@ -63,7 +63,9 @@ def test_key_agreement_and_hkdf_derivation() -> None:
     alice = X25519PrivateKey.from_private_bytes(bytes.fromhex(dh["alice_private"]))
     bob = X25519PrivateKey.from_private_bytes(bytes.fromhex(dh["bob_private"]))
     for case in vectors["derived"]:
-        context = {k: case[k] for k in ("run_id", "server_round", "a", "b")}
+        context = {k: case[k] for k in ("run_id", "server_round", "a", "b")} | {
+            "session": bytes.fromhex(case["session"])
+        }
         purpose = bytes.fromhex(case["purpose"])
         key = crypto.agree(alice, bytes.fromhex(dh["bob_public"]), purpose=purpose, **context)
         assert key.hex() == case["key"]
@@ -72,11 +74,10 @@ def test_key_agreement_and_hkdf_derivation() -> None:
         assert crypto.agree(bob, bytes.fromhex(dh["alice_public"]), purpose=purpose, **swapped) == key
     # Changing any context field changes the key.
     case = vectors["derived"][0]
-    base = {k: case[k] for k in ("run_id", "server_round", "a", "b")}
+    base = {k: case[k] for k in ("run_id", "server_round", "a", "b")} | {"session": bytes.fromhex(case["session"])}
     for field in base:
-        other = crypto.agree(
-            alice, bytes.fromhex(dh["bob_public"]), purpose=bytes.fromhex(case["purpose"]), **{**base, field: 99}
-        )
+        changed = {**base, field: bytes(32) if field == "session" else 99}
+        other = crypto.agree(alice, bytes.fromhex(dh["bob_public"]), purpose=bytes.fromhex(case["purpose"]), **changed)
         assert other.hex() != case["key"]
 
 
