@@ -21,6 +21,7 @@ TINY: dict[str, tuple[list[str], bool]] = {
     "quickstart.py": ([], False),
     "dp_fedavg.py": (["--seeds", "1", "--out", "{tmp}/dp_fedavg.png"], True),
     "opacus_client.py": (["--rounds", "1"], True),
+    "ddp_fedavg.py": (["--bits", "16", "--mechanisms", "ddg", "--out", "{tmp}/ddp.png"], True),
     "flower_app/run_simulation.py": (["--num-rounds", "1"], True),
 }
 """Example (relative to examples/) -> (arguments that make it tiny, whether it is slow)."""
