@@ -11,7 +11,8 @@ enforces the checks that keep a malicious server from learning an individual inp
   round prefix (:mod:`privfl.secagg.session`);
 * the neighbour graph is recomputed from the session hash, and a different list of
   neighbours is refused; the model must match the digest committed at setup;
-* it masks only if at least t neighbours shared keys with it;
+* it masks only if at least t neighbours shared keys with it, and commits to its
+  self-mask seed (a hash sent with its shares) so a wrong share of it is detected;
 * consistency (active-server mode): it reveals shares only after t neighbours
   attested, with a tag under the pairwise key, the very survivor set it attested;
   it then reveals the self-mask share of each surviving partner and the mask-key
@@ -408,7 +409,9 @@ class SecAggPlusClient:
         st.peers = peers
         st.peer_keys = {v: (e, m) for v, e, m in zip(peers, pk_enc, pk_mask, strict=True)}
         arrays = {p.NODES: p.node_array(peers), p.CIPHERTEXTS: p.byte_rows(ciphertexts, p.CIPHERTEXT_BYTES)}
-        return message.reply(arrays=arrays)
+        # The server checks the reconstructed b_u against this (privfl.secagg.session.seed_commitment).
+        commitment = s.seed_commitment(st.session, self.node_id, st.self_mask_seed)
+        return message.reply(arrays=arrays, config={p.SEED_COMMITMENT: commitment})
 
     def _peers(self, message: Message, advertisers: set[int]) -> tuple[int, ...]:
         """This client's neighbours that advertised keys, as the session hash gives them (Bell et al. CCS'20 graph).

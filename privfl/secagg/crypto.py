@@ -160,6 +160,31 @@ def unseal(key: bytes, blob: bytes, ad: bytes) -> bytes:
         raise DecryptionError("decryption failed") from None
 
 
+def clamp(key: bytes) -> bytes:
+    """The canonical encoding of an X25519 private key: decodeScalar25519 (RFC 7748, section 5).
+
+    Keys that differ only in the bits clamping clears are the same key; requiring the
+    clamped form makes private key bytes and public keys correspond one to one (clamped
+    scalars are multiples of 8 below 2^255, and two of them differ by less than 8 times
+    the group order).
+    """
+    body = bytearray(key)
+    body[0] &= 248
+    body[31] = (body[31] & 127) | 64
+    return bytes(body)
+
+
 def private_bytes(private: X25519PrivateKey) -> bytes:
-    """The 32-byte raw encoding of an X25519 private key (the secret SecAgg+ shares for dropout recovery)."""
-    return private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    """The canonical (:func:`clamp`) 32-byte encoding of an X25519 private key (shared for dropout recovery)."""
+    return clamp(private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()))
+
+
+def is_private_of(key: bytes, public: bytes) -> bool:
+    """Whether ``key`` is the canonical encoding of the private key of the raw X25519 ``public`` key.
+
+    A reconstructed key must be checked this way, not by its public key alone: a share
+    holder that knows its Lagrange coefficient can shift the reconstruction by 2^248
+    (a bit clamping clears), giving a different secret with the same public key, and a
+    robust decoder would then take the honest holders for the liars.
+    """
+    return len(key) == KEY_BYTES and key == clamp(key) and public_bytes(load_private(key).public_key()) == public

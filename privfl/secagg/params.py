@@ -24,12 +24,14 @@ exact binomial and hypergeometric tails, with a union bound over clients:
   round aborts. The server recovers every client whose masks are in the sum as long
   as it has at least t surviving neighbours holding shares: a survivor's self-mask
   seed and a dropout's mask key each need t shares. Every client having at least t
-  neighbours that answer the last stage is therefore sufficient for the round to
-  finish, both for the recovery algorithm without pruning and for one that first
-  excludes clients with fewer than t live neighbours (those never reach the last
-  stage). The abort probability is bounded by the union over clients of
-  P[Bin(k, 1 - dropout) < t]; for the complete graph it is exact:
-  P[Bin(n, 1 - dropout) <= t].
+  neighbours that answer the last stage (unmasking; they then also answered the
+  consistency round, which needs t) is therefore sufficient for the round to finish,
+  for the server's recovery from the t-core of live clients (``privfl.secagg.server``)
+  as for any server that aborts only when a needed secret lacks t shares. The abort
+  probability is bounded by the union over clients of P[Bin(k, 1 - dropout) < t]; for
+  the complete graph it is exact: P[Bin(n, 1 - dropout) <= t]. The bound is
+  conservative: it treats a client dropping at any stage as if it dropped at the last,
+  while the server excludes early dropouts at no cost.
 
 The dropout rate enters the security bound only through E2, assuming dropouts are
 independent of the graph (Bell et al. make the same assumption for E2).

@@ -8,8 +8,8 @@ stage                     server sends                          client replies
 ========================  ====================================  ==================================
 ``secagg.setup``          parameters, selected nodes, model     two X25519 public keys, signed
                           digest, signed roster                 under the client's identity
-``secagg.share_keys``     every advertisement digest, the       encrypted Shamir shares
-                          client's neighbours' signed keys
+``secagg.share_keys``     every advertisement digest, the       encrypted Shamir shares, a hash
+                          client's neighbours' signed keys      commitment to the self-mask seed
 ``secagg.masked_input``   global model, shares for it           masked quantised update
 ``secagg.consistency``    the survivor set (active-server       a tag per neighbour on that set
                           mode only)
@@ -64,6 +64,7 @@ DIGESTS = "secagg.digests"
 PEERS = "secagg.peers"
 SIGNATURES = "secagg.signatures"
 TAGS = "secagg.tags"
+SEED_COMMITMENT = "secagg.seed_commitment"
 
 BUNDLE_BYTES = 2 * SHARE_BYTES
 """Plaintext of one share bundle: self-mask share || mask-key share (bytes)."""

@@ -5,7 +5,10 @@ sparse neighbour graph of Bell et al. CCS'20. The server only routes keys,
 ciphertexts and consistency tags, sums masked vectors as they arrive (memory
 O(d + n k): one running sum, the public keys, the encrypted shares in transit),
 then reconstructs the self-mask seeds of survivors and the mask keys of neighbours
-that dropped after sharing keys, and removes those masks.
+that dropped after sharing keys, and removes those masks. Every reconstructed secret is
+checked (a seed against the hash commitment its owner sent with its shares, a mask key
+against its advertised public key) and decoded around wrong shares, so a holder that
+returns a wrong share is a rejection, never a wrong sum.
 
 Dropouts are tolerated at every stage, and a reply that fails validation is a
 dropout too: it is recorded (:class:`Rejection`: node, stage, typed reason) and the
@@ -32,13 +35,13 @@ from privfl.errors import ConfigError, MessageError, PrivflError, ProtocolAbort,
 from privfl.secagg import protocol as p
 from privfl.secagg import session as s
 from privfl.secagg.config import RoundParams, SecAggConfig
-from privfl.secagg.crypto import KEY_BYTES, PURPOSE_MASK, agree, load_private, public_bytes
+from privfl.secagg.crypto import KEY_BYTES, PURPOSE_MASK, agree, is_private_of, load_private
 from privfl.secagg.graph import neighbour_graph
 from privfl.secagg.identity import SIGNATURE_BYTES, SignedRoster, verify
 from privfl.secagg.params import check_secure
 from privfl.secagg.prg import MaskExpander, low_bits_mask
 from privfl.secagg.quantization import Quantizer
-from privfl.secagg.shamir import SHARE_BYTES, combine, decode_element
+from privfl.secagg.shamir import SHARE_BYTES, decode_element, robust_combine
 
 SharesOf = dict[int, dict[int, int]]
 """Whose secret -> share holder -> share value."""
@@ -57,7 +60,9 @@ class SecAggRoundResult:
         dropped: stage to the clients that did not answer that stage's request.
         excluded: stage to the clients not asked at that stage because they would refuse
             (fewer than t live neighbours).
-        rejected: replies that failed validation, in arrival order.
+        rejected: replies that failed validation, in arrival order, then holders whose
+            returned share did not match a verified secret. A client rejected at the unmask
+            stage stays in ``survivors``: its masked input is already in ``total``.
     """
 
     params: RoundParams
@@ -160,6 +165,7 @@ class _ServerRound:
         self.dropped: dict[str, tuple[int, ...]] = {}
         self.excluded: dict[str, tuple[int, ...]] = {}
         self.rejected: list[Rejection] = []
+        self.commitments: dict[int, bytes] = {}  # node -> H(session, node, self-mask seed), from share-keys
 
     def neighbours(self, node: int, live: set[int]) -> tuple[int, ...]:
         return tuple(v for v in self.graph[node] if v in live)
@@ -258,12 +264,13 @@ class _ServerRound:
         mailbox: dict[int, dict[int, bytes]] = defaultdict(dict)
 
         def accept(u: int, reply: Message) -> None:
-            p.check_names(reply, [p.NODES, p.CIPHERTEXTS])
+            p.check_names(reply, [p.NODES, p.CIPHERTEXTS], [p.SEED_COMMITMENT])
             peers = self.neighbours(u, advertised)
             dests = p.read_nodes(reply.arrays, p.NODES, peers)
             if dests != peers:
                 raise MessageError(f"node {u} must send shares to its {len(peers)} neighbours, in order")
             blobs = p.read_rows(reply.arrays, p.CIPHERTEXTS, len(dests), p.CIPHERTEXT_BYTES)
+            self.commitments[u] = p.read_bytes(reply, p.SEED_COMMITMENT, s.DIGEST_BYTES)
             for v, blob in zip(dests, blobs, strict=True):
                 mailbox[v][u] = blob
 
@@ -378,9 +385,14 @@ class _ServerRound:
     ) -> None:
         """Subtract the survivors' self masks and the dropouts' pairwise masks from ``total``, mod 2^m.
 
+        Every secret is checked before use (the seed against its owner's commitment, the
+        mask key against its advertised public key) and decoded around wrong shares
+        (:meth:`reconstruct`), so a holder returning a wrong share is a rejection, not a
+        wrong sum or an abort.
+
         Raises:
-            ProtocolAbort: some secret has fewer than t shares (or shares that do not match
-                the advertised key); the message lists every such client and why.
+            ProtocolAbort: some secret has fewer than t shares, or no t of its shares give
+                the committed secret; the message lists every such client and why.
         """
         dropped = {v for v in shared - masked if self.neighbours(v, masked)}  # their masks are in the sum
         missing = [
@@ -396,11 +408,9 @@ class _ServerRound:
             )
         expander = MaskExpander(total.size, total.dtype)
         for w in sorted(masked):
-            expander.add(total, combine(self_masks[w], self.t), -1)
+            expander.add(total, self.reconstruct("self-mask seed", w, self_masks[w], self.seed_verifies), -1)
         for v in sorted(dropped):
-            private = load_private(combine(mask_keys[v], self.t))
-            if public_bytes(private.public_key()) != self.ads[v][1]:
-                raise ProtocolAbort(f"shares of node {v}'s mask key do not match its advertised public key")
+            private = load_private(self.reconstruct("mask key", v, mask_keys[v], self.key_verifies))
             for u in self.neighbours(v, masked):
                 seed = agree(
                     private,
@@ -415,6 +425,42 @@ class _ServerRound:
                 # u added +PRG(s_uv) if u < v, else -PRG(s_uv): remove it with the opposite sign.
                 expander.add(total, seed, -1 if u < v else 1)
         total &= low_bits_mask(self.params.modulus_bits)
+
+    def seed_verifies(self, owner: int, seed: bytes) -> bool:
+        """Whether ``seed`` is the self-mask seed ``owner`` committed to at share-keys (one SHA-256)."""
+        return s.seed_commitment(self.session, owner, seed) == self.commitments[owner]
+
+    def key_verifies(self, owner: int, key: bytes) -> bool:
+        """Whether ``key`` is the private half of the mask public key ``owner`` advertised (one X25519 base mult)."""
+        return is_private_of(key, self.ads[owner][1])
+
+    def reconstruct(
+        self, what: str, owner: int, shares: dict[int, int], verifies: Callable[[int, bytes], bool]
+    ) -> bytes:
+        """The verified secret ``what`` of ``owner``; holders of wrong shares become rejections.
+
+        Holders already caught with a wrong share are tried last. Bonawitz et al. CCS'17
+        (section 4) leave a holder's wrong share undetected; here it is decoded around
+        (:func:`~privfl.secagg.shamir.robust_combine`) and recorded once per holder.
+
+        Raises:
+            ProtocolAbort: no t of the shares give a secret that verifies (more wrong
+                shares than the decoder corrects, or a wrong commitment from the owner).
+        """
+        caught = {r.node for r in self.rejected if r.stage == p.STAGE_UNMASK}
+        ordered = dict(sorted(shares.items(), key=lambda item: item[0] in caught))
+        found = robust_combine(ordered, self.t, lambda secret: verifies(owner, secret))
+        if found is None:
+            raise ProtocolAbort(
+                f"round {self.spec.server_round}: no {self.t} of the {len(shares)} shares of node {owner}'s {what} "
+                f"give the secret it committed to; suspected holders {sorted(shares)[:16]} (or node {owner} itself)"
+            )
+        for holder in found.inconsistent:
+            if holder not in caught:
+                reason = f"node {holder}: its share of node {owner}'s {what} does not match the committed secret"
+                self.rejected.append(Rejection(holder, p.STAGE_UNMASK, "MessageError", reason))
+                caught.add(holder)
+        return found.secret
 
 
 def secagg_exchange(

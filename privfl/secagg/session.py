@@ -119,6 +119,21 @@ def session_hash(prefix: bytes, digests: Mapping[int, bytes]) -> bytes:
     return h.digest()
 
 
+def seed_commitment(session: bytes, node: int, seed: bytes) -> bytes:
+    """H(session, node, self-mask seed): the owner's commitment to b_u, sent before any share of it.
+
+    Bonawitz et al. CCS'17 (section 4, Figure 4) let the server reconstruct b_u from t of
+    the shares that holders return, and a malicious holder can return a wrong one; the
+    server checks every reconstructed seed against this commitment and decodes around
+    the wrong shares (:func:`privfl.secagg.shamir.robust_combine`). A hash suffices: the
+    seed is 32 bytes from the OS CSPRNG, so the digest hides it (2^256 guesses; the
+    server never learns the seed of a client that drops before masking), and SHA-256's
+    collision resistance binds the owner to one seed, so no other share set verifies.
+    Session and node make every commitment single-use. Costs one hash per secret.
+    """
+    return hashlib.sha256(_LABEL + b"seed" + session + _u64(node) + seed).digest()
+
+
 def survivor_digest(survivors: Collection[int]) -> bytes:
     """H(sorted survivor set): what consistency tags bind (computed once per client, not per tag)."""
     body = b"".join(_u64(u) for u in sorted(survivors))

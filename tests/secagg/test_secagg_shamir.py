@@ -12,7 +12,16 @@ from hypothesis import strategies as st
 from scipy.stats import chisquare
 
 from privfl.errors import ConfigError, MessageError
-from privfl.secagg.shamir import PRIME, SHARE_BYTES, combine, decode_element, encode_element, split
+from privfl.secagg.shamir import (
+    PRIME,
+    SHARE_BYTES,
+    Reconstruction,
+    combine,
+    decode_element,
+    encode_element,
+    robust_combine,
+    split,
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -102,3 +111,56 @@ def test_element_encoding_round_trip_and_rejects_non_canonical() -> None:
         decode_element(encode_element(PRIME))
     with pytest.raises(MessageError):
         decode_element(bytes(SHARE_BYTES - 1))
+
+
+def _checker(secret: bytes):
+    calls = []
+
+    def verifies(candidate: bytes) -> bool:
+        calls.append(candidate)
+        return candidate == secret
+
+    return verifies, calls
+
+
+def test_robust_combine_honest_case_is_one_check() -> None:
+    secret = os.urandom(32)
+    verifies, calls = _checker(secret)
+    found = robust_combine(split(secret, range(1, 8), 4), 4, verifies)
+    assert found == Reconstruction(secret, ()) and len(calls) == 1
+
+
+@settings(max_examples=15, deadline=None)
+@given(data=st.data())
+def test_robust_combine_decodes_up_to_half_the_redundancy(data: st.DataObject) -> None:
+    """Berlekamp-Welch: m shares, t threshold, floor((m - t) / 2) wrong shares anywhere."""
+    m = data.draw(st.integers(3, 12))
+    t = data.draw(st.integers(1, m - 2))
+    secret = os.urandom(32)
+    shares = split(secret, range(10, 10 + m), t)
+    e = (m - t) // 2
+    bad = data.draw(st.lists(st.sampled_from(sorted(shares)), min_size=e, max_size=e, unique=True))
+    for x in bad:
+        shares[x] = (shares[x] + data.draw(st.integers(1, PRIME - 1))) % PRIME
+    found = robust_combine(shares, t, _checker(secret)[0], max_subsets=0)
+    # The honest fast path interpolates the first t shares only; wrong shares elsewhere change nothing.
+    tried_a_wrong_one = any(x < 10 + t for x in bad)
+    assert found == Reconstruction(secret, tuple(sorted(bad)) if tried_a_wrong_one else ())
+
+
+def test_robust_combine_searches_subsets_beyond_unique_decoding() -> None:
+    """t + 1 shares, one wrong (among the first t): decoding cannot help, the subset search does."""
+    secret = os.urandom(32)
+    shares = split(secret, [3, 5, 9, 11], 3)
+    shares[5] ^= 1
+    assert robust_combine(shares, 3, _checker(secret)[0]) == Reconstruction(secret, (5,))
+    assert robust_combine(shares, 3, _checker(secret)[0], max_subsets=0) is None  # the bound is honoured
+
+
+def test_robust_combine_gives_nothing_when_no_t_shares_are_right() -> None:
+    secret = os.urandom(32)
+    shares = split(secret, [1, 2, 3, 4], 3)
+    shares[1], shares[4] = shares[1] + 1, shares[4] + 7
+    verifies, calls = _checker(secret)
+    assert robust_combine(shares, 3, verifies) is None
+    assert secret not in calls  # nothing unverified is ever returned, and the secret was never formed
