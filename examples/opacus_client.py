@@ -9,7 +9,9 @@ its Context through :class:`~privfl.integrations.opacus.DpSgdLedgerMod`, which c
 every fit it has run. The server is plain FedAvg: the guarantee here protects each
 *example* of a client's data, not the participation of a client (for that, see
 ``examples/dp_fedavg.py``). The script prints per round the test accuracy and the largest
-epsilon any client has spent so far at delta 1e-5.
+epsilon any client has spent so far at delta 1e-5. Batches and noise come from privfl's CSPRNG;
+the unnoised training loss stays on each client (``DpSgdLedgerMod(..., unnoised_metrics=("train_loss",))``
+would send it, outside the guarantee).
 """
 
 from __future__ import annotations
@@ -32,8 +34,19 @@ DELTA = 1e-5
 
 
 def make_model() -> torch.nn.Module:
-    torch.manual_seed(0)  # the same initial model everywhere (not privacy-relevant)
+    """The architecture; its random initial weights are overwritten by ``set_weights`` before any use."""
     return torch.nn.Sequential(torch.nn.Linear(NUM_FEATURES, 32), torch.nn.ReLU(), torch.nn.Linear(32, NUM_CLASSES))
+
+
+def initial_weights() -> list[np.ndarray]:
+    """The same public initial model for everyone, seeded in a forked RNG so torch's global state is untouched.
+
+    DP-SGD's batch sampling and noise come from privfl's CSPRNG, never from torch's
+    generator, so no seed here (or anywhere) can repeat or predict them.
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return get_weights(make_model())
 
 
 class TorchDpClient(NumPyClient):
@@ -42,7 +55,7 @@ class TorchDpClient(NumPyClient):
         self.x, self.y, self.settings = data.x, data.y, settings
 
     def get_parameters(self, config: dict) -> list[np.ndarray]:
-        return get_weights(make_model())
+        return initial_weights()
 
     def fit(self, parameters: list[np.ndarray], config: dict):
         model = make_model()
@@ -84,7 +97,7 @@ def main() -> None:
             flush=True,
         )
 
-    initial = dict(zip(make_model().state_dict(), get_weights(make_model()), strict=True))
+    initial = dict(zip(make_model().state_dict(), initial_weights(), strict=True))
     print(
         f"{FEDERATION.num_clients} clients, DP-SGD z={settings.noise_multiplier}, clip 1.0, "
         f"expected batch {settings.batch_size}, delta {DELTA:g}"
@@ -96,7 +109,6 @@ def main() -> None:
         initial_parameters=initial,
         sampler=PoissonSampler(0.5),
         centralized_evaluate=evaluate,
-        seed=0,
         progress=False,
         callbacks=(show,),
     )

@@ -8,7 +8,7 @@ import warnings
 from scipy import optimize
 
 from privfl.accounting.accountant import check_accountant_name, make_accountant
-from privfl.accounting.checks import check_delta, check_epsilon, check_sampling_rate, integer
+from privfl.accounting.checks import check_count, check_delta, check_epsilon, check_sampling_rate
 from privfl.accounting.events import GaussianEvent, PoissonSampledEvent
 from privfl.errors import AccountingError
 
@@ -23,7 +23,7 @@ def epsilon_for(
 ) -> float:
     """Epsilon of ``rounds`` Poisson-sampled Gaussian steps (q = sampling_rate) at ``delta``."""
     event = PoissonSampledEvent(sampling_rate, GaussianEvent(noise_multiplier))
-    return make_accountant(accountant).compose(event, integer(rounds, "rounds", 1)).get_epsilon(delta)
+    return make_accountant(accountant).compose(event, check_count(rounds, "rounds")).get_epsilon(delta)
 
 
 def calibrate_noise_multiplier(
@@ -40,7 +40,7 @@ def calibrate_noise_multiplier(
     target = check_epsilon(epsilon)
     delta = check_delta(delta)
     q = check_sampling_rate(sampling_rate)
-    rounds = integer(rounds, "rounds", 1)
+    rounds = check_count(rounds, "rounds")
     check_accountant_name(accountant)
 
     def excess(log_z: float) -> float:

@@ -50,3 +50,16 @@ def check_sampling_rate(q: Any, name: str = "sampling_rate") -> float:
     if not 0.0 < value <= 1.0:
         raise ConfigError(f"{name} must be in (0, 1], got {q!r}")
     return value
+
+
+MAX_COUNT = 2**53
+"""Largest composition count (rounds, steps): beyond it counts are not exact in float64."""
+
+
+def check_count(value: Any, name: str = "count") -> int:
+    """``value`` as an int in [1, :data:`MAX_COUNT`]."""
+    count = integer(value, name, 1)
+    if count > MAX_COUNT:
+        digits = len(str(count))
+        raise ConfigError(f"{name} must be at most 2**53 = {MAX_COUNT} (exact in float64), got a {digits}-digit number")
+    return count

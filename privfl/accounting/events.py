@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from privfl.accounting.checks import check_noise_multiplier, check_sampling_rate, integer, real
+from privfl.accounting.checks import check_count, check_noise_multiplier, check_sampling_rate, integer, real
 from privfl.errors import ConfigError
 
 
@@ -74,7 +74,7 @@ class ComposedEvent(DpEvent):
 
     def __post_init__(self) -> None:
         check_event(self.event, "event")
-        integer(self.count, "count", 1)
+        check_count(self.count)
 
 
 @dataclass(frozen=True)

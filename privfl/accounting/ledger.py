@@ -4,11 +4,26 @@ The ledger is the record from which epsilon is computed (by composing its entrie
 accountant), saved with the run's checkpoint and reloaded on resume. A loop calls
 :meth:`PrivacyLedger.check` before drawing any noise for a round and
 :meth:`PrivacyLedger.record` after each release.
+
+Integrity. The entries form an append-only hash chain (h_0 = SHA-256 of a domain tag,
+h_i = SHA-256(h_{i-1} || canonical JSON of entry i)), stored with the state, which detects
+accidental corruption. A ledger given an operator ``key`` (>= 32 bytes) also stores
+HMAC-SHA256(key, header || entry count || h_n) (RFC 2104; the header is format, version,
+budget and accountant) and refuses, on load, any state whose MAC does not verify: an entry
+edited, inserted or deleted, the chain truncated, or the digest recomputed after an edit
+all fail without the key. This protects the standalone ledger file and the ledger inside
+checkpoints against anyone who can write those files but does not hold the key (a storage
+or backup operator, a script that "resets" the spend, a resumed run pointed at an edited
+checkpoint). It does not protect against a holder of the key, nor against replacing the
+file with an *older* authentic one (a rollback): to detect that, publish :attr:`PrivacyLedger.head`
+(entry count and chain digest) and compare. Without a key, nothing beyond accidental
+corruption is claimed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import tempfile
@@ -26,7 +41,14 @@ from privfl.errors import AccountingError, BudgetExceededError, CheckpointError,
 SCOPES = ("client", "record")
 LOCALITIES = ("central", "local", "distributed")
 _FORMAT = "privfl.ledger"
-_VERSION = 1
+_VERSION = 2
+_UNCHAINED_VERSION = 1
+"""Ledgers written before the chain and MAC; readable only without a key (no integrity claim)."""
+_CHAIN_START = hashlib.sha256(b"privfl.ledger.chain.v2").digest()
+_MAC_DOMAIN = b"privfl.ledger.mac.v2\x00"
+MIN_KEY_BYTES = 32
+"""Shortest operator key accepted for the ledger MAC (HMAC-SHA256: 256-bit keys)."""
+_STATE_KEYS = {"format", "version", "budget", "accountant", "entries"}
 _CACHED_COMPOSITIONS = 4
 
 
@@ -89,12 +111,16 @@ class PrivacyLedger:
     matters for the slow PLD backend).
     """
 
-    def __init__(self, budget: PrivacyBudget | None = None, accountant: str = "rdp") -> None:
+    def __init__(
+        self, budget: PrivacyBudget | None = None, accountant: str = "rdp", *, key: bytes | None = None
+    ) -> None:
         if budget is not None and not isinstance(budget, PrivacyBudget):
             raise ConfigError(f"budget must be a PrivacyBudget or None, got {budget!r}")
         check_accountant_name(accountant)
         self._budget = budget
         self._accountant = accountant
+        self._key = check_key(key)
+        self._head = _CHAIN_START
         self._entries: list[LedgerEntry] = []
         self._counts: Counter[DpEvent] = Counter()
         # event counts -> (accountant with them composed, {delta: epsilon}); oldest first.
@@ -109,6 +135,16 @@ class PrivacyLedger:
     def accountant(self) -> str:
         """Name of the accountant that interprets the entries (``"rdp"`` or ``"pld"``)."""
         return self._accountant
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether this ledger holds an operator key: its states carry a MAC, and it loads only states that verify."""
+        return self._key is not None
+
+    @property
+    def head(self) -> tuple[int, str]:
+        """(entry count, hex chain digest): publish it to detect a later rollback to an older ledger."""
+        return len(self._entries), self._head.hex()
 
     @property
     def entries(self) -> tuple[LedgerEntry, ...]:
@@ -199,35 +235,52 @@ class PrivacyLedger:
             )
         self._entries.append(entry)
         self._counts[event] += 1
+        self._head = hashlib.sha256(self._head + _canonical(entry.to_dict())).digest()
         return entry
 
-    def state_dict(self) -> dict[str, Any]:
-        """JSON-serialisable state: format, version, budget, accountant name and entries."""
+    def _header(self) -> dict[str, Any]:
         budget = None if self.budget is None else {"epsilon": self.budget.epsilon, "delta": self.budget.delta}
+        return {"format": _FORMAT, "version": _VERSION, "budget": budget, "accountant": self.accountant}
+
+    def _mac(self, header: dict[str, Any], count: int, head: bytes) -> str | None:
+        if self._key is None:
+            return None
+        # RFC 2104 HMAC-SHA256 over the header, the entry count and the chain head: any
+        # edit, insertion, deletion or truncation of entries changes (count, head).
+        message = _MAC_DOMAIN + _canonical(header) + count.to_bytes(8, "big") + head
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state: header, entries, chain digest and (with a key) the MAC. Never the key."""
+        header = self._header()
         return {
-            "format": _FORMAT,
-            "version": _VERSION,
-            "budget": budget,
-            "accountant": self.accountant,
+            **header,
             "entries": [entry.to_dict() for entry in self._entries],
+            "chain": self._head.hex(),
+            "mac": self._mac(header, len(self._entries), self._head),
         }
 
     @classmethod
-    def from_state_dict(cls, state: Any) -> PrivacyLedger:
-        """Rebuild a ledger from :meth:`state_dict`; raises CheckpointError if it is invalid."""
+    def from_state_dict(cls, state: Any, *, key: bytes | None = None) -> PrivacyLedger:
+        """Rebuild a ledger from :meth:`state_dict`; raises CheckpointError if it is invalid.
+
+        The entries must reproduce the stored chain digest; with ``key`` the state must carry
+        a MAC that verifies under it (see the module docstring for what that protects).
+        """
         try:
             if not isinstance(state, dict) or state.get("format") != _FORMAT:
                 raise ConfigError(f"not a privfl ledger (format must be {_FORMAT!r})")
-            if state.get("version") != _VERSION:
-                raise ConfigError(f"unsupported ledger version {state.get('version')!r}")
-            extra = set(state) - {"format", "version", "budget", "accountant", "entries"}
-            if extra:
-                raise ConfigError(f"unexpected keys {sorted(extra)}")
+            version = state.get("version")
+            if version not in (_VERSION, _UNCHAINED_VERSION):
+                raise ConfigError(f"unsupported ledger version {version!r}")
+            expected = _STATE_KEYS | ({"chain", "mac"} if version == _VERSION else set())
+            if set(state) != expected:
+                raise ConfigError(f"ledger state needs keys {sorted(expected)}, got {sorted(state)}")
             raw_budget = state["budget"]
             if raw_budget is not None and (not isinstance(raw_budget, dict) or set(raw_budget) != {"epsilon", "delta"}):
                 raise ConfigError(f"budget must be null or {{epsilon, delta}}, got {raw_budget!r}")
             budget = None if raw_budget is None else PrivacyBudget(**raw_budget)
-            ledger = cls(budget, state["accountant"])
+            ledger = cls(budget, state["accountant"], key=key)
             if not isinstance(state["entries"], list):
                 raise ConfigError("entries must be a list")
             for raw in state["entries"]:
@@ -240,27 +293,45 @@ class PrivacyLedger:
                     locality=raw["locality"],
                     note=raw["note"],
                 )
+            ledger._verify(state)
         except (PrivflError, KeyError, TypeError, RecursionError) as exc:
             raise CheckpointError(f"invalid privacy ledger state: {exc}") from exc
         return ledger
 
+    def _verify(self, state: dict[str, Any]) -> None:
+        """Check the rebuilt entries against the state's chain digest and, with a key, its MAC."""
+        if state["version"] == _UNCHAINED_VERSION:
+            if self._key is not None:
+                raise ConfigError("the ledger has no MAC (written before version 2) but an operator key was given")
+            return
+        if state["chain"] != self._head.hex():
+            raise ConfigError("failed its integrity check: the entries do not match their chain digest (corrupt)")
+        if self._key is None:
+            return
+        header = {k: state[k] for k in ("format", "version", "budget", "accountant")}
+        mac = state["mac"]
+        expected = self._mac(header, len(self._entries), self._head)
+        if not isinstance(mac, str) or expected is None or not hmac.compare_digest(mac, expected):
+            raise ConfigError(
+                "failed authentication under the operator key: entries edited, inserted, deleted or truncated, "
+                "or written without this key"
+            )
+
     def load_state_dict(self, state: Any) -> None:
-        """Replace this ledger's accountant and entries with ``state`` (validated first).
+        """Replace this ledger's accountant and entries with ``state`` (validated first, under this ledger's key).
 
         A budget this ledger was built with wins over the saved one: a resumed run is held
         to the budget it is given now (spent epsilon always comes from the saved entries).
         """
-        other = self.from_state_dict(state)
+        other = self.from_state_dict(state, key=self._key)
         budget = self._budget if self._budget is not None else other.budget
         self.__dict__.update(other.__dict__)
         self._budget = budget
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the ledger as JSON atomically (temp file, fsync, os.replace), with a SHA-256
-        digest of its content that :meth:`load` checks to detect corruption and edits."""
+        """Write the ledger as JSON atomically (temp file, fsync, os.replace), with its chain digest and MAC."""
         path = Path(path)
-        state = self.state_dict()
-        payload = {"sha256": _digest(state), "ledger": state}
+        payload = {"ledger": self.state_dict()}
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -274,23 +345,49 @@ class PrivacyLedger:
         _fsync_dir(path.parent)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> PrivacyLedger:
-        """Read a ledger written by :meth:`save`; raises CheckpointError if missing, corrupt or edited."""
+    def load(cls, path: str | os.PathLike[str], *, key: bytes | None = None) -> PrivacyLedger:
+        """Read a ledger written by :meth:`save`.
+
+        Raises:
+            CheckpointError: the file is missing, unreadable, corrupt, or (with ``key``) fails
+                authentication.
+        """
         try:
             text = Path(path).read_text(encoding="utf-8")
             payload = json.loads(text, parse_constant=_reject_constant)
         except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise CheckpointError(f"cannot read privacy ledger {str(path)!r}: {exc}") from exc
-        if not isinstance(payload, dict) or set(payload) != {"sha256", "ledger"}:
+        if not isinstance(payload, dict) or set(payload) != {"ledger"}:
             raise CheckpointError(f"{str(path)!r} is not a privfl ledger file")
-        if payload["sha256"] != _digest(payload["ledger"]):
-            raise CheckpointError(f"privacy ledger {str(path)!r} failed its integrity check (corrupt or edited)")
-        return cls.from_state_dict(payload["ledger"])
+        try:
+            return cls.from_state_dict(payload["ledger"], key=key)
+        except CheckpointError as exc:
+            raise CheckpointError(f"privacy ledger {str(path)!r}: {exc}") from exc
 
 
-def _digest(state: Any) -> str:
-    canonical = json.dumps(state, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+def check_key(key: bytes | None) -> bytes | None:
+    """``key`` if it is None or bytes of at least :data:`MIN_KEY_BYTES`."""
+    if key is None:
+        return None
+    if not isinstance(key, bytes) or len(key) < MIN_KEY_BYTES:
+        raise ConfigError(f"the ledger key must be at least {MIN_KEY_BYTES} bytes (e.g. secrets.token_bytes(32))")
+    return key
+
+
+def read_key_file(path: str | os.PathLike[str]) -> bytes:
+    """An operator key from a file holding it in hex.
+
+    E.g. ``python -c "import secrets; print(secrets.token_hex(32))" > ledger.key``.
+    """
+    try:
+        key = bytes.fromhex(Path(path).read_text(encoding="ascii").strip())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"cannot read a hex ledger key from {str(path)!r}: {exc}") from None
+    return check_key(key)  # type: ignore[return-value]
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 def _reject_constant(name: str) -> float:

@@ -31,9 +31,38 @@ def _pld_module() -> ModuleType:
     return privacy_loss_distribution
 
 
+MAX_PLD_POINTS = 2_000_000
+"""Largest privacy-loss grid built for one Gaussian (16 MB per float64 array; tens of seconds to compose)."""
+
+
+def _check_grid_size(noise_multiplier: float, interval: float) -> None:
+    """Refuse a Gaussian PLD too fine to hold in memory, before dp_accounting allocates it.
+
+    dp_accounting truncates the noise at about 10 standard deviations on each side
+    (tail mass e^-50), where the privacy loss (1 - 2x) / (2 z^2) of sensitivity 1 spans
+    about 20 / z nats; the grid then has about 20 / (z * interval) points (25 with margin).
+    """
+    points = 25.0 / (noise_multiplier * interval)
+    if points > MAX_PLD_POINTS:
+        raise AccountingError(
+            f"noise multiplier {noise_multiplier:g} is too small for the PLD accountant at discretisation "
+            f"{interval:g} (about {points:.2g} grid points, more than {MAX_PLD_POINTS:.0e}); use the rdp accountant"
+        )
+
+
+MAX_PLD_NOISE_MULTIPLIER = 1e4
+"""Larger noise multipliers are accounted as this one: more noise is post-processing, so the bound stays sound."""
+
+
 @functools.lru_cache(maxsize=32)
 def _gaussian_pld(noise_multiplier: float, sampling_rate: float, interval: float) -> Any:
-    """Pessimistic PLD of the (Poisson-subsampled if q < 1) Gaussian, add/remove-one neighbours."""
+    """Pessimistic PLD of the (Poisson-subsampled if q < 1) Gaussian, add/remove-one neighbours.
+
+    A noise multiplier above :data:`MAX_PLD_NOISE_MULTIPLIER` (where dp_accounting overflows) is
+    replaced by it: adding more noise is post-processing, so its epsilon is an upper bound.
+    """
+    _check_grid_size(noise_multiplier, interval)
+    noise_multiplier = min(noise_multiplier, MAX_PLD_NOISE_MULTIPLIER)
     return _pld_module().from_gaussian_mechanism(
         standard_deviation=noise_multiplier, value_discretization_interval=interval, sampling_prob=sampling_rate
     )

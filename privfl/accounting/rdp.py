@@ -48,6 +48,10 @@ def validate_orders(orders: ArrayLike) -> NDArray[np.float64]:
     return arr
 
 
+_HUGE_Z = 1e100
+_TINY_Z = 1e-100
+
+
 def rdp_gaussian(*, noise_multiplier: float, orders: ArrayLike) -> NDArray[np.float64]:
     """RDP (nats) of the Gaussian mechanism with sensitivity 1 and std ``noise_multiplier``.
 
@@ -55,10 +59,14 @@ def rdp_gaussian(*, noise_multiplier: float, orders: ArrayLike) -> NDArray[np.fl
     """
     z = check_noise_multiplier(noise_multiplier)
     alphas = validate_orders(orders)
-    return alphas / (2.0 * z * z)  # Mironov 2017, Prop. 7
+    if z < _TINY_Z:
+        return np.full_like(alphas, np.inf)  # z^2 underflows to 0
+    return alphas / (2.0 * z * z)  # Mironov 2017, Prop. 7 (z^2 overflowing to inf gives 0, the limit)
 
 
-def rdp_poisson_subsampled_gaussian(*, q: float, noise_multiplier: float, orders: ArrayLike) -> NDArray[np.float64]:
+def rdp_poisson_subsampled_gaussian(
+    *, q: float, noise_multiplier: float, orders: ArrayLike, max_grid_points: float = 30_000_000
+) -> NDArray[np.float64]:
     """RDP (nats) of the Poisson-subsampled Gaussian mechanism, one step.
 
     Each record (or client) is included independently with probability ``q``; the sum
@@ -66,19 +74,25 @@ def rdp_poisson_subsampled_gaussian(*, q: float, noise_multiplier: float, orders
     neighbouring). eps(alpha) = log(A_alpha) / (alpha - 1), MTZ19 Sec. 3.3, with
     A_alpha = E_{x ~ N(0, z^2)} [(1 - q + q exp((2x - 1) / (2 z^2)))^alpha].
     Integer orders use the exact binomial sum; fractional orders a quadrature of A - 1
-    that is exponentially accurate (see :func:`_log_a_minus_one_frac`).
+    that is exponentially accurate (see :func:`_log_a_minus_one_frac`) when it needs at
+    most ``max_grid_points`` points, else the sound bound of the next integer order.
     """
     q = check_sampling_rate(q, "q")
     z = check_noise_multiplier(noise_multiplier)
     alphas = validate_orders(orders)
-    if q == 1.0:
+    if q == 1.0 or z > _HUGE_Z:
+        # Subsampling never increases RDP (it is post-processing of a mixture, MTZ19 Sec. 3),
+        # so the full Gaussian's alpha / (2 z^2) bounds it; beyond _HUGE_Z that is below 1e-200.
         return rdp_gaussian(noise_multiplier=z, orders=alphas)
+    if z < _TINY_Z:
+        # z^2 underflows: the divergence is astronomically large; infinity is the honest bound.
+        return np.full_like(alphas, np.inf)
     is_int = alphas == np.round(alphas)
     log_am1 = np.empty_like(alphas)
     if is_int.any():
         log_am1[is_int] = _log_a_minus_one_int(q, z, alphas[is_int].astype(np.int64))
     frac = ~is_int
-    coarse = frac & (_frac_grid_points(z, float(alphas.max())) > _MAX_GRID_POINTS)
+    coarse = frac & (_frac_grid_points(z, float(alphas.max())) > max_grid_points)
     if coarse.any():
         # Tiny z needs a quadrature grid too fine to hold; RDP is non-decreasing in the order
         # (van Erven & Harremoes 2014, Thm 3), so eps at ceil(alpha) is a sound upper bound.
@@ -120,8 +134,6 @@ def _log_a_minus_one_int(q: float, z: float, alphas: NDArray[np.int64]) -> NDArr
 _SERIES_TERMS = 14  # binomial series of g(x) for |x| < _SERIES_MAX; remainder < 1e-20 relative
 _SERIES_MAX = 0.01
 _TAIL_SIGMAS = 13.0  # integrand tails beyond 13 sigma are < exp(-84) of the peak
-_MAX_GRID_POINTS = 30_000_000
-"""Largest quadrature grid for fractional orders; beyond it they are bounded by integer orders."""
 _MAX_CELLS = 1 << 19  # (orders x points) evaluated at once
 
 

@@ -21,14 +21,12 @@ from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.optimize import brentq
 
 from privfl.audit.stats import EpsilonBound, epsilon_lower_bound, roc_curve
 from privfl.core.context import Context
 from privfl.core.exchange import Aggregate, Aggregator, RoundSpec, SamplingInfo
 from privfl.core.message import Message, MessageKind, Metadata
 from privfl.core.mods import App, Mod, compose
-from privfl.dp.calibration import gaussian_delta
 from privfl.dp.noise import gaussian_noise
 from privfl.server.transport import drive
 
@@ -334,20 +332,6 @@ def plot_run(run: DistinguishingRun, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def gaussian_epsilon(noise_multiplier: float, delta: float) -> float:
-    """The exact epsilon at ``delta`` of one Gaussian release with std ``noise_multiplier`` times the sensitivity.
-
-    Solves the privacy profile of Balle & Wang (2018), Thm 8 (:func:`privfl.dp.gaussian_delta`)
-    for epsilon; a reference that no accountant can beat for a single release.
-    """
-    if gaussian_delta(noise_multiplier, 0.0) <= delta:
-        return 0.0
-    hi = 1.0
-    while gaussian_delta(noise_multiplier, hi) > delta:
-        hi *= 2.0
-    return float(brentq(lambda e: gaussian_delta(noise_multiplier, e) - delta, 0.0, hi, xtol=1e-10))
 
 
 @dataclass(frozen=True)

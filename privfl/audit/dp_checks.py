@@ -6,6 +6,9 @@ noise multiplier 1 (server-side clipping, in bulk and end to end; client-side cl
 (initial clip norm 2, total noise multiplier 1), central DP over SecAgg+, one release of
 :class:`privfl.dp.LocalDpMod` at epsilon 3, and one DP-SGD step of the Opacus helper, all at the
 settings' delta. The clip norm is not 1 so that noise calibrated to z instead of z*C would show.
+The abort-channel audits (:mod:`privfl.audit.dp_abort`) run central DP through the real loop
+on populations of 2 (plain) and 4 (SecAgg+, whose default parameters need 3) clients and check
+that which rounds released reveals no more than the ledger charges.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ import importlib.util
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from privfl.accounting.gaussian import gaussian_epsilon
 from privfl.audit.config import AuditSettings
 from privfl.audit.dp import (
     CentralDpRelease,
@@ -27,16 +32,25 @@ from privfl.audit.dp import (
     DpSgdRelease,
     LocalDpRelease,
     Release,
-    gaussian_epsilon,
     plot_run,
     run_distinguishing,
 )
-from privfl.audit.planted import Bug, broken_central_dp, broken_local_dp
+from privfl.audit.dp_abort import AbortAudit, audit_abort_channel
+from privfl.audit.planted import (
+    AbortingDp,
+    Bug,
+    UnclippedSecAggClient,
+    UnmarkedDp,
+    broken_central_dp,
+    broken_local_dp,
+)
 from privfl.audit.report import Check, Status, not_run
 from privfl.audit.stats import max_certifiable_epsilon
+from privfl.core.context import Context
 from privfl.core.exchange import Aggregator
 from privfl.core.extras import install_hint, missing
-from privfl.core.plain import PlainAggregator
+from privfl.core.message import Message
+from privfl.core.names import NUM_EXAMPLES
 from privfl.dp import AdaptiveClippingDp, CentralDp, FixedClippingMod, LocalDpMod
 
 FAMILY = "DP"
@@ -180,12 +194,13 @@ def end_to_end_checks(settings: AuditSettings, out_dir: Path | None) -> list[Che
         ),
         end_to_end_check(
             "CentralDp (client clipping)",
-            partial(CentralDp, PlainAggregator(weighting="uniform"), noise_multiplier=z, clip_norm=c),
+            partial(CentralDp.with_server_clipping, noise_multiplier=z, clip_norm=c),
             clients,
             settings,
             out_dir,
             "dp_central_client_clipping.png",
-            "every client runs FixedClippingMod, the server sums and adds noise",
+            "every client runs FixedClippingMod, which checks the clip norm the round config announces; "
+            "the server clips again (a no-op), sums and adds noise",
             settings.dp_loop_trials,
         ),
         end_to_end_check(
@@ -204,10 +219,12 @@ def end_to_end_checks(settings: AuditSettings, out_dir: Path | None) -> list[Che
 
 
 def secagg_dp_checks(settings: AuditSettings, out_dir: Path | None) -> list[Check]:
-    """Central DP over SecAgg+ (clients clip with FixedClippingMod, then mask), and the same without the mod.
+    """Central DP over SecAgg+ (clients clip to the round config's norm, then mask), and clients ignoring it.
 
     SecAgg+ clips each coordinate to [-c, c], which bounds the L2 norm only by c sqrt(d):
-    forgetting :class:`~privfl.dp.FixedClippingMod` is the planted bug (d = 64 makes it show).
+    a client that ignores the server's clip norm is the planted bug. d = 1024 makes it show even
+    though the noise covers 3C (SecAgg+'s client floor of 3 triples the sensitivity, see
+    :mod:`privfl.dp.central`): the unclipped canary moves the sum by 32C, over ten noise stds.
     """
     label = "CentralDp over SecAgg+ (client clipping)"
     if importlib.util.find_spec("privfl.secagg") is None:
@@ -223,10 +240,7 @@ def secagg_dp_checks(settings: AuditSettings, out_dir: Path | None) -> list[Chec
         clip_norm=CLIP_NORM,
     )
     clipping = CentralRound(
-        clip_norm=CLIP_NORM,
-        dim=64,
-        seed=settings.seed,
-        client_mods=(SecAggMod(semi_honest=True), FixedClippingMod(CLIP_NORM)),
+        clip_norm=CLIP_NORM, dim=1024, seed=settings.seed, client_mods=(SecAggMod(semi_honest=True),)
     )
     real = end_to_end_check(
         label,
@@ -235,21 +249,22 @@ def secagg_dp_checks(settings: AuditSettings, out_dir: Path | None) -> list[Chec
         settings,
         out_dir,
         "dp_secagg.png",
-        "clients run SecAggMod around FixedClippingMod; a full SecAgg+ round, then CentralDp noises the sum",
+        "clients run SecAggMod, which clips to the round config's clip norm; a full SecAgg+ round, then "
+        "CentralDp noises the sum",
         settings.dp_secagg_trials,
     )
-    unclipped = dataclasses.replace(clipping, client_mods=(SecAggMod(semi_honest=True),))
+    unclipped = dataclasses.replace(clipping, client_mods=(SecAggMod(semi_honest=True, _client=UnclippedSecAggClient),))
     planted = planted_check(
         CentralDpRelease(
             make,
-            "CentralDp over SecAgg+, clients without FixedClippingMod",
+            "CentralDp over SecAgg+, clients ignoring the round's clip norm",
             unclipped,
             _claim(make, clipping, settings),
             settings.delta,
         ),
         settings.dp_secagg_trials,
         settings,
-        "clipping left to SecAgg+'s per-coordinate clip (L2 sensitivity up to C sqrt(64) = 8C)",
+        "clipping left to SecAgg+'s per-coordinate clip (L2 sensitivity up to C sqrt(1024) = 32C)",
     )
     return [real, planted]
 
@@ -308,7 +323,7 @@ def local_check(settings: AuditSettings, out_dir: Path | None) -> Check:
         (
             *_figures(run, settings.local_trials, settings),
             ("noise std of the mod (analytic Gaussian, sensitivity 2C)", f"{mod.noise_std:.4g}"),
-            ("epsilon of one release in the client's ledger (RDP)", f"{ledger['local_dp_epsilon']:.3f}"),
+            ("epsilon of one release in the client's ledger (exact Gaussian)", f"{ledger['local_dp_epsilon']:.3f}"),
         ),
         plots=plots,
     )
@@ -356,11 +371,113 @@ def planted_checks(settings: AuditSettings) -> list[Check]:
     return checks
 
 
+ABORT_TRIALS = 1_000
+"""Trials per hypothesis of the abort-channel audits (cheap: one real round per sampled subset)."""
+ABORT_NOISE_MULTIPLIER = 50.0
+"""Large, so the ledger charges little: an abort channel that is not charged shows at once."""
+
+
+def _abort_figures(audit: AbortAudit, rounds: int) -> tuple[tuple[str, str], ...]:
+    b = audit.bound
+    return (
+        ("ledger epsilon (largest over trials)", f"{audit.ledger_epsilon:.3f} at delta {b.delta:g}"),
+        (f"epsilon lower bound from the releases ({b.confidence:.0%} confidence)", f"{b.epsilon:.3f}"),
+        (
+            "rounds that released, without / with the target",
+            f"{audit.release_rate_without:.1%} / {audit.release_rate_with:.1%} of {rounds}",
+        ),
+        ("trials per hypothesis", f"{ABORT_TRIALS:,}"),
+    )
+
+
+def abort_checks(settings: AuditSettings) -> list[Check]:
+    """The abort channel (issue 13): plain central DP at N = 2 and over SecAgg+ at N = 4, and both pre-fix variants."""
+    from privfl.core.mods import compose
+    from privfl.secagg import SecAggConfig, SecAggMod, SecAggPlusAggregator
+    from privfl.server.strategy import FedAvg
+
+    parameters = {"w": np.zeros(4)}
+
+    def app(message: Message, context: Context) -> Message:
+        del context
+        return message.reply(arrays={"w": message.arrays["w"] + 5.0}, metrics={NUM_EXAMPLES: 1})
+
+    z = ABORT_NOISE_MULTIPLIER
+
+    def plain(wrap: Callable[[CentralDp], Any]) -> Callable[[], FedAvg]:
+        return lambda: FedAvg(aggregator=wrap(CentralDp.with_server_clipping(noise_multiplier=z, clip_norm=CLIP_NORM)))
+
+    def secure(cls: type[CentralDp]) -> Callable[[], FedAvg]:
+        config = SecAggConfig(coordinate_bound=CLIP_NORM, bits=16, weighting="uniform")
+        aggregator = SecAggPlusAggregator(config, semi_honest=True)
+        return lambda: FedAvg(aggregator=cls(aggregator, noise_multiplier=z, clip_norm=CLIP_NORM))
+
+    cases = (
+        ("CentralDp, default min_clients", plain(lambda dp: dp), UnmarkedDp, app, 2, 100, "rolled back"),
+        (
+            "CentralDp over SecAgg+",
+            secure(CentralDp),
+            AbortingDp,
+            compose(app, [SecAggMod(semi_honest=True)]),
+            4,
+            60,
+            "below its floor",
+        ),
+    )
+    checks = []
+    for label, real, weakened, client_app, population, rounds, how in cases:
+        weak = plain(weakened) if weakened is UnmarkedDp else secure(weakened)
+        results = []
+        for make in (real, weak):
+            results.append(
+                audit_abort_channel(
+                    make,
+                    client_app,
+                    population=population,
+                    rate=0.5,
+                    rounds=rounds,
+                    trials=ABORT_TRIALS,
+                    delta=settings.delta,
+                    initial_parameters=parameters,
+                    ledger_of=_ledger_of,
+                    confidence=settings.confidence,
+                    rng=np.random.default_rng(settings.seed),
+                )
+            )
+        sound, leaky = results
+        summary = (
+            f"N = {population} clients (the target among them or not), Poisson q = 0.5, {rounds} rounds, z = {z:g}: "
+            "the count of rounds that released (the model moved) distinguishes the populations"
+        )
+        checks += [
+            Check(
+                FAMILY,
+                f"{label}: no abort channel beyond the ledger",
+                Status.PASS if sound.passed else Status.FAIL,
+                summary + "; every DP round must release and be charged.",
+                _abort_figures(sound, rounds),
+            ),
+            Check(
+                "DP planted bug",
+                f"audit catches {label} with count-based aborts ({how})",
+                Status.PASS if not leaky.passed else Status.FAIL,
+                summary + "; the pre-issue-13 behaviour aborts on the count and charges nothing for it.",
+                _abort_figures(leaky, rounds),
+            ),
+        ]
+    return checks
+
+
+def _ledger_of(strategy: Any) -> Any:
+    return strategy.aggregator.ledger
+
+
 def dp_checks(settings: AuditSettings, out_dir: Path | None) -> list[Check]:
     """Every DP check, in report order (plots go to ``out_dir`` when given)."""
     return [
         *mechanism_checks(settings, out_dir),
         *end_to_end_checks(settings, out_dir),
+        *abort_checks(settings),
         local_check(settings, out_dir),
         dp_sgd_check(settings, out_dir),
         *planted_checks(settings),

@@ -9,14 +9,18 @@ modules are untouched. An audit that reports PASS on any of them has no power.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from privfl.accounting import GaussianEvent
-from privfl.core.exchange import Aggregate, RoundSpec
+from privfl.core.exchange import Aggregate, Aggregator, Exchange, RoundSpec
+from privfl.core.message import ArrayDict, Message
 from privfl.core.plain import PlainAggregator
 from privfl.dp import CentralDp, LocalDpMod
+from privfl.secagg.client import SecAggPlusClient
 
 
 class Bug(str, Enum):
@@ -75,11 +79,65 @@ def broken_local_dp(bug: Bug, *, clip_norm: float, epsilon: float, delta: float,
 def broken_central_dp(bug: Bug, *, clip_norm: float, noise_multiplier: float, n: int) -> CentralDp:
     """A server-clipping central-DP aggregator with ``bug``.
 
-    Skipped clipping is the misconfiguration the API allows: a wrapper told the clients
-    clip (``CentralDp`` around a plain aggregator) when they do not.
+    Skipped clipping: the wrapper's plain inner aggregator does not clip. The constructor
+    refuses that configuration, so the bug is planted by swapping the inner aggregator after it.
     """
     if bug is Bug.CLIPPING_SKIPPED:
-        return CentralDp(PlainAggregator(weighting="uniform"), noise_multiplier=noise_multiplier, clip_norm=clip_norm)
+        broken = CentralDp.with_server_clipping(noise_multiplier=noise_multiplier, clip_norm=clip_norm)
+        broken.inner = PlainAggregator(weighting="uniform")
+        return broken
     honest = CentralDp.with_server_clipping(noise_multiplier=noise_multiplier, clip_norm=clip_norm)
     scale = 0.0 if bug is Bug.NOISE_MISSING else 1.0 / n
     return BrokenNoiseCentralDp(honest.inner, noise_scale=scale, noise_multiplier=noise_multiplier, clip_norm=clip_norm)
+
+
+class UnmarkedDp:
+    """The pre-issue-13 loop behaviour: a DP release not marked ``dp_release``, so a strategy aborts on its count.
+
+    The aborted round is then rolled back out of the ledger: the abort channel the
+    :mod:`privfl.audit.dp_abort` audit measures.
+    """
+
+    def __init__(self, dp: CentralDp) -> None:
+        self.dp = dp
+        self.ledger = dp.ledger
+
+    def aggregate(self, spec: RoundSpec) -> Exchange[Aggregate]:
+        agg = yield from self.dp.aggregate(spec)
+        return dataclasses.replace(agg, dp_release=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.dp.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.dp.load_state_dict(state)
+
+
+class AbortingDp(CentralDp):
+    """The pre-issue-13 CentralDp over SecAgg+: an inner abort (below 2 clients) aborts the round, unreleased."""
+
+    @staticmethod
+    def _sum_or_nothing(inner: Aggregator, spec: RoundSpec, floor: int) -> Exchange[tuple[Aggregate, str]]:
+        del floor
+        agg = yield from inner.aggregate(spec)
+        return agg, ""
+
+
+class UnclippedSecAggClient(SecAggPlusClient):
+    """A SecAgg+ client that masks its raw update instead of the one clipped to the round's clip norm.
+
+    Planted with ``SecAggMod(semi_honest=True, _client=UnclippedSecAggClient)``: the pre-issue-13
+    behaviour, where SecAgg+ clients clipped only if the user remembered a clipping mod.
+    """
+
+    _raw: Message | None = None
+
+    def handle(self, message: Message, fit: Callable[[Message], Message]) -> Message:
+        def keep_raw(task: Message) -> Message:
+            self._raw = fit(task)
+            return self._raw
+
+        return super().handle(message, keep_raw)
+
+    def _update(self, parameters: ArrayDict, reply: Message) -> Any:
+        return super()._update(parameters, self._raw if self._raw is not None else reply)

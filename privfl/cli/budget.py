@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import textwrap
 import warnings
 from collections import Counter
@@ -15,9 +16,9 @@ import numpy as np
 
 from privfl.accounting.accountant import ACCOUNTANTS, RdpAccountant, make_accountant
 from privfl.accounting.calibration import calibrate_noise_multiplier, epsilon_for
-from privfl.accounting.checks import check_delta, integer
+from privfl.accounting.checks import check_count, check_delta
 from privfl.accounting.events import GaussianEvent, PoissonSampledEvent
-from privfl.accounting.ledger import PrivacyLedger
+from privfl.accounting.ledger import PrivacyLedger, read_key_file
 from privfl.cli import budget_ddp
 from privfl.cli.options import PLOT_SUFFIXES, output_file
 from privfl.core.extras import require_all
@@ -28,6 +29,21 @@ _SETTING = (
     "with probability Q (Poisson sampling), updates are clipped to L2 norm C, and Gaussian noise "
     "of std Z*C is added to their sum. Epsilon is in nats."
 )
+
+
+def _count(text: str) -> int:
+    """A round count as typed: an integer, or an integral float such as ``1e4``."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value.is_integer()):
+        raise argparse.ArgumentTypeError(f"not a whole number of rounds: {text!r}")
+    return int(value)
 
 
 def register(subparsers: Any) -> None:
@@ -48,12 +64,19 @@ def register(subparsers: Any) -> None:
     )
     budget.add_argument("-z", "--noise-multiplier", type=float, metavar="Z", help="noise std / clip norm (> 0)")
     budget.add_argument("-q", "--sample-rate", type=float, metavar="Q", help="per-round sampling rate in (0, 1]")
-    budget.add_argument("-T", "--rounds", type=int, metavar="T", help="number of rounds (>= 1)")
+    budget.add_argument("-T", "--rounds", type=_count, metavar="T", help="number of rounds (>= 1)")
     budget.add_argument(
         "--delta", type=float, metavar="D", help="target delta in (0, 1) (with --ledger: default is the budget's)"
     )
     budget.add_argument(
         "--ledger", type=Path, metavar="FILE", help="report a ledger saved by a run instead of -z/-q/-T"
+    )
+    budget.add_argument(
+        "--ledger-key-file",
+        type=Path,
+        metavar="FILE",
+        help="operator key (hex) the ledger was saved under: verify its HMAC; without it the ledger is "
+        "checked for corruption only",
     )
     budget.add_argument(
         "--plot",
@@ -80,7 +103,7 @@ def register(subparsers: Any) -> None:
     calibrate.add_argument(
         "-q", "--sample-rate", type=float, required=True, metavar="Q", help="per-round sampling rate in (0, 1]"
     )
-    calibrate.add_argument("-T", "--rounds", type=int, required=True, metavar="T", help="number of rounds (>= 1)")
+    calibrate.add_argument("-T", "--rounds", type=_count, required=True, metavar="T", help="number of rounds (>= 1)")
     _common(calibrate)
     calibrate.set_defaults(func=_run_calibrate)
 
@@ -116,6 +139,8 @@ def _run_budget(args: argparse.Namespace) -> int:
         if given:
             raise ConfigError(f"--ledger reports a saved run; do not combine it with {', '.join(given)}")
         return _report_ledger(args)
+    if args.ledger_key_file is not None:
+        raise ConfigError("--ledger-key-file verifies a saved ledger; give it with --ledger FILE")
     args.accountant = args.accountant or "rdp"
     if args.plot is not None:
         require_all(("matplotlib",), "--plot")  # before any work
@@ -123,12 +148,15 @@ def _run_budget(args: argparse.Namespace) -> int:
     if missing:
         raise ConfigError(f"missing {', '.join(missing)} (or give --ledger FILE)")
     event = PoissonSampledEvent(args.sample_rate, GaussianEvent(args.noise_multiplier))
-    rounds = integer(args.rounds, "rounds", 1)
+    rounds = check_count(args.rounds, "rounds")
     delta = check_delta(args.delta)
     accountant = make_accountant(args.accountant).compose(event, rounds)
     if isinstance(accountant, RdpAccountant):
         epsilon, order = accountant.get_epsilon_and_order(delta)
-        best = f", best order {order:g}"
+        if math.isnan(order):  # un-subsampled Gaussians: exact, not an RDP bound
+            order, best = None, ", exact Gaussian"
+        else:
+            best = f", best order {order:g}"
     else:
         epsilon, order, best = accountant.get_epsilon(delta), None, ""
     if args.plot is not None:
@@ -169,7 +197,9 @@ def _plot(args: argparse.Namespace, q: float, z: float, rounds: int, delta: floa
 
 
 def _report_ledger(args: argparse.Namespace) -> int:
-    ledger = PrivacyLedger.load(args.ledger)
+    key = None if args.ledger_key_file is None else read_key_file(args.ledger_key_file)
+    ledger = PrivacyLedger.load(args.ledger, key=key)
+    integrity = "authenticated (HMAC-SHA256 under the operator key)" if key else "NOT authenticated (no key given)"
     if args.accountant not in (None, ledger.accountant):
         raise ConfigError(
             f"ledger {str(args.ledger)!r} is accounted with {ledger.accountant!r}, its own setting; "
@@ -186,7 +216,8 @@ def _report_ledger(args: argparse.Namespace) -> int:
     lines = [
         f"ledger {args.ledger}: {len(rounds)} entries"
         + (f", rounds {span[0]}-{span[1]}" if span else "")
-        + f", accountant {ledger.accountant}"
+        + f", accountant {ledger.accountant}",
+        f"integrity: {integrity}",
     ]
     lines += [
         f"  {n:>6} x {event!r}  [{scope}, {locality}]" + (f" {note}" if note else "")
@@ -200,6 +231,7 @@ def _report_ledger(args: argparse.Namespace) -> int:
         args,
         {
             "entries": len(rounds),
+            "authenticated": key is not None,
             "rounds": span,
             "accountant": ledger.accountant,
             "events": [

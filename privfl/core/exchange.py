@@ -140,6 +140,9 @@ class Aggregate:
             those whose reply was rejected).
         metrics: protocol metrics (e.g. DP noise scale, SecAgg+ dropouts).
         rejected: replies refused as invalid; each sender counts as dropped.
+        dp_release: the aggregate is a differentially private release that must be applied
+            whatever ``num_clients`` is: under DP the client count depends on who was
+            sampled, so a strategy that aborted on it would leak through the abort.
     """
 
     update_sum: ArrayDict
@@ -149,6 +152,21 @@ class Aggregate:
     dropped: tuple[int, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
     rejected: tuple[Rejection, ...] = ()
+    dp_release: bool = False
+
+
+@runtime_checkable
+class ClientFloor(Protocol):
+    """An aggregator that cannot run with fewer than ``min_clients`` selected clients (SecAgg+: 3 by default).
+
+    Central DP falls back to a noise-only release below the floor, which raises the
+    sensitivity of the release from C to ``min_clients`` * C (see :mod:`privfl.dp.central`).
+    """
+
+    @property
+    def min_clients(self) -> int:
+        """Fewest selected clients the aggregator can aggregate (>= 1)."""
+        ...
 
 
 @runtime_checkable

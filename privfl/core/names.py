@@ -13,6 +13,24 @@ LOSS = "loss"
 REJECTED = "rejected"
 """Metric key counting replies the server refused as invalid (their senders count as dropped)."""
 
+DP_CLIP_NORM = "privfl.dp.clip_norm"
+"""Round-config key: the L2 clip norm (update units) the server's DP wrapper accounts for.
+
+Sent by the party that accounts for it (the central-DP wrapper); the protocol client mods
+(SecAgg+, CKKS) clip every update to it before quantising or encrypting, and a client-side
+clipping mod that disagrees with it refuses the round.
+"""
+DP_MODE = "privfl.dp.mode"
+"""Round-config key: the DP model of the round; today only :data:`DP_MODE_CENTRAL`."""
+DP_MODE_CENTRAL = "central"
+"""Client-level central DP: clients clip to :data:`DP_CLIP_NORM`, the server adds the noise."""
+LOCAL_DP_EPSILON = "local_dp_epsilon"
+"""Fit metric: the epsilon a client's local-DP ledger has spent (a per-client guarantee)."""
+DP_SGD_EPSILON = "dp_sgd_epsilon"
+"""Fit metric: the record-level epsilon a client's DP-SGD ledger has spent."""
+WORST_CASE_METRICS = frozenset({LOCAL_DP_EPSILON, DP_SGD_EPSILON})
+"""Client metrics aggregated across clients by their maximum, never a mean: a guarantee is the worst case."""
+
 
 def check_num_examples(value: object, who: str) -> int:
     """``value`` as an example count: a non-negative int (numpy integers too; ``True`` and ``2.0`` are not).

@@ -19,7 +19,7 @@ import numpy as np
 
 from privfl.core.exchange import Aggregate, ClientResult, Exchange, Rejection, RoundSpec, check_reply, zeros_like
 from privfl.core.message import ArrayDict, Message, check_same_layout
-from privfl.core.names import LOSS, NUM_EXAMPLES, REJECTED, check_num_examples
+from privfl.core.names import LOSS, NUM_EXAMPLES, REJECTED, WORST_CASE_METRICS, check_num_examples
 from privfl.errors import ConfigError, MessageError, ProtocolError
 
 UpdateTransform = Callable[[ArrayDict], ArrayDict]
@@ -132,7 +132,12 @@ def validate_fit_reply(reply: Message, spec: RoundSpec, seen: set[int]) -> tuple
 
 
 def weighted_client_metrics(results: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
-    """Example-weighted means of numeric client metrics (``num_examples`` itself is summed)."""
+    """Example-weighted means of numeric client metrics (``num_examples`` itself is summed).
+
+    Per-client privacy guarantees (:data:`~privfl.core.names.WORST_CASE_METRICS`, e.g. local
+    epsilons) are reported as their maximum: the run protects every client only as well as
+    it protects the worst-off one, so an average would overstate the guarantee.
+    """
     total = sum(n for n, _ in results)
     out: dict[str, float] = {NUM_EXAMPLES: float(total)}
     if total <= 0:
@@ -140,6 +145,9 @@ def weighted_client_metrics(results: list[tuple[int, dict[str, float]]]) -> dict
     keys = {k for _, m in results for k in m if k != NUM_EXAMPLES}
     for key in sorted(keys):
         pairs = [(n, m[key]) for n, m in results if key in m]
+        if key in WORST_CASE_METRICS:
+            out[key] = float(max(v for _, v in pairs))
+            continue
         weight = sum(n for n, _ in pairs)
         if weight > 0:
             out[key] = float(sum(n * v for n, v in pairs) / weight)

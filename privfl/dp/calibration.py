@@ -17,9 +17,9 @@ import math
 from collections.abc import Callable
 
 from scipy.optimize import brentq
-from scipy.special import log_ndtr, ndtr
 
 from privfl.accounting.conversion import check_delta, check_epsilon
+from privfl.accounting.gaussian import gaussian_delta, phi_minus_exp_phi
 from privfl.errors import ConfigError
 
 MECHANISMS = ("analytic", "classic")
@@ -35,26 +35,6 @@ def check_positive(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
         raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
-
-
-def _phi_minus_exp_phi(a: float, b: float, epsilon: float) -> float:
-    """Phi(a) - e^epsilon Phi(b), with the second term computed in log space (no overflow for large epsilon)."""
-    return float(ndtr(a) - math.exp(min(epsilon + float(log_ndtr(b)), 700.0)))
-
-
-def gaussian_delta(sigma: float, epsilon: float, sensitivity: float = 1.0) -> float:
-    """The exact delta(epsilon) of the Gaussian mechanism with noise std ``sigma``.
-
-    Balle & Wang (2018), Theorem 8: the mechanism is (epsilon, delta)-DP iff
-    delta >= Phi(Delta/(2 sigma) - epsilon sigma/Delta) - e^epsilon Phi(-Delta/(2 sigma) - epsilon sigma/Delta).
-    """
-    check_positive("sigma", sigma)
-    check_positive("sensitivity", sensitivity)
-    if not (math.isfinite(epsilon) and epsilon >= 0):
-        raise ConfigError(f"epsilon must be a finite number >= 0, got {epsilon!r}")
-    a = sensitivity / (2.0 * sigma)
-    b = epsilon * sigma / sensitivity
-    return max(0.0, _phi_minus_exp_phi(a - b, -a - b, epsilon))
 
 
 def _solve(fn: Callable[[float], float], target: float) -> float:
@@ -77,14 +57,14 @@ def analytic_gaussian_sigma(epsilon: float, delta: float, sensitivity: float = 1
     eps, delta = check_epsilon_delta(epsilon, delta)
     check_positive("sensitivity", sensitivity)
     # Balle & Wang Alg. 1: delta_0 = Phi(0) - e^eps Phi(-sqrt(2 eps)) decides which branch holds.
-    delta_0 = _phi_minus_exp_phi(0.0, -math.sqrt(2.0 * eps), eps)
+    delta_0 = phi_minus_exp_phi(0.0, -math.sqrt(2.0 * eps), eps)
     if delta >= delta_0:
         # B+(v) = Phi(sqrt(eps v)) - e^eps Phi(-sqrt(eps (v + 2))); v* = sup{v >= 0 : B+(v) <= delta}.
-        v = _solve(lambda v: _phi_minus_exp_phi(math.sqrt(eps * v), -math.sqrt(eps * (v + 2.0)), eps), delta)
+        v = _solve(lambda v: phi_minus_exp_phi(math.sqrt(eps * v), -math.sqrt(eps * (v + 2.0)), eps), delta)
         alpha = math.sqrt(1.0 + v / 2.0) - math.sqrt(v / 2.0)
     else:
         # B-(u) = Phi(-sqrt(eps u)) - e^eps Phi(-sqrt(eps (u + 2))); u* = inf{u >= 0 : B-(u) <= delta}.
-        u = _solve(lambda u: _phi_minus_exp_phi(-math.sqrt(eps * u), -math.sqrt(eps * (u + 2.0)), eps), delta)
+        u = _solve(lambda u: phi_minus_exp_phi(-math.sqrt(eps * u), -math.sqrt(eps * (u + 2.0)), eps), delta)
         alpha = math.sqrt(1.0 + u / 2.0) + math.sqrt(u / 2.0)
     # Balle & Wang Alg. 1, last step: sigma = alpha * Delta / sqrt(2 eps).
     sigma = alpha * sensitivity / math.sqrt(2.0 * eps)

@@ -14,11 +14,11 @@ import numpy as np
 
 from privfl.accounting import GaussianEvent, PrivacyBudget, PrivacyLedger
 from privfl.core.context import Context
-from privfl.core.message import ArrayDict, Message, MessageKind, check_same_layout
+from privfl.core.message import Message, MessageKind
 from privfl.core.mods import App
-from privfl.core.names import NUM_EXAMPLES
+from privfl.core.names import DP_CLIP_NORM, LOCAL_DP_EPSILON, NUM_EXAMPLES
 from privfl.dp.calibration import MECHANISMS, check_epsilon_delta, gaussian_sigma
-from privfl.dp.clipping import add_update_toward, check_clip_norm, clip_l2
+from privfl.dp.clipping import add_update_toward, check_clip_norm, clip_l2, round_clip_norm, train_update
 from privfl.dp.noise import add_gaussian_noise
 from privfl.errors import ConfigError, MessageError
 
@@ -27,18 +27,6 @@ LOCAL_LEDGER_KEY = "privfl.dp.local_ledger"
 
 PRE_CLIP_NORM = "dp_pre_clip_norm"
 """Reply metric: L2 norm of the update before clipping (only when the mod is asked to report it)."""
-
-
-def _train_update(message: Message, reply: Message, who: str) -> ArrayDict:
-    """The update ``reply - message`` in float64, after checking the reply's layout and values."""
-    check_same_layout(message.arrays, reply.arrays, who)
-    update: ArrayDict = {}
-    for name, base in message.arrays.items():
-        delta = reply.arrays[name].astype(np.float64) - base
-        if not np.all(np.isfinite(delta)):
-            raise MessageError(f"{who}: training produced non-finite values in array {name!r}")
-        update[name] = delta
-    return update
 
 
 def _check_train_input(message: Message, who: str) -> None:
@@ -59,9 +47,12 @@ def _check_train_input(message: Message, who: str) -> None:
 class FixedClippingMod:
     """Clip the client's update to L2 norm ``clip_norm`` (McMahan et al., ICLR 2018, DP-FedAvg).
 
-    For client-level central DP where the server (:class:`~privfl.dp.central.CentralDp`)
-    or the clients themselves add the noise, e.g. under SecAgg+, where the server cannot
-    clip. Coordinates are rounded toward the received parameters when the reply is cast
+    For plain Flower-style use, where the client chooses its clip norm. Under
+    :class:`~privfl.dp.central.CentralDp` the server sends the clip norm it accounts for
+    in the round config (:data:`~privfl.core.names.DP_CLIP_NORM`) and the SecAgg+ and
+    CKKS client mods clip to it themselves; this mod then checks that it agrees and
+    refuses the round (:class:`~privfl.errors.ConfigError`) if it does not. Coordinates
+    are rounded toward the received parameters when the reply is cast
     back to their dtype, so the update the server reconstructs has norm <= ``clip_norm``.
 
     Args:
@@ -79,8 +70,14 @@ class FixedClippingMod:
         if message.metadata.kind is not MessageKind.TRAIN:
             return call_next(message, context)
         _check_train_input(message, "fixed clipping")
+        announced = round_clip_norm(message.config)
+        if announced is not None and not math.isclose(announced, self.clip_norm, rel_tol=1e-12):
+            raise ConfigError(
+                f"FixedClippingMod clips at {self.clip_norm:g} but the server accounts for clip norm "
+                f"{announced:g} ({DP_CLIP_NORM}); one value must hold on both sides"
+            )
         reply = call_next(message, context)
-        clipped, norm = clip_l2(_train_update(message, reply, "fixed clipping"), self.clip_norm)
+        clipped, norm = clip_l2(train_update(message.arrays, reply, "fixed clipping"), self.clip_norm)
         metrics = dict(reply.metrics)
         if self.report_norm:
             metrics[PRE_CLIP_NORM] = norm
@@ -156,7 +153,7 @@ class LocalDpMod:
         ledger = self.ledger(context)
         ledger.check(self.event)
         reply = call_next(message, context)
-        clipped, _ = clip_l2(_train_update(message, reply, "local DP"), self.clip_norm)
+        clipped, _ = clip_l2(train_update(message.arrays, reply, "local DP"), self.clip_norm)
         noisy = add_gaussian_noise(clipped, self.noise_std, rng=self.rng)
         ledger.record(
             self.event,
@@ -169,5 +166,5 @@ class LocalDpMod:
         metrics["local_dp_noise_std"] = self.noise_std
         epsilon = ledger.epsilon(self.delta)
         if math.isfinite(epsilon):
-            metrics["local_dp_epsilon"] = epsilon
+            metrics[LOCAL_DP_EPSILON] = epsilon
         return reply.replace(arrays=add_update_toward(message.arrays, noisy), metrics=metrics)

@@ -11,9 +11,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from privfl.core.message import ArrayDict
+from privfl.core.message import ArrayDict, Config, Message, check_same_layout
+from privfl.core.names import DP_CLIP_NORM, DP_MODE, DP_MODE_CENTRAL
 from privfl.dp.calibration import check_positive
-from privfl.errors import ConfigError
+from privfl.errors import ConfigError, MessageError
 
 
 def check_clip_norm(clip_norm: float) -> float:
@@ -75,3 +76,62 @@ def add_update_toward(received: Mapping[str, np.ndarray], update: Mapping[str, n
             new[overshoot] = np.nextafter(new[overshoot], base[overshoot])
         out[name] = new
     return out
+
+
+def train_update(received: Mapping[str, np.ndarray], reply: Message, who: str) -> ArrayDict:
+    """The update ``reply - received`` in float64, after checking the reply's layout and values.
+
+    Raises:
+        MessageError: the reply's arrays differ in names, shapes or dtypes from ``received``,
+            a received array is not floating point, or training produced non-finite values.
+    """
+    check_same_layout(received, reply.arrays, who)
+    update: ArrayDict = {}
+    for name, base in received.items():
+        if base.dtype.kind != "f":
+            raise MessageError(f"{who}: array {name!r} has dtype {base.dtype}; clipping needs float parameters")
+        delta = reply.arrays[name].astype(np.float64) - base
+        if not np.all(np.isfinite(delta)):
+            raise MessageError(f"{who}: training produced non-finite values in array {name!r}")
+        update[name] = delta
+    return update
+
+
+def round_clip_norm(config: Mapping[str, object]) -> float | None:
+    """The clip norm the round config asks clients to apply, or None when the round is not under DP.
+
+    Raises:
+        MessageError: the config names a DP mode this client does not implement, or a clip
+            norm that is missing or not a finite number > 0 (a client that cannot honour the
+            server's accounting refuses rather than send an update it did not bound).
+    """
+    mode, clip = config.get(DP_MODE), config.get(DP_CLIP_NORM)
+    if mode is None and clip is None:
+        return None
+    if mode != DP_MODE_CENTRAL:
+        raise MessageError(f"round config {DP_MODE}={mode!r}: this client implements only {DP_MODE_CENTRAL!r}")
+    try:
+        return check_clip_norm(clip)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        raise MessageError(f"round config {DP_CLIP_NORM}: {exc}") from None
+
+
+def clip_to_round_config(config: Config, received: ArrayDict, reply: Message) -> Message:
+    """``reply`` with its update clipped to the round config's :data:`~privfl.core.names.DP_CLIP_NORM`.
+
+    The one place where a protocol client (SecAgg+ before quantising, CKKS before
+    encrypting) applies the clip norm the server's DP wrapper accounts for, so the norm
+    has a single source (McMahan et al., ICLR 2018: each update clipped to L2 norm C).
+    A round whose config carries no DP entries returns ``reply`` unchanged. Coordinates
+    are rounded toward ``received`` (:func:`add_update_toward`), so the update the server
+    reconstructs has norm <= C.
+
+    Raises:
+        MessageError: the config asks for something this client cannot honour (see
+            :func:`round_clip_norm`) or the reply is malformed (see :func:`train_update`).
+    """
+    clip_norm = round_clip_norm(config)
+    if clip_norm is None:
+        return reply
+    clipped, _ = clip_l2(train_update(received, reply, "DP clipping"), clip_norm)
+    return reply.replace(arrays=add_update_toward(received, clipped))

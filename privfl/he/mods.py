@@ -19,6 +19,7 @@ from privfl.core.context import Context
 from privfl.core.message import ArrayDict, Message, MessageKind, check_same_layout
 from privfl.core.mods import App
 from privfl.core.names import NUM_EXAMPLES
+from privfl.dp.clipping import clip_to_round_config
 from privfl.errors import ConfigError, MessageError
 from privfl.he.cipher import ClientCipher
 from privfl.he.codec import EncryptedModel, ciphertext_arrays, is_encrypted_model
@@ -91,6 +92,7 @@ class CkksClientMod:
         reply = call_next(message.replace(arrays=plain, config=config), context)
         if kind is MessageKind.EVALUATE:
             return reply
+        reply = clip_to_round_config(config, plain, reply)  # the server's DP clip norm, if any
         return reply.replace(arrays=self._encrypt(reply, plain, cipher, int(num_clients)))  # type: ignore[arg-type]
 
     @staticmethod

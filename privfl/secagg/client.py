@@ -40,6 +40,7 @@ from privfl.core.context import Context
 from privfl.core.message import SERVER_NODE_ID, Message, MessageKind, check_same_layout
 from privfl.core.mods import App
 from privfl.core.names import NUM_EXAMPLES
+from privfl.dp.clipping import clip_to_round_config
 from privfl.errors import AuthenticationError, ConfigError, MessageError, ProtocolAbort, ProtocolError
 from privfl.secagg import protocol as p
 from privfl.secagg import session as s
@@ -471,6 +472,7 @@ class SecAggPlusClient:
         if not parameters or any(v.dtype.kind != "f" for v in parameters.values()):
             raise MessageError(f"client {self.node_id}: the masked-input request needs floating-point parameters")
         reply = fit(message.replace(arrays=parameters, config=config).with_stage(""))
+        reply = clip_to_round_config(config, parameters, reply)  # the server's DP clip norm, if any
         with self._timed("encode"):
             update, weight = self._update(parameters, reply)
             vector = self._encode(update, weight) if self.encoder is None else self._custom(update, message)

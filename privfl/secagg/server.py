@@ -43,6 +43,9 @@ from privfl.secagg.prg import MaskExpander, low_bits_mask
 from privfl.secagg.quantization import Quantizer
 from privfl.secagg.shamir import SHARE_BYTES, decode_element, robust_combine
 
+MIN_CLIENTS = 2
+"""Fewest clients a SecAgg+ round runs with (one client's "sum" would be its update)."""
+
 SharesOf = dict[int, dict[int, int]]
 """Whose secret -> share holder -> share value."""
 
@@ -122,8 +125,8 @@ class _ServerRound:
         nodes = tuple(sorted(spec.nodes))
         if len(set(nodes)) != len(nodes):
             raise ConfigError("round nodes must be distinct")
-        if len(nodes) < 2:
-            raise ProtocolAbort(f"secure aggregation needs at least 2 clients, {len(nodes)} selected")
+        if len(nodes) < MIN_CLIENTS:
+            raise ProtocolAbort(f"secure aggregation needs at least {MIN_CLIENTS} clients, {len(nodes)} selected")
         if any(name.startswith(p.PREFIX) for name in spec.parameters) or any(
             key.startswith(p.PREFIX) for key in spec.config
         ):
@@ -542,6 +545,20 @@ class SecAggPlusAggregator:
     def weighting(self) -> str:
         """``"examples"`` or ``"uniform"``, as wrappers such as central DP check it."""
         return self.config.weighting
+
+    @property
+    def min_clients(self) -> int:
+        """Fewest selected clients a round runs with: the smallest n >= 2 whose parameters resolve.
+
+        See :class:`~privfl.core.exchange.ClientFloor`; central DP scales its noise by it.
+        """
+        for n in range(MIN_CLIENTS, 257):
+            try:
+                self.config.round_params(n)
+            except ConfigError:
+                continue
+            return n
+        raise ConfigError("this SecAggConfig resolves for no round of 2 to 256 clients")
 
     def aggregate(self, spec: RoundSpec) -> Exchange[Aggregate]:
         result = yield from secagg_exchange(spec, self.config, self.roster)

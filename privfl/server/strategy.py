@@ -27,8 +27,9 @@ class FedAvg:
         aggregator: how updates are collected (plain by default; SecAgg+ or a DP
             wrapper for privacy).
         server_lr: server learning rate applied to the mean update.
-        min_clients: a round with fewer contributing clients is aborted (model kept);
-            0 lets a DP round with no sampled client still release its noise.
+        min_clients: a round with fewer contributing clients is aborted (model kept).
+            Not applied to a DP release (``Aggregate.dp_release``): whether a round aborts
+            would then depend on who was sampled and leak it, so a DP round always releases.
     """
 
     aggregator: Aggregator = field(default_factory=PlainAggregator)
@@ -48,7 +49,7 @@ class FedAvg:
         ``rejected`` and count as dropouts towards ``min_clients``.
         """
         agg = yield from self.aggregator.aggregate(spec)
-        if agg.num_clients < self.min_clients or agg.weight_sum <= 0:
+        if not agg.dp_release and (agg.num_clients < self.min_clients or agg.weight_sum <= 0):
             raise ProtocolAbort(
                 f"round {spec.server_round}: {agg.num_clients} client(s) contributed "
                 f"(total weight {agg.weight_sum}), need at least {self.min_clients}"

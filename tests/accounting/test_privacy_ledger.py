@@ -144,7 +144,7 @@ def test_corrupt_or_tampered_file_raises(tmp_path, corrupt, message):
     "edit",
     [
         lambda s: s.update(format="other"),
-        lambda s: s.update(version=2),
+        lambda s: s.update(version=3),
         lambda s: s.update(accountant="moments"),
         lambda s: s.update(budget={"epsilon": -1.0, "delta": 1e-5}),
         lambda s: s.update(extra=1),

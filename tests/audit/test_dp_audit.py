@@ -8,6 +8,7 @@ from functools import partial
 import pytest
 
 from privfl.accounting import GaussianEvent, RdpAccountant
+from privfl.accounting.gaussian import gaussian_epsilon
 from privfl.audit.config import QUICK
 from privfl.audit.dp import (
     CentralDpRelease,
@@ -15,7 +16,6 @@ from privfl.audit.dp import (
     CentralRound,
     DpSgdRelease,
     LocalDpRelease,
-    gaussian_epsilon,
     run_distinguishing,
 )
 from privfl.audit.dp_checks import (

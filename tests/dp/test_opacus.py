@@ -103,3 +103,72 @@ def test_dp_sgd_noise_comes_from_privfls_csprng(monkeypatch: pytest.MonkeyPatch)
     metrics = fit_dp_sgd(model, x, y, DpSgdSettings(noise_multiplier=1.5, max_grad_norm=0.5, batch_size=8))
     assert len(stds) == 2 * metrics[STEPS] and set(stds) == {1.5 * 0.5}  # weight and bias, every step
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+
+
+def _batches_of_one_fit(seed: int) -> list[list[int]]:
+    """The example indices of each batch of one DP-SGD fit, after ``torch.manual_seed(seed)``."""
+    import torch
+
+    n = 40
+    x = np.zeros((n, 3), dtype=np.float32)
+    y = np.arange(n)  # each label names its example
+    batches: list[list[int]] = []
+
+    def loss_fn(output, target):
+        batches.append(sorted(target.tolist()))
+        return torch.nn.functional.cross_entropy(output, target)
+
+    torch.manual_seed(seed)
+    settings = DpSgdSettings(noise_multiplier=1.0, max_grad_norm=1.0, batch_size=8, epochs=3)
+    fit_dp_sgd(torch.nn.Linear(3, n), x, y, settings, loss_fn=loss_fn)
+    return batches
+
+
+def test_poisson_batches_are_secret_whatever_torch_is_seeded_with() -> None:
+    """Issue 13: Opacus drew batches from torch's global RNG, so torch.manual_seed(0) before a fit repeated them."""
+    first, second = _batches_of_one_fit(0), _batches_of_one_fit(0)
+    assert first != second
+    sizes = [len(b) for b in first + second]  # Poisson with q = 1/5 of 40: mean 8 (empty batches skip the loss)
+    assert 5 < np.mean(sizes) < 11
+
+
+def test_poisson_batches_sampler() -> None:
+    from privfl.integrations.opacus import PoissonBatches
+
+    batches = list(PoissonBatches(1000, 0.1, 50))
+    assert len(batches) == 50 and all(b == sorted(set(b)) and all(0 <= i < 1000 for i in b) for b in batches)
+    assert abs(np.mean([len(b) for b in batches]) - 100) < 10
+    with pytest.raises(ConfigError):
+        PoissonBatches(10, 0.0, 5)
+
+
+def test_unnoised_training_metrics_stay_on_the_client_unless_named() -> None:
+    metrics = {"dp_sgd_sample_rate": 0.1, "dp_sgd_noise_multiplier": 1.0, STEPS: 3, NUM_EXAMPLES: 10}
+    metrics |= {"train_loss": 0.7, "train_accuracy": 0.9}
+
+    def app(message, context):
+        return message.reply(arrays=message.arrays, metrics=metrics)
+
+    message = train_message({"w": np.zeros(2, dtype=np.float32)})
+    reply = DpSgdLedgerMod(1e-5)(message, Context(node_id=1), app)
+    assert set(reply.metrics) == {"dp_sgd_sample_rate", "dp_sgd_noise_multiplier", STEPS, NUM_EXAMPLES, EPSILON}
+    opted = DpSgdLedgerMod(1e-5, unnoised_metrics=("train_loss",))(message, Context(node_id=2), app)
+    assert opted.metrics["train_loss"] == 0.7 and "train_accuracy" not in opted.metrics
+    with pytest.raises(ConfigError):
+        DpSgdLedgerMod(1e-5, unnoised_metrics="train_loss")
+
+
+def test_empty_poisson_batches_are_noisy_steps() -> None:
+    """With q = 1/3 over 3 examples about 30% of batches are empty; each is still a step (noise only)."""
+    import torch
+
+    seen: list[int] = []
+
+    def loss_fn(output, target):
+        seen.append(len(target))
+        return torch.nn.functional.cross_entropy(output, target)
+
+    x, y = np.ones((3, 3), dtype=np.float32), np.arange(3)
+    settings = DpSgdSettings(noise_multiplier=1.0, max_grad_norm=1.0, batch_size=1, epochs=20)
+    metrics = fit_dp_sgd(torch.nn.Linear(3, 3), x, y, settings, loss_fn=loss_fn)
+    assert metrics[STEPS] == 60 and 0 < len(seen) < 60  # P(no empty batch in 60) is about 1e-9
