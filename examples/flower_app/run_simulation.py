@@ -13,9 +13,9 @@ from privfl_flower_app.client_app import make_client_app
 from privfl_flower_app.server_app import make_server_app
 from privfl_flower_app.task import Settings
 
-# One Ray actor: privfl keeps each client's SecAgg+ secrets in the memory of the
-# process that runs it, so all stages of a client's round must reach that process.
-ONE_ACTOR = {"init_args": {"num_cpus": 1}, "client_resources": {"num_cpus": 1}}
+# One Ray actor per core: a node's SecAgg+ stages may run in different actors (its
+# state travels, sealed, in Flower's node-local Context).
+BACKEND_CONFIG = {"client_resources": {"num_cpus": 1}}
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
         server_app=make_server_app(settings),
         client_app=make_client_app(settings),
         num_supernodes=settings.num_clients,
-        backend_config=ONE_ACTOR,
+        backend_config=BACKEND_CONFIG,
     )
 
 

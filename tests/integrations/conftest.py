@@ -22,3 +22,19 @@ def flower_task() -> Iterator[None]:
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 99, 1, 7
     yield
     TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _node_key_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Node state keys go to a temporary directory (also for Ray actors and Flower processes started later)."""
+    import os
+
+    from privfl.integrations.flower.state import STATE_DIR_ENV
+
+    saved = os.environ.get(STATE_DIR_ENV)
+    os.environ[STATE_DIR_ENV] = str(tmp_path_factory.mktemp("privfl-node-keys"))
+    yield
+    if saved is None:
+        del os.environ[STATE_DIR_ENV]
+    else:
+        os.environ[STATE_DIR_ENV] = saved

@@ -15,9 +15,9 @@ from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
 from privfl.client import ClientApp
 from privfl.core.message import Message, MessageKind, Metadata
-from privfl.integrations.flower import client as flower_client
-from privfl.integrations.flower.client import CONTEXT_RECORD, flower_client_app, flower_mod
+from privfl.integrations.flower.client import flower_client_app, flower_mod
 from privfl.integrations.flower.convert import from_recorddict, to_recorddict
+from privfl.integrations.flower.state import STATE_RECORD
 
 FLOWER_NODE = 2**64 - 3  # Flower node ids use all 64 bits
 
@@ -64,46 +64,38 @@ def test_flower_numpy_client_runs_unchanged_behind_privfl_mods_on_flower() -> No
     ctx = flower_context()
     md = Metadata(3, 2, 0, 4, MessageKind.TRAIN)
     train = Message(md, arrays={"w": np.arange(3.0)}, config={"server_round": 2})
-    for calls in (1, 2):
+    for _ in range(2):
         reply = app(instruction(train), ctx)
         got = from_recorddict(reply.content, MessageKind.TRAIN)
         assert got.metadata == Metadata(3, 2, 4, 0, MessageKind.TRAIN)
         np.testing.assert_array_equal(got.arrays["w"], np.arange(3.0) + 0.5)
-        assert got.metrics == {"seen_round": 2, "num_examples": 12, "calls": calls}
-    assert dict(ctx.state[CONTEXT_RECORD]) == {"version": 2, "saved": b""}  # nothing Stateful to save
+        # A non-Stateful object is a cache: nothing keeps it between messages (any may run in a new process).
+        assert got.metrics == {"seen_round": 2, "num_examples": 12, "calls": 1}
+    assert dict(ctx.state[STATE_RECORD]) == {"saved": b"", "sealed": b"", "sealed_at": [3, 2]}
     evaluate = Message(Metadata(3, 2, 0, 4, MessageKind.EVALUATE), arrays={"w": np.ones(3)})
     got = from_recorddict(app(instruction(evaluate), ctx).content, MessageKind.EVALUATE)
-    assert got.metrics == {"accuracy": 0.75, "loss": 3.0, "num_examples": 12, "calls": 3}
+    assert got.metrics == {"accuracy": 0.75, "loss": 3.0, "num_examples": 12, "calls": 1}
 
 
 @pytest.mark.usefixtures("flower_task")
-def test_a_new_clientapp_process_rebuilds_the_context_as_a_resume_does() -> None:
-    app = flower_client_app(ClientApp(lambda node: ExistingFlowerClient(), mods=[CountCalls()]))
-    ctx = flower_context(run_id=6)
-    train = Message(Metadata(3, 1, 0, 4, MessageKind.TRAIN), arrays={"w": np.zeros(3)})
-    calls = [from_recorddict(app(instruction(train), ctx).content, MessageKind.TRAIN).metrics["calls"]]
-    calls.append(from_recorddict(app(instruction(train), ctx).content, MessageKind.TRAIN).metrics["calls"])
-    stale = flower_client._contexts[(6, FLOWER_NODE)]
-    del flower_client._contexts[(6, FLOWER_NODE)]  # as if the next message reached another process
-    calls.append(from_recorddict(app(instruction(train), ctx).content, MessageKind.TRAIN).metrics["calls"])
-    flower_client._contexts[(6, FLOWER_NODE)] = stale  # that process ran an older version of the context
-    calls.append(from_recorddict(app(instruction(train), ctx).content, MessageKind.TRAIN).metrics["calls"])
-    assert calls == [1, 2, 1, 1]  # a non-Stateful counter is a cache: rebuilt afresh, never a stale copy
-
-
-@pytest.mark.usefixtures("flower_task")
-def test_local_dp_ledger_follows_the_node_across_clientapp_processes() -> None:
+def test_local_dp_ledger_follows_the_node_in_flowers_context_state() -> None:
     """Flower's deployment runtime runs one ClientApp process per message: the ledger must survive it."""
     import privfl.dp as dp
 
     local_dp = dp.LocalDpMod(clip_norm=1.0, epsilon=1.0, delta=1e-5, rng=np.random.default_rng(0))
-    app = flower_client_app(ClientApp(lambda node: ExistingFlowerClient(), mods=[local_dp]))
+    seen = []
+
+    def spy(message, context, call_next):
+        reply = call_next(message, context)
+        seen.append(local_dp.ledger(context))
+        return reply
+
+    app = flower_client_app(ClientApp(lambda node: ExistingFlowerClient(), mods=[spy, local_dp]))
     ctx = flower_context(run_id=8)
     for rnd in (1, 2, 3):
         train = Message(Metadata(3, rnd, 0, 4, MessageKind.TRAIN), arrays={"w": np.zeros(3)})
         app(instruction(train), ctx)
-        privfl_ctx = flower_client._contexts.pop((8, FLOWER_NODE))[1]  # the process exits after each message
-    assert len(local_dp.ledger(privfl_ctx).entries) == 3  # composed over the three processes, none lost
+    assert [len(ledger.entries) for ledger in seen] == [1, 2, 3]  # composed over the messages, none lost
 
 
 def flower_message_api_app(mods: list) -> FlowerClientApp:

@@ -16,8 +16,7 @@ from privfl.accounting import PrivacyLedger
 from privfl.server import run_simulation as bundled_run_simulation
 from privfl.tasks.digits import initial_parameters
 
-pytestmark = pytest.mark.slow  # starts Ray and a Flower simulation runtime (make test-slow runs it)
-
+pytestmark = pytest.mark.slow  # starts Ray
 APP_DIR = Path(__file__).resolve().parents[2] / "examples" / "flower_app"
 
 
@@ -39,7 +38,7 @@ def test_flower_example_trains_with_secagg_and_central_dp(example, tmp_path: Pat
         server_app=make_server_app(settings),
         client_app=make_client_app(settings),
         num_supernodes=settings.num_clients,
-        backend_config=example.ONE_ACTOR,
+        backend_config=example.BACKEND_CONFIG,
     )
     ledger = PrivacyLedger.load(settings.ledger_path)
 

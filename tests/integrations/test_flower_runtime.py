@@ -1,6 +1,7 @@
 """privfl strategies on Flower's simulation runtime give the bundled loop's results for the same seeds and inputs.
 
-One ``flwr.simulation.run_simulation`` (Ray backend, one actor) hosts three privfl runs
+One ``flwr.simulation.run_simulation`` (Ray backend, two actors: a node's consecutive
+messages may run in different processes) hosts three privfl runs
 on the same 8 Flower nodes, told apart by privfl's run id: plain FedAvg on the digits
 task, SecAgg+ with a dropout, and central DP. Each is compared with
 :func:`privfl.server.run_simulation` on the same inputs.
@@ -9,6 +10,7 @@ task, SecAgg+ with a dropout, and central DP. Each is compared with
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import flwr  # noqa: F401
 import numpy as np
@@ -29,7 +31,8 @@ from privfl.tasks.digits import DigitsFederation, initial_parameters
 pytestmark = pytest.mark.slow  # starts Ray and a Flower simulation runtime (make test-slow runs it)
 
 NUM_NODES = 8
-ONE_ACTOR = {"init_args": {"num_cpus": 1}, "client_resources": {"num_cpus": 1}}
+TWO_ACTORS = {"init_args": {"num_cpus": 2}, "client_resources": {"num_cpus": 1}}
+pytestmark = pytest.mark.slow  # starts Ray
 FED = DigitsFederation(num_clients=NUM_NODES, alpha=0.5, seed=0)
 PLAIN, SECAGG, DP = 1, 2, 3
 
@@ -98,14 +101,25 @@ CLIENT_APPS = {
 }
 
 
+PID_LOG = "PRIVFL_TEST_PID_LOG"
+
+
 def by_run_id(message: Message, context) -> Message:
-    """One Flower ClientApp for the three privfl runs, told apart by the run id privfl carries."""
-    return CLIENT_APPS[message.metadata.run_id](message, context)
+    """One Flower ClientApp for the three privfl runs, told apart by the run id privfl carries.
+
+    Logs (run, node, stage, process id) so the test can see stages of one node in different actors.
+    """
+    md = message.metadata
+    with open(os.environ[PID_LOG], "a") as log:
+        log.write(f"{md.run_id} {md.server_round} {md.dst_node} {md.stage or '-'} {os.getpid()}\n")
+    return CLIENT_APPS[md.run_id](message, context)
 
 
 @pytest.fixture(scope="module")
-def flower_results() -> dict:
+def flower_results(tmp_path_factory: pytest.TempPathFactory) -> dict:
     results: dict = {}
+    pid_log = tmp_path_factory.mktemp("pids") / "pids.txt"
+    os.environ[PID_LOG] = str(pid_log)  # set before Ray starts, so its actors inherit it
     server = ServerApp()
 
     @server.main()
@@ -117,9 +131,10 @@ def flower_results() -> dict:
         server_app=server,
         client_app=flower_client_app(by_run_id),
         num_supernodes=NUM_NODES,
-        backend_config=ONE_ACTOR,
+        backend_config=TWO_ACTORS,
     )
     assert set(results) == set(RUNS), "the ServerApp failed; see the Flower log above"
+    results["pids"] = [line.split() for line in pid_log.read_text().splitlines()]
     return results
 
 
@@ -146,6 +161,12 @@ def test_plain_fedavg_on_flower_equals_bundled_loop(flower_results: dict) -> Non
 
 
 def test_secagg_on_flower_equals_bundled_loop_bit_for_bit_with_a_dropout(flower_results: dict) -> None:
+    # The stages of some node's SecAgg+ round ran in different Ray actors (processes).
+    pids: dict = {}
+    for run_id, rnd, node, stage, pid in flower_results["pids"]:
+        if int(run_id) == SECAGG:
+            pids.setdefault((rnd, node), set()).add(pid)
+    assert any(len(p) > 1 for p in pids.values())
     result = flower_results[SECAGG]
     assert_same_run(result, bundled(SECAGG))
     first, second = result.history.rounds

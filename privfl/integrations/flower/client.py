@@ -8,45 +8,43 @@ Two entry points:
   ``get_parameters`` / ``fit`` / ``evaluate`` signatures, so existing training code
   runs unchanged.
 - :func:`flower_mod` turns privfl mods into one Flower mod for an existing Flower
-  Message-API ``ClientApp`` (``@app.train()`` functions reading the ``"arrays"`` and
-  ``"config"`` records and replying with ``"arrays"`` and ``"metrics"``).
+  ``ClientApp``: a legacy one (``ClientApp(client_fn=...)`` with Flower's
+  ``client_fn(context)`` returning ``NumPyClient(...).to_client()``) or a Message-API
+  one (``@app.train()`` functions reading ``"arrays"`` / ``"config"``). The Flower
+  mods users put in ``mods=[...]`` are in :mod:`privfl.integrations.flower.mods`.
 
-Messages from a privfl server (see :mod:`privfl.integrations.flower.server`) carry
-privfl metadata; messages from a Flower strategy do not, and then the round is
-taken from Flower's ``group_id`` and the node and run ids from Flower's (modulo
-2**63). Flower's ``num-examples`` metric is read as privfl's ``num_examples``.
+Three layouts of incoming messages are read: privfl's (from a privfl server or
+workflow, metadata in an envelope), Flower's Message API (``"arrays"``,
+``"config"``) and Flower's legacy layout (``fitins.*``). Messages without privfl
+metadata take the round from Flower's ``group_id`` and the node and run ids from
+Flower's (modulo 2**63); the reply uses the layout of the request. Flower's
+``num-examples`` metric is read as privfl's ``num_examples``.
 
-privfl mods keep their state in a privfl :class:`~privfl.core.context.Context`
-held in the memory of the process that runs the ClientApp. Flower's ``Context.state``
-(node-local) records a version number and the checkpoint form of the context's
-:class:`~privfl.core.context.Stateful` objects (e.g. a local-DP ledger; only the
-round id of a SecAgg+ client, whose secrets never leave memory). When a node's
-message reaches a process that does not hold the node's current context (Flower's
-deployment runtime starts one ``flwr-clientapp`` process per message; a simulation
-may run several Ray actors), the context is rebuilt from that form exactly as after
-a privfl checkpoint resume: Stateful objects are restored, others (caches such as a
-CKKS cipher) are created afresh. A SecAgg+ client rebuilt mid-round refuses the
-round's next stage (:class:`~privfl.errors.ProtocolError`), so SecAgg+ needs each
-node's stages to reach one long-lived process: Flower's simulation runtime with one
-actor (``init_args.num_cpus = client_resources.num_cpus``).
+State: each message gets the node's privfl :class:`~privfl.core.context.Context`
+rebuilt from Flower's node-local ``Context.state`` and saved back afterwards (also
+when the app fails), secrets only sealed under a node-local key
+(:mod:`privfl.integrations.flower.state`). Nothing is kept in process memory, so a
+node's messages may run in different processes: Ray actors in simulation, one
+``flwr-clientapp`` process per message in deployment.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import Enum
 from functools import partial
-from typing import Any
 
-from flwr.app import ConfigRecord
 from flwr.app import Context as FlowerContext
 from flwr.app import Message as FlowerMessage
+from flwr.app import RecordDict
 from flwr.clientapp import ClientApp as FlowerClientApp
 
 from privfl.core.context import Context
 from privfl.core.message import SERVER_NODE_ID, Message, Metadata
 from privfl.core.mods import App, Mod, compose
 from privfl.core.names import NUM_EXAMPLES
-from privfl.errors import CheckpointError, MessageError, ProtocolError
+from privfl.errors import MessageError
+from privfl.integrations.flower import legacy
 from privfl.integrations.flower.convert import (
     FLOWER_NUM_EXAMPLES,
     from_recorddict,
@@ -54,48 +52,26 @@ from privfl.integrations.flower.convert import (
     kind_of,
     to_recorddict,
 )
-from privfl.server import checkpoint
+from privfl.integrations.flower.state import STATE_RECORD, open_context, save_context
 
 FlowerApp = Callable[[FlowerMessage, FlowerContext], FlowerMessage]
 FlowerMod = Callable[[FlowerMessage, FlowerContext, FlowerApp], FlowerMessage]
 
-CONTEXT_RECORD = "privfl.context"
-"""ConfigRecord in Flower's ``Context.state``: ``version`` and ``saved`` (checkpoint form of Stateful state)."""
-
 _MASK_63 = 2**63 - 1
-_contexts: dict[tuple[int, int], tuple[int, Context]] = {}
-"""This process's privfl contexts by (Flower run id, Flower node id), with the version they are at."""
 
 
-def _load_state(blob: bytes) -> dict[str, Any]:
-    try:
-        return checkpoint.loads(blob, what="saved privfl client state")
-    except CheckpointError as exc:
-        raise ProtocolError(str(exc)) from None
+class Layout(str, Enum):
+    """How a Flower message's content is laid out."""
+
+    PRIVFL = "privfl"  # privfl envelope (sent by a privfl server or workflow)
+    MESSAGE_API = "message-api"  # Flower's "arrays" / "config" / "metrics"
+    LEGACY = "legacy"  # Flower's fitins.* / fitres.*
 
 
-def _enter(flower_ctx: FlowerContext, node_id: int) -> tuple[Context, int]:
-    """The privfl context of this Flower node for the current message, and its version."""
-    record = flower_ctx.state.config_records.get(CONTEXT_RECORD)
-    version = int(record["version"]) if record else 0
-    cached = _contexts.get((flower_ctx.run_id, flower_ctx.node_id))
-    if cached is not None and cached[0] == version:
-        context = cached[1]
-        if context.node_id != node_id:
-            raise ProtocolError(f"Flower node {flower_ctx.node_id} is privfl node {context.node_id}, not {node_id}")
-        return context, version
-    context = Context(node_id=node_id, run_config=dict(flower_ctx.run_config))
-    if record and record["saved"]:
-        context.restore_state(_load_state(record["saved"]))
-    return context, version
-
-
-def _leave(flower_ctx: FlowerContext, context: Context, version: int) -> None:
-    _contexts[(flower_ctx.run_id, flower_ctx.node_id)] = (version + 1, context)
-    saved = context.checkpoint_state()
-    flower_ctx.state.config_records[CONTEXT_RECORD] = ConfigRecord(
-        {"version": version + 1, "saved": checkpoint.dumps(saved) if saved else b""}
-    )
+def layout_of(content: RecordDict) -> Layout:
+    if has_envelope(content):
+        return Layout.PRIVFL
+    return Layout.LEGACY if legacy.is_legacy(content) else Layout.MESSAGE_API
 
 
 def _rename_metric(message: Message, old: str, new: str) -> Message:
@@ -117,17 +93,39 @@ def _flower_metadata(message: FlowerMessage, flower_ctx: FlowerContext) -> Metad
     )
 
 
-def _serve(app: App, message: FlowerMessage, flower_ctx: FlowerContext) -> FlowerMessage:
-    """Run privfl ``app`` on a Flower message and wrap its reply as a Flower reply."""
-    envelope = has_envelope(message.content)
+def read_request(message: FlowerMessage, flower_ctx: FlowerContext) -> tuple[Message, Layout]:
+    """The privfl message held by a Flower instruction, and the layout it came in."""
+    layout = layout_of(message.content)
     kind = kind_of(message.metadata.message_type)
-    request = from_recorddict(message.content, kind, None if envelope else _flower_metadata(message, flower_ctx))
-    context, version = _enter(flower_ctx, request.metadata.dst_node)
-    reply = app(request, context)
-    _leave(flower_ctx, context, version)
-    if not envelope:
-        reply = _rename_metric(reply, NUM_EXAMPLES, FLOWER_NUM_EXAMPLES)
-    return FlowerMessage(to_recorddict(reply, envelope=envelope), reply_to=message)
+    if layout is Layout.PRIVFL:
+        return from_recorddict(message.content, kind), layout
+    metadata = _flower_metadata(message, flower_ctx)
+    if layout is Layout.LEGACY:
+        return legacy.read_request(message.content, kind, metadata), layout
+    return from_recorddict(message.content, kind, metadata), layout
+
+
+def write_reply(reply: Message, layout: Layout) -> RecordDict:
+    """Flower content of privfl ``reply`` in the layout of the request it answers."""
+    if layout is Layout.PRIVFL:
+        return to_recorddict(reply)
+    if layout is Layout.LEGACY:
+        return legacy.write_reply(reply)
+    return to_recorddict(_rename_metric(reply, NUM_EXAMPLES, FLOWER_NUM_EXAMPLES), envelope=False)
+
+
+def _serve(app: App, message: FlowerMessage, flower_ctx: FlowerContext, record: str = STATE_RECORD) -> FlowerMessage:
+    """Run privfl ``app`` on a Flower message with the node's state (in ``Context.state[record]``)."""
+    request, layout = read_request(message, flower_ctx)
+    md = request.metadata
+    where = {"run_id": md.run_id, "server_round": md.server_round, "record_name": record}
+    context = open_context(flower_ctx, node_id=md.dst_node, **where)
+    try:
+        reply = app(request, context)
+    finally:
+        # Saved even when the app fails: a protocol that abandoned its round must stay abandoned.
+        save_context(flower_ctx, context, **where)
+    return FlowerMessage(write_reply(reply, layout), reply_to=message)
 
 
 def flower_client_app(app: App) -> FlowerClientApp:
@@ -145,15 +143,34 @@ def flower_client_app(app: App) -> FlowerClientApp:
     return flower_app
 
 
+def _inner_content(request: Message, layout: Layout) -> RecordDict:
+    """What the rest of the Flower chain is given: the request's own layout; for a privfl request,
+    both Flower layouts, so a legacy ``client_fn`` app and a Message-API app can each read it."""
+    if layout is Layout.LEGACY:
+        return legacy.write_request(request)
+    content = to_recorddict(request, envelope=False)
+    if layout is Layout.PRIVFL:
+        for name, record in legacy.write_request(request).items():
+            content[name] = record
+    return content
+
+
 def _call_flower(
-    message: FlowerMessage, flower_ctx: FlowerContext, call_next: FlowerApp, request: Message, context: Context
+    message: FlowerMessage,
+    flower_ctx: FlowerContext,
+    call_next: FlowerApp,
+    layout: Layout,
+    request: Message,
+    context: Context,
 ) -> Message:
     """The innermost privfl app of :func:`flower_mod`: hand ``request`` to the rest of the Flower chain."""
     del context  # the Flower chain sees its own Flower context
-    inner = FlowerMessage(to_recorddict(request, envelope=False), metadata=message.metadata)
+    inner = FlowerMessage(_inner_content(request, layout), metadata=message.metadata)
     reply = call_next(inner, flower_ctx)
     if reply.has_error():
         raise MessageError(f"the Flower app replied with error {reply.error.code}: {reply.error.reason}")
+    if legacy.has_reply(reply.content, request.metadata.kind):
+        return legacy.read_reply(reply.content, request)
     reply_md = request.reply().metadata
     return _rename_metric(from_recorddict(reply.content, reply_md.kind, reply_md), FLOWER_NUM_EXAMPLES, NUM_EXAMPLES)
 
@@ -161,14 +178,22 @@ def _call_flower(
 def flower_mod(*mods: Mod) -> FlowerMod:
     """One Flower client mod running privfl ``mods`` (first is outermost) around the rest of a Flower chain.
 
+    Flower's legacy ``get_parameters`` / ``get_properties`` messages pass through untouched.
+
     Example::
 
-        app = flwr.clientapp.ClientApp(mods=[flower_mod(FixedClippingMod(1.0), LocalDpMod(...))])
+        app = flwr.clientapp.ClientApp(client_fn=client_fn, mods=[flower_mod(FixedClippingMod(1.0))])
     """
     chain = tuple(mods)
+    # Each Flower mod keeps its privfl state in its own record: mods nest, and an inner one
+    # must not overwrite the outer one's state.
+    record = f"{STATE_RECORD}:" + "+".join(getattr(m, "__name__", type(m).__name__) for m in chain)
 
     def privfl_mods(message: FlowerMessage, flower_ctx: FlowerContext, call_next: FlowerApp) -> FlowerMessage:
-        inner = partial(_call_flower, message, flower_ctx, call_next)
-        return _serve(compose(inner, chain), message, flower_ctx)
+        if message.metadata.message_type.startswith(("get_parameters", "get_properties")):
+            return call_next(message, flower_ctx)
+        layout = layout_of(message.content)
+        inner = partial(_call_flower, message, flower_ctx, call_next, layout)
+        return _serve(compose(inner, chain), message, flower_ctx, record)
 
     return privfl_mods

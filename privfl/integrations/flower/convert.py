@@ -103,7 +103,7 @@ def arrays_to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
     return ArrayRecord(out)
 
 
-def _decode_npy(data: bytes, name: str) -> np.ndarray:
+def decode_npy(data: bytes, name: str) -> np.ndarray:
     """Parse ``.npy`` bytes; the declared size must match the data before anything is allocated."""
     buffer = io.BytesIO(data)
     try:
@@ -133,7 +133,7 @@ def arrays_from_record(record: ArrayRecord) -> dict[str, np.ndarray]:
     for name, array in record.items():
         if array.stype != _NUMPY_STYPE:
             raise MessageError(f"array {name!r} has serialisation type {array.stype!r}; expected {_NUMPY_STYPE!r}")
-        arr = _decode_npy(array.data, name)
+        arr = decode_npy(array.data, name)
         if tuple(arr.shape) != tuple(array.shape) or arr.dtype.str != np.dtype(array.dtype).str:
             raise MessageError(
                 f"array {name!r} decodes to {arr.dtype} {arr.shape}, its record says {array.dtype} {tuple(array.shape)}"

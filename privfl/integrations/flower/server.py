@@ -103,7 +103,8 @@ class GridClients:
         node = self.node_map.to_privfl(flower_id) if flower_id in self.node_map.flower_ids else None
         if code not in DROPOUT_ERRORS and self.on_client_error == "raise":
             raise ClientError(f"client {node} (Flower node {flower_id}) failed: error {code}: {reason}")
-        logger.warning("client %s (Flower node %s) dropped out: error %s: %s", node, flower_id, code, reason)
+        log = logger.warning if code in DROPOUT_ERRORS else logger.error
+        log("client %s (Flower node %s) dropped out: error %s: %s", node, flower_id, code, reason)
 
     def client_state(self) -> dict[str, dict[str, Any]]:
         """Empty: client state lives on the Flower nodes (in their node-local Context)."""

@@ -1,0 +1,1 @@
+"""Benchmark app: one Flower app, SecAgg+ from privfl or from Flower chosen by the run config ``impl``."""
