@@ -207,7 +207,7 @@ def test_ledger_report_states_its_accountant(ledger: Path, capsys: pytest.Captur
 
 
 def test_order_grid_warning_is_one_clean_line(capsys: pytest.CaptureFixture) -> None:
-    code, out, err = run(["budget", "-z", "0.2", "-q", "1", "-T", "100000", "--delta", "0.5"], capsys)
+    code, out, err = run(["budget", "-z", "100", "-q", "0.00001", "-T", "1", "--delta", "1e-10"], capsys)
     assert code == 0 and "epsilon =" in out
     assert err.strip().splitlines() == [err.strip()]
     assert err.startswith("privfl budget: warning: the best RDP order") and ".py" not in err

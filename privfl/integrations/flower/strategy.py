@@ -307,9 +307,7 @@ class DifferentialPrivacyClientSideFixedClipping(PrivflDpStrategy):
     def mechanism(self) -> CentralDp:
         z, c = self._args
         budget = self.budget
-        return CentralDp(
-            PlainAggregator(weighting="uniform"), noise_multiplier=z, clip_norm=c, budget=budget, delta=self.delta
-        )
+        return CentralDp.with_server_clipping(noise_multiplier=z, clip_norm=c, budget=budget, delta=self.delta)
 
     def wrap_secure_sum(self, secure_sum: Aggregator) -> Aggregator:
         self.dp.inner = secure_sum
