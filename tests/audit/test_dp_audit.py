@@ -52,7 +52,7 @@ def _central(bug: Bug | None, claim: float) -> CentralDpRelease:
     if bug is None:
         make = partial(CentralDp.with_server_clipping, noise_multiplier=NOISE_MULTIPLIER, clip_norm=CLIP_NORM)
     else:
-        make = partial(broken_central_dp, bug, clip_norm=CLIP_NORM, noise_multiplier=NOISE_MULTIPLIER, n=5)
+        make = partial(broken_central_dp, bug, clip_norm=CLIP_NORM, noise_multiplier=NOISE_MULTIPLIER, n=10)
     return CentralDpRelease(make, f"CentralDp {bug}", SETUP, claim, DELTA)
 
 
@@ -60,7 +60,7 @@ def _local(bug: Bug | None) -> LocalDpRelease:
     if bug is None:
         mod = LocalDpMod(clip_norm=CLIP_NORM, epsilon=LOCAL_EPSILON, delta=DELTA)
     else:
-        mod = broken_local_dp(bug, clip_norm=CLIP_NORM, epsilon=LOCAL_EPSILON, delta=DELTA, n=5)
+        mod = broken_local_dp(bug, clip_norm=CLIP_NORM, epsilon=LOCAL_EPSILON, delta=DELTA, n=10)
     return LocalDpRelease(mod, f"LocalDpMod {bug}", CLIP_NORM, LOCAL_EPSILON, DELTA)
 
 
