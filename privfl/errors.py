@@ -21,11 +21,12 @@ class WireError(PrivflError):
 
 
 class MessageError(PrivflError):
-    """A decoded message is well formed but not valid here (kind, shapes, dtypes, ids)."""
+    """A decoded message's content is not valid here (array names, shapes, dtypes, values, metrics)."""
 
 
 class ProtocolError(PrivflError):
-    """A protocol message arrived out of order, for the wrong round, or from the wrong party."""
+    """A message's routing is not valid here: out of order, for the wrong run, round, kind or stage,
+    addressed to the wrong party, or from a party that was not asked (or answered twice)."""
 
 
 class ProtocolAbort(ProtocolError):

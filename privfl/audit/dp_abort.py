@@ -43,6 +43,7 @@ from privfl.core.exchange import SamplingInfo, Strategy
 from privfl.core.message import ArrayDict
 from privfl.core.mods import App
 from privfl.errors import ConfigError, PrivflError
+from privfl.server.run_config import RunConfig
 from privfl.server.simulation import run_rounds
 from privfl.server.transport import InProcessClients
 
@@ -115,15 +116,8 @@ def round_outcomes(
             try:
                 with warnings.catch_warnings():  # the loop warns about each aborted round
                     warnings.simplefilter("ignore")
-                    result = run_rounds(
-                        clients,
-                        population=ids,
-                        num_rounds=1,
-                        initial_parameters=initial_parameters,
-                        strategy=strategy,
-                        sampler=_Replay(nodes, rate),
-                        progress=False,
-                    )
+                    config = RunConfig(num_rounds=1, strategy=strategy, sampler=_Replay(nodes, rate), progress=False)
+                    result = run_rounds(clients, ids, initial_parameters, config)
                 released = bool(result.history.rounds) and result.history.rounds[0].status == "ok"
             except PrivflError:
                 released = False  # the run stopped on an error: the model did not move either

@@ -271,7 +271,7 @@ def independence_check(settings: AuditSettings) -> Check:
     quantizer = CONFIG.round_params(NUM_CLIENTS).quantizer
     # Statistic per round: client 1's masked vector minus the quantised input it would hold under the
     # first input set, mod 2^m; a leak shows as a difference between the two input sets.
-    reference = quantizer.quantize(inputs[False][1], np.dtype(np.uint64), seed=bytes(32)).astype(np.int64)
+    reference = quantizer.quantize(inputs[False][1], np.dtype(np.uint64), _entropy=bytes).astype(np.int64)
     rows = []
     for node in (1, 2):
         a = np.concatenate(vectors[False][node]).astype(np.float64) / modulus

@@ -8,9 +8,9 @@ import numpy as np
 
 from privfl.client.numpy_client import NumPyClient
 from privfl.core.context import Context
-from privfl.core.message import ConfigValue, Message, MessageKind, arrays_from_list
+from privfl.core.message import ArrayDict, ConfigValue, Message, MessageKind, arrays_from_list
 from privfl.core.mods import Mod, compose
-from privfl.core.names import LOSS, NUM_EXAMPLES
+from privfl.core.names import LOSS, NUM_EXAMPLES, check_num_examples
 from privfl.errors import MessageError
 
 ClientFn = Callable[[int], NumPyClient]
@@ -32,6 +32,14 @@ def _split_metrics(metrics: dict, who: str) -> tuple[dict[str, int | float], dic
                 f"{who}: metric {key!r} must be a number, str, bytes or bool, got {type(value).__name__}"
             )
     return numeric, other
+
+
+def _writable(arrays: ArrayDict) -> list[np.ndarray]:
+    """The arrays as the client's own, writable: arrays decoded from bytes are read-only views (one copy each).
+
+    Flower's NumPyClient hands out writable arrays, and training code may update them in place.
+    """
+    return [a if a.flags.writeable else a.copy() for a in arrays.values()]
 
 
 class ClientApp:
@@ -62,16 +70,16 @@ class ClientApp:
         config.setdefault("server_round", message.metadata.server_round)
         kind = message.metadata.kind
         if kind is MessageKind.TRAIN:
-            params, num_examples, metrics = client.fit(list(message.arrays.values()), config)
+            params, num_examples, metrics = client.fit(_writable(message.arrays), config)
             names = list(message.arrays) if len(params) == len(message.arrays) else None
             arrays = dict(zip(names, params, strict=False)) if names else arrays_from_list(params)
             out, extra = _split_metrics(metrics, "fit")
-            out[NUM_EXAMPLES] = int(num_examples)
+            out[NUM_EXAMPLES] = check_num_examples(num_examples, "fit")
             return message.reply(arrays=arrays, metrics=out, config=extra)
         if kind is MessageKind.EVALUATE:
-            loss, num_examples, metrics = client.evaluate(list(message.arrays.values()), config)
+            loss, num_examples, metrics = client.evaluate(_writable(message.arrays), config)
             out, extra = _split_metrics(metrics, "evaluate")
             out[LOSS] = float(loss)
-            out[NUM_EXAMPLES] = int(num_examples)
+            out[NUM_EXAMPLES] = check_num_examples(num_examples, "evaluate")
             return message.reply(metrics=out, config=extra)
         return message.reply(arrays=arrays_from_list(client.get_parameters(config)))

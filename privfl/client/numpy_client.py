@@ -14,7 +14,9 @@ class NumPyClient:
     """Base class for a client that trains on local data.
 
     Subclasses override :meth:`fit` and usually :meth:`get_parameters` and
-    :meth:`evaluate`. Parameters are a list of numpy arrays in a fixed order.
+    :meth:`evaluate`. Parameters are a list of numpy arrays in a fixed order, the
+    client's own to update in place (a :class:`~privfl.client.app.ClientApp` copies
+    the read-only arrays of a decoded message once).
     """
 
     def get_parameters(self, config: ClientConfig) -> NDArrays:

@@ -22,9 +22,9 @@ from privfl.core.exchange import (
 )
 from privfl.core.message import ArrayDict, Config, Message, MessageKind, Metadata, Metrics
 from privfl.core.mods import App, Mod, compose
-from privfl.core.names import LOSS, NUM_EXAMPLES
+from privfl.core.names import LOSS, NUM_EXAMPLES, check_num_examples
 from privfl.core.plain import PlainAggregator
-from privfl.core.wire import WireLimits, decode, encode
+from privfl.core.wire import WireLimits, decode, encode, encode_array, encoded_size
 
 __all__ = [
     "LOSS",
@@ -52,7 +52,10 @@ __all__ = [
     "Stateful",
     "Strategy",
     "WireLimits",
+    "check_num_examples",
     "compose",
     "decode",
     "encode",
+    "encode_array",
+    "encoded_size",
 ]

@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 from privfl.core.message import SERVER_NODE_ID, ArrayDict, Config, Message, MessageKind, Metadata, Metrics
-from privfl.errors import ConfigError, MessageError
+from privfl.errors import ConfigError, ProtocolError
 
 T = TypeVar("T")
 Replies = Iterator[Message]
@@ -229,24 +229,24 @@ def check_reply(reply: Message, spec: RoundSpec, seen: set[int], stage: str = ""
     """Validate a reply's header against the round; return its sender (added to ``seen``).
 
     Raises:
-        MessageError: the reply is not addressed to the server, is for another run,
+        ProtocolError: the reply is not addressed to the server, is for another run,
             round, kind or stage, comes from a node not selected this round, or repeats
             a sender.
     """
     md = reply.metadata
     node = md.src_node
     if md.dst_node != SERVER_NODE_ID:
-        raise MessageError(f"reply from node {node} is addressed to node {md.dst_node}, not the server")
+        raise ProtocolError(f"reply from node {node} is addressed to node {md.dst_node}, not the server")
     if (md.run_id, md.server_round, md.kind, md.stage) != (spec.run_id, spec.server_round, spec.kind, stage):
-        raise MessageError(
+        raise ProtocolError(
             f"reply from node {node} is for run {md.run_id} round {md.server_round} {md.kind.value} "
             f"stage {md.stage!r}; expected run {spec.run_id} round {spec.server_round} {spec.kind.value} "
             f"stage {stage!r}"
         )
     if node not in spec.nodes:
-        raise MessageError(f"reply from node {node}, which was not selected this round")
+        raise ProtocolError(f"reply from node {node}, which was not selected this round")
     if node in seen:
-        raise MessageError(f"duplicate reply from node {node}")
+        raise ProtocolError(f"duplicate reply from node {node}")
     seen.add(node)
     return node
 

@@ -18,7 +18,7 @@ from privfl.core.exchange import ClientResult, Exchange, FitOutcome, Rejection, 
 from privfl.core.message import SERVER_NODE_ID, ArrayDict, Message
 from privfl.core.names import NUM_EXAMPLES
 from privfl.core.plain import evaluate_exchange, weighted_client_metrics
-from privfl.errors import ConfigError, MessageError, ProtocolAbort
+from privfl.errors import ConfigError, MessageError, ProtocolAbort, ProtocolError
 from privfl.he.cipher import EncryptedSum
 from privfl.he.codec import KEY_ID, EncryptedModel, ciphertext_arrays, is_encrypted_model, read_ciphertext_arrays
 from privfl.he.committee import DECRYPT_STAGE, SIGNERS, CommitteeConfig, combine, read_partials
@@ -107,8 +107,8 @@ class HEFedAvg:
                     )
                 num_examples = self._num_examples(reply)
                 total.add(read_ciphertext_arrays(reply.arrays, self.keys.key_id, count))
-            except MessageError as exc:
-                rejected.append(Rejection(reply.metadata.src_node, reply.metadata.stage, "MessageError", str(exc)))
+            except (MessageError, ProtocolError) as exc:  # invalid or misrouted: the sender is a dropout
+                rejected.append(Rejection.of(reply, reply.metadata.stage, exc))
                 continue
             weight += num_examples
             results.append(ClientResult(node, num_examples, dict(reply.metrics)))
@@ -157,13 +157,13 @@ class HEFedAvg:
                 md = reply.metadata
                 try:
                     if (md.run_id, md.server_round, md.stage) != (spec.run_id, spec.server_round, DECRYPT_STAGE):
-                        raise MessageError(f"reply for run {md.run_id} round {md.server_round} stage {md.stage!r}")
+                        raise ProtocolError(f"reply for run {md.run_id} round {md.server_round} stage {md.stage!r}")
                     index = index_of.get(md.src_node)
                     if index not in signers or index in partials or md.dst_node != SERVER_NODE_ID:
-                        raise MessageError(f"unexpected or duplicate partial decryption from node {md.src_node}")
+                        raise ProtocolError(f"unexpected or duplicate partial decryption from node {md.src_node}")
                     partials[index] = read_partials(reply.arrays, len(ciphertexts))
-                except MessageError as exc:
-                    rejected.append(Rejection(md.src_node, md.stage, "MessageError", str(exc)))
+                except (MessageError, ProtocolError) as exc:
+                    rejected.append(Rejection.of(reply, md.stage, exc))
             if set(partials) == set(signers):
                 try:
                     return combine(config, ciphertexts, partials, num_values, summands=len(results))

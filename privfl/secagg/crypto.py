@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
@@ -53,8 +54,12 @@ class KeyPair:
     private: X25519PrivateKey = field(repr=False)
 
     @classmethod
-    def generate(cls) -> KeyPair:
-        return cls(X25519PrivateKey.generate())
+    def generate(cls, *, _entropy: Callable[[int], bytes] | None = None) -> KeyPair:
+        """A fresh key pair; ``_entropy`` (tests only) supplies the 32 private-key bytes instead of the OS."""
+        if _entropy is None:
+            return cls(X25519PrivateKey.generate())
+        # RFC 7748 section 5: any 32 bytes are a private key (X25519 clamps them).
+        return cls(X25519PrivateKey.from_private_bytes(_entropy(KEY_BYTES)))
 
     @property
     def public(self) -> bytes:
@@ -135,9 +140,13 @@ def tag_matches(key: bytes, message: bytes, received: bytes) -> bool:
     return hmac.compare_digest(tag(key, message), received)
 
 
-def seal(key: bytes, plaintext: bytes, ad: bytes) -> bytes:
-    """AES-256-GCM encryption: random nonce || ciphertext || tag."""
-    nonce = os.urandom(NONCE_BYTES)
+def seal(key: bytes, plaintext: bytes, ad: bytes, *, _entropy: Callable[[int], bytes] = os.urandom) -> bytes:
+    """AES-256-GCM encryption (NIST SP 800-38D): random nonce || ciphertext || tag.
+
+    Each key seals one bundle per round, so random 96-bit nonces never repeat under a
+    key. ``_entropy`` replaces the OS CSPRNG in tests only.
+    """
+    nonce = _entropy(NONCE_BYTES)
     return nonce + AESGCM(key).encrypt(nonce, plaintext, ad)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,7 +81,7 @@ class Quantizer:
         scale: float = 1.0,
         overwrite: bool = False,
         out: np.ndarray | None = None,
-        seed: bytes | None = None,
+        _entropy: Callable[[int], bytes] = os.urandom,
     ) -> np.ndarray:
         """Clip ``values`` to [-c, c], multiply by ``scale`` in [0, 1], round stochastically to [0, L].
 
@@ -88,17 +89,19 @@ class Quantizer:
             values: the real values.
             dtype: unsigned integer dtype of the result.
             scale: factor in [0, 1] applied after clipping (a client's relative weight).
-            overwrite: allow using ``values`` (if float64) as workspace instead of a copy.
+            overwrite: allow using ``values`` (if writable float64) as workspace instead of a copy.
             out: array of ``values``' shape and ``dtype`` to write the result into.
-            seed: 32-byte key of the rounding coins; a fresh os.urandom seed by default,
-                a parameter only so tests can reproduce a draw.
+            _entropy: source of the 32-byte key of the rounding coins, the OS CSPRNG;
+                replaced in tests only, to reproduce a draw.
         """
         if not 0.0 <= scale <= 1.0:
             raise ConfigError(f"scale must be in [0, 1], got {scale}")
         q = np.array(values, dtype=np.float64, copy=not overwrite)
+        if not q.flags.writeable:  # e.g. a decoded message's array: never written to
+            q = q.copy()
         if not np.all(np.isfinite(q)):
             raise ConfigError("values to quantise must be finite")
-        seed = os.urandom(SEED_BYTES) if seed is None else seed
+        seed = _entropy(SEED_BYTES)
         np.clip(q, -self.clip, self.clip, out=q)
         # q = (scale * clip(x) + c) * L / (2c), in [0, L], computed in units of 2^-32 (exact below 2^53).
         q *= scale * self.levels / (2.0 * self.clip) * 2.0**32

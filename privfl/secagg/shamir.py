@@ -15,7 +15,7 @@ vectorise. Share x-coordinates are the receivers' node ids (positive, < 2^63 < p
 from __future__ import annotations
 
 import itertools
-import secrets
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -53,10 +53,26 @@ def _check_points(xs: Iterable[int]) -> list[int]:
     return points
 
 
-def split(secret: bytes, xs: Iterable[int], threshold: int) -> dict[int, int]:
+def random_element(_entropy: Callable[[int], bytes] = os.urandom) -> int:
+    """A uniform field element: 521 random bits, redrawn in the 1-in-2^521 case that they equal p.
+
+    Rejection sampling: p = 2^521 - 1 is 521 one-bits, so masking :data:`SHARE_BYTES`
+    random bytes with p gives a uniform 521-bit integer, and only the value p itself
+    is outside the field.
+    """
+    while True:
+        value = int.from_bytes(_entropy(SHARE_BYTES), "big") & PRIME
+        if value < PRIME:
+            return value
+
+
+def split(
+    secret: bytes, xs: Iterable[int], threshold: int, *, _entropy: Callable[[int], bytes] = os.urandom
+) -> dict[int, int]:
     """Shares ``{x: f(x)}`` of a :data:`SECRET_BYTES`-byte secret, any ``threshold`` of which recover it.
 
-    The ``threshold - 1`` random coefficients come from :mod:`secrets` (the OS CSPRNG).
+    The ``threshold - 1`` random coefficients (lowest degree first) come from the OS
+    CSPRNG through :func:`random_element`; ``_entropy`` replaces it in tests only.
 
     Raises:
         ConfigError: wrong secret size, repeated or out-of-range indices, or a threshold
@@ -67,7 +83,7 @@ def split(secret: bytes, xs: Iterable[int], threshold: int) -> dict[int, int]:
     points = _check_points(xs)
     if not 1 <= threshold <= len(points):
         raise ConfigError(f"threshold must be in [1, {len(points)}] (number of shares), got {threshold}")
-    coefficients = [int.from_bytes(secret, "big")] + [secrets.randbelow(PRIME) for _ in range(threshold - 1)]
+    coefficients = [int.from_bytes(secret, "big")] + [random_element(_entropy) for _ in range(threshold - 1)]
     return {x: _horner(coefficients, x) for x in points}
 
 

@@ -4,6 +4,7 @@ from privfl.core.exchange import Aggregate, Aggregator, Exchange, FitOutcome, Ro
 from privfl.core.plain import PlainAggregator
 from privfl.server.failures import FailurePlan
 from privfl.server.history import History, RoundRecord
+from privfl.server.run_config import CentralizedEvaluate, RunConfig
 from privfl.server.sampling import FixedFractionSampler, PoissonSampler, Sampler
 from privfl.server.simulation import SimulationResult, run_rounds, run_simulation
 from privfl.server.strategy import FedAvg
@@ -12,6 +13,7 @@ from privfl.server.transport import InProcessClients, ProcessPoolClients, Transp
 __all__ = [
     "Aggregate",
     "Aggregator",
+    "CentralizedEvaluate",
     "Exchange",
     "FailurePlan",
     "FedAvg",
@@ -24,6 +26,7 @@ __all__ = [
     "ProcessPoolClients",
     "RoundRecord",
     "RoundSpec",
+    "RunConfig",
     "Sampler",
     "SamplingInfo",
     "SimulationResult",

@@ -15,28 +15,22 @@ import re
 import secrets
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from privfl.core.exchange import RoundSpec, Strategy
-from privfl.core.message import ArrayDict, Config, MessageKind, as_array_dict
+from privfl.core.message import ArrayDict, MessageKind, as_array_dict
 from privfl.core.mods import App
-from privfl.core.wire import DEFAULT_LIMITS, WireLimits
 from privfl.errors import BudgetExceededError, CheckpointError, ConfigError, MessageError, ProtocolError
 from privfl.server.checkpoint import load_checkpoint, save_checkpoint
-from privfl.server.failures import FailurePlan
 from privfl.server.history import History, RoundRecord
-from privfl.server.sampling import FixedFractionSampler, Sampler
-from privfl.server.strategy import FedAvg
+from privfl.server.run_config import RunConfig
+from privfl.server.sampling import FixedFractionSampler
 from privfl.server.transport import InProcessClients, ProcessPoolClients, Transport, drive
-
-CentralizedEvaluate = Callable[[int, ArrayDict], dict[str, float]]
-"""``(server_round, parameters) -> metrics`` evaluated by the server on held-out data."""
 
 
 @dataclass
@@ -71,145 +65,87 @@ def run_simulation(
     client_app: App,
     *,
     num_clients: int,
-    num_rounds: int,
     initial_parameters: ArrayDict | Sequence[np.ndarray],
-    strategy: Strategy | None = None,
-    sampler: Sampler | None = None,
-    fit_config: Config | None = None,
-    centralized_evaluate: CentralizedEvaluate | None = None,
-    evaluate_fraction: float = 0.0,
-    failures: FailurePlan | None = None,
-    seed: int | None = None,
-    run_id: int = 0,
     workers: int = 0,
-    checkpoint: str | Path | None = None,
-    progress: bool = True,
-    callbacks: Sequence[Callable[[RoundRecord], None]] = (),
-    limits: WireLimits = DEFAULT_LIMITS,
+    config: RunConfig | None = None,
+    **options: Any,
 ) -> SimulationResult:
     """Run federated training of ``client_app`` on simulated clients ``1..num_clients``.
+
+    Example::
+
+        result = run_simulation(app, num_clients=10, initial_parameters=params,
+                                num_rounds=5, strategy=FedAvg(), seed=None)
 
     Args:
         client_app: the client side (a :class:`~privfl.client.app.ClientApp` with its mods).
         num_clients: population size N.
-        num_rounds: total rounds (a resumed run continues up to this number).
         initial_parameters: starting global model: named arrays, or a list of arrays as a
             NumPy-style client's ``get_parameters`` returns (named ``"0"``, ``"1"``, ...).
-        strategy: server strategy; plain :class:`FedAvg` by default.
-        sampler: client sampling per round; all clients by default.
-        fit_config: config sent with every training task (``server_round`` is added).
-        centralized_evaluate: server-side evaluation after each round.
-        evaluate_fraction: fraction of clients asked for federated evaluation each
-            round (0 disables it).
-        failures: injected client dropouts.
-        seed: seed of client sampling. ``None`` draws a 128-bit one from the OS CSPRNG
-            (stored in the checkpoint so a resumed run samples identically). Who is
-            sampled must stay hidden for DP's amplification by subsampling: leave it
-            ``None`` in private runs. The draws are PCG64 streams keyed by the seed:
-            unpredictable without it, though PCG64 is not a CSPRNG.
-        run_id: id stamped on every message.
         workers: 0 runs clients in this process; k > 0 spreads them over k processes.
-        checkpoint: path of the checkpoint file; if it exists the run resumes from it.
-        progress: show a progress bar.
-        callbacks: called with each round's record after it is checkpointed.
-        limits: wire limits for decoding on both sides.
+        config: the run's :class:`~privfl.server.run_config.RunConfig`.
+        options: :class:`~privfl.server.run_config.RunConfig` fields (``num_rounds``,
+            ``strategy``, ``sampler``, ``seed``, ``checkpoint``, ...), given instead of
+            ``config`` or replacing its fields.
+
+    Raises:
+        ConfigError: ``num_clients`` below 1, or an option that is not a RunConfig field.
     """
-    if num_clients < 1:
-        raise ConfigError(f"num_clients must be >= 1, got {num_clients}")
+    config = RunConfig.build(config, options)
+    if isinstance(num_clients, bool) or not isinstance(num_clients, int) or num_clients < 1:
+        raise ConfigError(f"num_clients must be an int >= 1, got {num_clients!r}")
+    transport = dict(failures=config.failures, limits=config.limits, on_client_error=config.on_client_error)
     clients = (
-        ProcessPoolClients(client_app, workers, failures=failures, limits=limits)
+        ProcessPoolClients(client_app, workers, **transport)
         if workers > 0
-        else InProcessClients(client_app, failures=failures, limits=limits)
+        else InProcessClients(client_app, **transport)
     )
     try:
-        return run_rounds(
-            clients,
-            population=tuple(range(1, num_clients + 1)),
-            num_rounds=num_rounds,
-            initial_parameters=initial_parameters,
-            strategy=strategy,
-            sampler=sampler,
-            fit_config=fit_config,
-            centralized_evaluate=centralized_evaluate,
-            evaluate_fraction=evaluate_fraction,
-            seed=seed,
-            run_id=run_id,
-            checkpoint=checkpoint,
-            progress=progress,
-            callbacks=callbacks,
-        )
+        return run_rounds(clients, tuple(range(1, num_clients + 1)), initial_parameters, config)
     finally:
         clients.close()
 
 
 def run_rounds(
     clients: Transport,
-    *,
     population: tuple[int, ...],
-    num_rounds: int,
     initial_parameters: ArrayDict | Sequence[np.ndarray],
-    strategy: Strategy | None = None,
-    sampler: Sampler | None = None,
-    fit_config: Config | None = None,
-    centralized_evaluate: CentralizedEvaluate | None = None,
-    evaluate_fraction: float = 0.0,
-    seed: int | None = None,
-    run_id: int = 0,
-    checkpoint: str | Path | None = None,
-    progress: bool = True,
-    callbacks: Sequence[Callable[[RoundRecord], None]] = (),
+    config: RunConfig,
 ) -> SimulationResult:
     """The round loop over any :class:`~privfl.server.transport.Transport` (simulated clients, Flower's grid).
 
-    Arguments are those of :func:`run_simulation`; ``population`` lists the client node
-    ids. The transport is not closed.
+    ``population`` lists the client node ids. The transport is not closed; the
+    config's ``failures``, ``limits`` and ``on_client_error`` are the transport's to
+    apply.
     """
-    if not population or num_rounds < 0:
-        raise ConfigError(f"need a non-empty population and num_rounds >= 0, got {len(population)}, {num_rounds}")
-    if not 0.0 <= evaluate_fraction <= 1.0:
-        raise ConfigError(f"evaluate_fraction must be in [0, 1], got {evaluate_fraction}")
-    strategy = strategy if strategy is not None else FedAvg()
-    sampler = sampler if sampler is not None else FixedFractionSampler(1.0)
+    if not population:
+        raise ConfigError("need a non-empty population")
+    run = _Run(config, clients, population, seed=secrets.randbits(128) if config.seed is None else config.seed)
     parameters = as_array_dict(initial_parameters)
     history = History()
     start_round = 0
-    seed = secrets.randbits(128) if seed is None else int(seed)
-    if checkpoint is not None and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint)
-        start_round, seed, parameters, history = _restore(state, strategy, clients, len(population), run_id)
+    if config.checkpoint is not None and config.checkpoint.exists():
+        start_round, parameters, history = run.restore(load_checkpoint(config.checkpoint))
 
     stopped = ""
     repeats, last_kind = 0, ""
-    bar = tqdm(total=num_rounds, initial=start_round, desc="rounds", unit="round", disable=not progress, leave=False)
+    show = config.progress
+    bar = tqdm(total=config.num_rounds, initial=start_round, desc="rounds", unit="round", disable=not show, leave=False)
     try:
-        for rnd in range(start_round + 1, num_rounds + 1):
-            record, new_parameters, stopped = _run_round(
-                rnd,
-                strategy,
-                sampler,
-                clients,
-                population,
-                parameters,
-                fit_config,
-                seed,
-                run_id,
-                centralized_evaluate,
-                evaluate_fraction,
-            )
+        for rnd in range(start_round + 1, config.num_rounds + 1):
+            record, new_parameters, stopped = run.round(rnd, parameters)
             if stopped:
                 warnings.warn(f"run stopped before round {rnd}: {stopped}", stacklevel=2)
                 break
             parameters = new_parameters
             history.rounds.append(record)
-            if checkpoint is not None:
-                save_checkpoint(
-                    checkpoint, _snapshot(rnd, seed, run_id, len(population), parameters, strategy, history, clients)
-                )
+            if config.checkpoint is not None:
+                save_checkpoint(config.checkpoint, run.snapshot(rnd, parameters, history))
             bar.update(1)
             acc = record.centralized.get("accuracy", record.evaluate.get("accuracy"))
             if acc is not None:
                 bar.set_postfix(accuracy=f"{acc:.3f}")
-            for callback in callbacks:
+            for callback in config.callbacks:
                 callback(record)
             if record.status == "aborted":
                 warnings.warn(f"round {rnd} aborted: {record.note}", stacklevel=2)
@@ -223,107 +159,96 @@ def run_rounds(
                 repeats = 0
     finally:
         bar.close()
-    return SimulationResult(parameters=parameters, history=history, strategy=strategy, stopped=stopped)
+    return SimulationResult(parameters=parameters, history=history, strategy=config.strategy, stopped=stopped)
 
 
-def _run_round(
-    rnd: int,
-    strategy: Strategy,
-    sampler: Sampler,
-    clients: Transport,
-    population: tuple[int, ...],
-    parameters: ArrayDict,
-    fit_config: Config | None,
-    seed: int,
-    run_id: int,
-    centralized_evaluate: CentralizedEvaluate | None,
-    evaluate_fraction: float,
-) -> tuple[RoundRecord, ArrayDict, str]:
-    """One round. Returns (record, new parameters, reason to stop or "")."""
-    t0 = time.perf_counter()
-    clients.traffic.reset()
-    nodes = sampler.sample(population, _round_rng(seed, rnd, 0))
-    spec = RoundSpec(
-        run_id=run_id,
-        server_round=rnd,
-        nodes=nodes,
-        parameters=parameters,
-        config={**(fit_config or {}), "server_round": rnd},
-        sampling=sampler.info(len(population)),
-    )
-    record = RoundRecord(server_round=rnd, num_sampled=len(nodes))
-    saved_state = copy.deepcopy(strategy.state_dict())
-    try:
-        outcome = drive(strategy.fit_round(spec), clients.deliver)
-    except BudgetExceededError as exc:
-        strategy.load_state_dict(saved_state)
-        return record, parameters, str(exc)
-    except (ProtocolError, MessageError) as exc:
-        # Abort: model and all strategy state (ledger included) stay as they were.
-        strategy.load_state_dict(saved_state)
-        record.status, record.note = "aborted", f"{type(exc).__name__}: {exc}"
-        new_parameters = parameters
-    else:
-        new_parameters = outcome.parameters
-        record.num_clients = outcome.num_clients
-        record.fit = dict(outcome.metrics)
-        record.rejected = [asdict(r) for r in outcome.rejected]
-    if evaluate_fraction > 0:
-        eval_nodes = FixedFractionSampler(evaluate_fraction).sample(population, _round_rng(seed, rnd, 1))
-        eval_spec = RoundSpec(
-            run_id=run_id,
+@dataclass
+class _Run:
+    """One run's fixed parts: its configuration, transport, population and sampling seed."""
+
+    config: RunConfig
+    clients: Transport
+    population: tuple[int, ...]
+    seed: int
+
+    def round(self, rnd: int, parameters: ArrayDict) -> tuple[RoundRecord, ArrayDict, str]:
+        """One round. Returns (record, new parameters, reason to stop or "")."""
+        config, clients, strategy = self.config, self.clients, self.config.strategy
+        t0 = time.perf_counter()
+        clients.traffic.reset()
+        nodes = config.sampler.sample(self.population, _round_rng(self.seed, rnd, 0))
+        spec = RoundSpec(
+            run_id=config.run_id,
             server_round=rnd,
-            nodes=eval_nodes,
-            parameters=new_parameters,
-            config={"server_round": rnd},
-            sampling=FixedFractionSampler(evaluate_fraction).info(len(population)),
-            kind=MessageKind.EVALUATE,
+            nodes=nodes,
+            parameters=parameters,
+            config={**config.fit_config, "server_round": rnd},
+            sampling=config.sampler.info(len(self.population)),
         )
-        record.evaluate = drive(strategy.evaluate_round(eval_spec), clients.deliver)
-    if centralized_evaluate is not None:
-        record.centralized = dict(centralized_evaluate(rnd, new_parameters))
-    record.bytes_down = clients.traffic.bytes_down
-    record.bytes_up = clients.traffic.bytes_up
-    record.seconds = time.perf_counter() - t0
-    return record, new_parameters, ""
-
-
-def _snapshot(
-    rnd: int,
-    seed: int,
-    run_id: int,
-    num_clients: int,
-    parameters: ArrayDict,
-    strategy: Strategy,
-    history: History,
-    clients: Transport,
-) -> dict[str, Any]:
-    return {
-        "round": rnd,
-        "seed": seed,
-        "run_id": run_id,
-        "num_clients": num_clients,
-        "parameter_names": list(parameters),
-        "parameters": list(parameters.values()),
-        "strategy": strategy.state_dict(),
-        "history": history.to_dict(),
-        # Client state lives in this process only when clients do; worker processes keep theirs.
-        "clients": clients.client_state(),
-    }
-
-
-def _restore(
-    state: dict[str, Any], strategy: Strategy, clients: Transport, num_clients: int, run_id: int
-) -> tuple[int, int, ArrayDict, History]:
-    try:
-        if state["num_clients"] != num_clients or state["run_id"] != run_id:
-            raise CheckpointError(
-                f"checkpoint is for run {state['run_id']} with {state['num_clients']} clients, "
-                f"not run {run_id} with {num_clients}"
+        record = RoundRecord(server_round=rnd, num_sampled=len(nodes))
+        saved_state = copy.deepcopy(strategy.state_dict())
+        try:
+            outcome = drive(strategy.fit_round(spec), clients.deliver)
+        except BudgetExceededError as exc:
+            strategy.load_state_dict(saved_state)
+            return record, parameters, str(exc)
+        except (ProtocolError, MessageError) as exc:
+            # Abort: model and all strategy state (ledger included) stay as they were.
+            strategy.load_state_dict(saved_state)
+            record.status, record.note = "aborted", f"{type(exc).__name__}: {exc}"
+            new_parameters = parameters
+        else:
+            new_parameters = outcome.parameters
+            record.num_clients = outcome.num_clients
+            record.fit = dict(outcome.metrics)
+            record.rejected = [asdict(r) for r in outcome.rejected]
+        if config.evaluate_fraction > 0:
+            evaluation = FixedFractionSampler(config.evaluate_fraction)
+            eval_spec = RoundSpec(
+                run_id=config.run_id,
+                server_round=rnd,
+                nodes=evaluation.sample(self.population, _round_rng(self.seed, rnd, 1)),
+                parameters=new_parameters,
+                config={"server_round": rnd},
+                sampling=evaluation.info(len(self.population)),
+                kind=MessageKind.EVALUATE,
             )
-        parameters = dict(zip(state["parameter_names"], state["parameters"], strict=False))
-        strategy.load_state_dict(state["strategy"])
-        clients.restore_client_state(state["clients"])
-        return int(state["round"]), int(state["seed"]), parameters, History.from_dict(state["history"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint does not hold a valid run state: {exc!r}") from None
+            record.evaluate = drive(strategy.evaluate_round(eval_spec), clients.deliver)
+        if config.centralized_evaluate is not None:
+            record.centralized = dict(config.centralized_evaluate(rnd, new_parameters))
+        record.bytes_down = clients.traffic.bytes_down
+        record.bytes_up = clients.traffic.bytes_up
+        record.seconds = time.perf_counter() - t0
+        return record, new_parameters, ""
+
+    def snapshot(self, rnd: int, parameters: ArrayDict, history: History) -> dict[str, Any]:
+        """The checkpoint after round ``rnd``."""
+        return {
+            "round": rnd,
+            "seed": self.seed,
+            "run_id": self.config.run_id,
+            "num_clients": len(self.population),
+            "parameter_names": list(parameters),
+            "parameters": list(parameters.values()),
+            "strategy": self.config.strategy.state_dict(),
+            "history": history.to_dict(),
+            # Client state lives in this process only when clients do; worker processes keep theirs.
+            "clients": self.clients.client_state(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> tuple[int, ArrayDict, History]:
+        """Resume from a checkpoint: the seed, strategy and client state come back; returns (round, model, history)."""
+        run_id, num_clients = self.config.run_id, len(self.population)
+        try:
+            if state["num_clients"] != num_clients or state["run_id"] != run_id:
+                raise CheckpointError(
+                    f"checkpoint is for run {state['run_id']} with {state['num_clients']} clients, "
+                    f"not run {run_id} with {num_clients}"
+                )
+            parameters = dict(zip(state["parameter_names"], state["parameters"], strict=False))
+            self.config.strategy.load_state_dict(state["strategy"])
+            self.clients.restore_client_state(state["clients"])
+            self.seed = int(state["seed"])
+            return int(state["round"]), parameters, History.from_dict(state["history"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint does not hold a valid run state: {exc!r}") from None

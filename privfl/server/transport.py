@@ -2,6 +2,10 @@
 
 Every message crosses the wire codec in both directions, so what a client sees
 is exactly what a remote client would decode, and bytes are counted per round.
+Encoded messages are arrays (:func:`~privfl.core.wire.encode_array`) handed over to
+the receiver, which decodes them without copying (``owned=True``); between processes
+they travel as raw pipe payloads (``send_bytes`` into a buffer of the announced size),
+never pickled.
 Clients run in this process, or in worker processes where each client is pinned
 to one worker so its :class:`~privfl.core.context.Context` persists across rounds.
 """
@@ -16,11 +20,13 @@ from dataclasses import dataclass
 from multiprocessing import connection as mp_connection
 from typing import Any, Protocol, TypeVar
 
+import numpy as np
+
 from privfl.core.context import Context
 from privfl.core.exchange import Exchange
 from privfl.core.message import Message
 from privfl.core.mods import App
-from privfl.core.wire import DEFAULT_LIMITS, WireLimits, decode, encode
+from privfl.core.wire import DEFAULT_LIMITS, WireLimits, decode, encode_array
 from privfl.errors import ConfigError, PrivflError
 from privfl.server.failures import FailureInjector, FailurePlan
 
@@ -102,24 +108,24 @@ class InProcessClients:
         for node, state in saved.items():
             self.context(int(node)).restore_state(state)
 
-    def _handle_bytes(self, node_id: int, data: bytes) -> bytes:
-        message = decode(data, self.limits)
-        return encode(self.app(message, self.context(node_id)))
+    def _handle_bytes(self, node_id: int, data: np.ndarray) -> np.ndarray:
+        message = decode(data, self.limits, owned=True)
+        return encode_array(self.app(message, self.context(node_id)))
 
-    def _outgoing(self, message: Message) -> bytes | None:
+    def _outgoing(self, message: Message) -> np.ndarray | None:
         """``message`` encoded and counted, or None if its destination has failed."""
         if self.failures.drops(message):
             return None
-        data = encode(message)
+        data = encode_array(message)
         self.traffic.bytes_down += len(data)
         self.traffic.messages_down += 1
         return data
 
-    def _incoming(self, data: bytes) -> Message:
-        """A client's reply, counted and decoded."""
+    def _incoming(self, data: np.ndarray) -> Message:
+        """A client's reply (a buffer nobody else holds), counted and decoded."""
         self.traffic.bytes_up += len(data)
         self.traffic.messages_up += 1
-        return decode(data, self.limits)
+        return decode(data, self.limits, owned=True)
 
     def deliver(self, outbox: Sequence[Message]) -> Iterator[Message]:
         """Send ``outbox`` and yield replies lazily, as each client finishes."""
@@ -129,7 +135,7 @@ class InProcessClients:
             if reply is not None:
                 yield self._incoming(reply)
 
-    def _call(self, node_id: int, data: bytes) -> bytes | None:
+    def _call(self, node_id: int, data: np.ndarray) -> np.ndarray | None:
         try:
             return self._handle_bytes(node_id, data)
         except Exception as exc:
@@ -145,28 +151,43 @@ _STATE = -1
 """Job "node id" asking a worker for (or giving it) its clients' checkpoint state."""
 
 
+def _recv_array(conn: Any, size: int) -> np.ndarray:
+    """The next raw pipe payload, of ``size`` announced bytes, in a new array (the receiver's own)."""
+    buffer = np.empty(size, dtype=np.uint8)
+    if conn.recv_bytes_into(buffer) != size:
+        raise EOFError(f"expected a payload of {size} bytes")
+    return buffer
+
+
 def _worker_main(app: App, limits: WireLimits, conn: Any) -> None:
+    # Protocol: the parent sends a job header (node id and payload size, or _STATE with its payload;
+    # None to stop), then for a node the encoded message as raw bytes. The worker answers (True, size)
+    # followed by the encoded reply as raw bytes, or (False, traceback); a state request gets (True, state).
     contexts: dict[int, Context] = {}
     while True:
         job = conn.recv()
         if job is None:
             return
-        node_id, data = job
+        node_id, payload = job
         if node_id == _STATE:
             # Between rounds only: our own parent process, never another party's bytes.
-            if data is None:
+            if payload is None:
                 conn.send((True, {str(n): ctx.checkpoint_state() for n, ctx in contexts.items()}))
             else:
-                for node, state in data.items():
-                    contexts.setdefault(int(node), Context(node_id=int(node))).restore_state(state)
+                for node, saved in payload.items():
+                    contexts.setdefault(int(node), Context(node_id=int(node))).restore_state(saved)
                 conn.send((True, None))
             continue
+        data = _recv_array(conn, payload)
         try:
-            message = decode(data, limits)
+            message = decode(data, limits, owned=True)
             ctx = contexts.setdefault(node_id, Context(node_id=node_id))
-            conn.send((True, encode(app(message, ctx))))
+            reply = encode_array(app(message, ctx))
         except Exception:
             conn.send((False, traceback.format_exc()))
+        else:
+            conn.send((True, len(reply)))
+            conn.send_bytes(reply)
 
 
 class ProcessPoolClients(InProcessClients):
@@ -196,7 +217,7 @@ class ProcessPoolClients(InProcessClients):
     def deliver(self, outbox: Sequence[Message]) -> Iterator[Message]:
         # One job in flight per worker: a worker blocked on sending a large reply
         # can then never wait on a parent blocked on sending it the next job.
-        queues: list[list[tuple[int, bytes]]] = [[] for _ in self._conns]
+        queues: list[list[tuple[int, np.ndarray]]] = [[] for _ in self._conns]
         for message in outbox:
             data = self._outgoing(message)
             if data is not None:
@@ -210,7 +231,8 @@ class ProcessPoolClients(InProcessClients):
                 queues[w].clear()
             elif queues[w]:
                 node, data = queues[w].pop(0)
-                self._conns[w].send((node, data))
+                self._conns[w].send((node, len(data)))
+                self._conns[w].send_bytes(data)
                 busy[self._conns[w]] = (w, node)
 
         try:
@@ -221,6 +243,8 @@ class ProcessPoolClients(InProcessClients):
                     w, node = busy.pop(conn)
                     try:
                         ok, payload = conn.recv()
+                        if ok:
+                            payload = _recv_array(conn, payload)
                     except (EOFError, OSError):
                         self._dead.add(w)
                         ok, payload = False, "worker process died"
@@ -234,7 +258,9 @@ class ProcessPoolClients(InProcessClients):
             # leave answers in the pipes for the next delivery to mistake for its own.
             for conn, (w, _) in busy.items():
                 try:
-                    conn.recv()
+                    ok, size = conn.recv()
+                    if ok:
+                        _recv_array(conn, size)
                 except (EOFError, OSError):
                     self._dead.add(w)
 

@@ -88,3 +88,29 @@ def test_the_checker_sees_a_planted_violation(tmp_path: Path) -> None:
     planted = tmp_path / "planted.py"
     planted.write_text("def f():\n    from privfl.server.strategy import FedAvg\n    return FedAvg\n")
     assert _imports(planted) == {"privfl.server.strategy"}
+
+
+def _third_party_imports(path: Path) -> set[str]:
+    """Top-level names of the modules ``path`` imports, at any depth in the file."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def _imports_flower(path: Path) -> bool:
+    privfl_flower = any(m.startswith("privfl.integrations.flower") for m in _imports(path))
+    return privfl_flower or "flwr" in _third_party_imports(path)
+
+
+def test_only_the_flower_integration_imports_flwr_or_is_imported_for_it(tmp_path: Path) -> None:
+    """Core privfl runs without Flower: ``flwr`` and ``privfl.integrations.flower`` stay inside that package."""
+    flower = PACKAGE / "integrations" / "flower"
+    bad = sorted(p.name for p in PACKAGE.rglob("*.py") if flower not in p.parents and _imports_flower(p))
+    assert not bad, f"modules outside privfl.integrations.flower import Flower: {bad}"
+    planted = tmp_path / "planted.py"
+    planted.write_text("def f():\n    import flwr.serverapp\n")
+    assert _imports_flower(planted)

@@ -52,7 +52,7 @@ def _central(bug: Bug | None, claim: float) -> CentralDpRelease:
     if bug is None:
         make = partial(CentralDp.with_server_clipping, noise_multiplier=NOISE_MULTIPLIER, clip_norm=CLIP_NORM)
     else:
-        make = partial(broken_central_dp, bug, clip_norm=CLIP_NORM, noise_multiplier=NOISE_MULTIPLIER, n=5)
+        make = partial(broken_central_dp, bug, clip_norm=CLIP_NORM, noise_multiplier=NOISE_MULTIPLIER, n=10)
     return CentralDpRelease(make, f"CentralDp {bug}", SETUP, claim, DELTA)
 
 
@@ -60,7 +60,7 @@ def _local(bug: Bug | None) -> LocalDpRelease:
     if bug is None:
         mod = LocalDpMod(clip_norm=CLIP_NORM, epsilon=LOCAL_EPSILON, delta=DELTA)
     else:
-        mod = broken_local_dp(bug, clip_norm=CLIP_NORM, epsilon=LOCAL_EPSILON, delta=DELTA, n=5)
+        mod = broken_local_dp(bug, clip_norm=CLIP_NORM, epsilon=LOCAL_EPSILON, delta=DELTA, n=10)
     return LocalDpRelease(mod, f"LocalDpMod {bug}", CLIP_NORM, LOCAL_EPSILON, DELTA)
 
 
@@ -71,6 +71,7 @@ def test_the_canary_is_clipped_to_the_clip_norm_and_the_known_clients_are_remove
     assert SETUP.score(aggregate.update_sum["w"]) == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.slow  # the central mechanism stays in the default run through its planted-bug audits
 def test_real_central_dp_release_passes(central_claim):
     run = run_distinguishing(_central(None, central_claim), TRIALS)
     assert not run.violated
@@ -122,6 +123,7 @@ def test_planted_checks_all_catch_their_bug_at_quick_settings():
     assert all(c.status is Status.PASS for c in checks)
 
 
+@pytest.mark.slow
 def test_central_dp_over_secagg_passes_with_client_clipping():
     real, _ = secagg_dp_checks(dataclasses.replace(QUICK, dp_secagg_trials=200), None)
     assert real.status is Status.PASS, real
@@ -133,6 +135,7 @@ def test_central_dp_over_secagg_without_client_clipping_is_caught():
     assert planted.status is Status.PASS, planted
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("noise_multiplier", "violated"), [(2.0, False), (0.05, True)])
 def test_dp_sgd_audit_passes_the_real_step_and_catches_too_little_noise(noise_multiplier, violated):
     import opacus  # noqa: F401

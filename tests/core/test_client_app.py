@@ -243,3 +243,17 @@ def test_a_real_flower_numpy_client_subclass_runs_unchanged() -> None:
     assert reply.metrics == {"acc": 0.75, LOSS: 3.0, NUM_EXAMPLES: 4}
     reply = app(msg(MessageKind.QUERY, dst=6), ctx)
     np.testing.assert_array_equal(reply.arrays["0"], [6.0, 6.0])
+
+
+def test_a_client_may_update_decoded_parameters_in_place() -> None:
+    class InPlace(NumPyClient):
+        def fit(self, parameters, config):
+            parameters[0] += 1.0  # as Flower clients may
+            return parameters, 1, {}
+
+    sent = {"w": np.zeros(3, np.float32)}
+    message = decode(encode(Message(Metadata(0, 1, 0, 4, MessageKind.TRAIN), arrays=sent)))
+    assert not message.arrays["w"].flags.writeable  # a view of the received bytes
+    reply = ClientApp(lambda node: InPlace())(message, Context(4))
+    np.testing.assert_array_equal(reply.arrays["w"], [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(message.arrays["w"], [0.0, 0.0, 0.0])  # the message itself is untouched

@@ -15,10 +15,27 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from privfl.core.message import Message, MessageKind, Metadata
-from privfl.core.wire import DEFAULT_LIMITS, WIRE_VERSION, WireLimits, decode, encode
+from privfl.core.wire import (
+    ALIGNMENT,
+    DEFAULT_LIMITS,
+    WIRE_VERSION,
+    WireLimits,
+    decode,
+    encode,
+    encode_array,
+    encoded_size,
+)
 from privfl.errors import MessageError, WireError
 
 FAST = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def depths(quick: int, deep: int) -> pytest.MarkDecorator:
+    """Run a property test with ``quick`` examples by default and ``deep`` ones under the slow marker."""
+    return pytest.mark.parametrize(
+        "examples", [pytest.param(quick, id="quick"), pytest.param(deep, id="deep", marks=pytest.mark.slow)]
+    )
+
 
 # ---------------------------------------------------------------- strategies
 
@@ -105,7 +122,6 @@ def assert_same_message(decoded: Message, original: Message) -> None:
         assert got.shape == orig.shape
         # Bit-exact values, NaN payloads included.
         assert got.tobytes() == orig.astype(got.dtype).tobytes()
-        assert got.flags.writeable
         assert got.flags.c_contiguous
     assert list(decoded.metrics) == list(original.metrics)
     for key, value in original.metrics.items():
@@ -140,32 +156,71 @@ def meta(**kw: object) -> Metadata:
     return Metadata(**base)  # type: ignore[arg-type]
 
 
+PREFIX = struct.Struct("<3sBI")  # b"PFW", version, header length: the layout in privfl.core.wire's docstring
+
+
+def frame(header: bytes, buffers: list[bytes] = (), version: int = WIRE_VERSION) -> bytes:
+    """A message laid out by hand: prefix, header, then each buffer at the next multiple of ALIGNMENT."""
+    out = bytearray(PREFIX.pack(b"PFW", version, len(header)) + header)
+    for buf in buffers:
+        out += bytes(-len(out) % ALIGNMENT) + buf
+    return bytes(out)
+
+
+def unpack(data: bytes) -> dict:
+    """The header of an encoded message with each array entry given its buffer: [name, dtype, shape, buffer]."""
+    _, _, size = PREFIX.unpack_from(data)
+    header = msgpack.unpackb(data[PREFIX.size : PREFIX.size + size], raw=False)
+    offset = PREFIX.size + size
+    for entry in header["arrays"]:
+        offset += -offset % ALIGNMENT
+        nbytes = math.prod(entry[2]) * np.dtype(entry[1]).itemsize
+        entry.append(data[offset : offset + nbytes])
+        offset += nbytes
+    return header
+
+
 def valid_payload() -> dict:
-    """The msgpack payload of a small valid message, to be tampered with."""
+    """The header of a small valid message with its array buffers inline (see :func:`unpack`), to tamper with."""
     msg = Message(
         meta(stage="s"),
         arrays={"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([True, False])},
         metrics={"loss": 0.5, "num_examples": 10},
         config={"lr": 0.1, "tags": ["a", 1, b"x"]},
     )
-    return msgpack.unpackb(encode(msg), raw=False)
+    return unpack(encode(msg))
 
 
 def pack(payload: object) -> bytes:
-    return msgpack.packb(payload, use_bin_type=True)
+    """Inverse of :func:`unpack`: well-formed array entries give their buffer to the body, others stay as they are."""
+    buffers = []
+    if isinstance(payload, dict) and isinstance(payload.get("arrays"), list):
+        entries = []
+        for entry in payload["arrays"]:
+            if isinstance(entry, list) and len(entry) == 4 and isinstance(entry[3], bytes):
+                entries.append(entry[:3])
+                buffers.append(entry[3])
+            else:
+                entries.append(entry)
+        payload = {**payload, "arrays": entries}
+    return frame(msgpack.packb(payload, use_bin_type=True), buffers)
 
 
 # ---------------------------------------------------------------- round trip
 
 
-@settings(FAST, max_examples=300)
-@given(messages())
-def test_round_trip_random_messages(msg: Message) -> None:
-    data = encode(msg)
-    decoded = decode(data)
-    assert_same_message(decoded, msg)
-    # Encoding is deterministic and stable under a second round trip.
-    assert encode(decoded) == data
+@depths(60, 300)
+def test_round_trip_random_messages(examples: int) -> None:
+    @settings(FAST, max_examples=examples)
+    @given(messages())
+    def check(msg: Message) -> None:
+        data = encode(msg)
+        decoded = decode(data)
+        assert_same_message(decoded, msg)
+        # Encoding is deterministic and stable under a second round trip.
+        assert encode(decoded) == data
+
+    check()
 
 
 @settings(FAST, max_examples=200)
@@ -191,7 +246,7 @@ def test_round_trip_each_dtype_explicitly(base: str, shape: tuple[int, ...]) -> 
 
 def test_big_endian_input_is_little_endian_on_the_wire() -> None:
     arr = np.array([1.5, -2.25], dtype=">f8")
-    payload = msgpack.unpackb(encode(Message(meta(), arrays={"x": arr})), raw=False)
+    payload = unpack(encode(Message(meta(), arrays={"x": arr})))
     name, dtype, shape, buf = payload["arrays"][0]
     assert (name, dtype, shape) == ("x", "<f8", [2])
     assert buf == np.array([1.5, -2.25], dtype="<f8").tobytes()
@@ -206,12 +261,79 @@ def test_nan_and_inf_survive() -> None:
     assert out.config["c"] == float("-inf")
 
 
-def test_decoded_arrays_are_writable_and_independent_of_the_input() -> None:
-    data = bytearray(encode(Message(meta(), arrays={"x": np.arange(4, dtype=np.int32)})))
-    out = decode(bytes(data)).arrays["x"]
-    out += 1
+@depths(40, 200)
+def test_encode_array_holds_the_bytes_of_encode(examples: int) -> None:
+    @settings(FAST, max_examples=examples)
+    @given(messages())
+    def check(msg: Message) -> None:
+        arr = encode_array(msg)
+        assert arr.dtype == np.uint8 and arr.ndim == 1
+        assert arr.tobytes() == encode(msg)
+        assert encoded_size(msg) == len(arr)
+        assert_same_message(decode(arr, owned=True), msg)
+
+    check()
+
+
+def test_arrays_decoded_from_bytes_are_aligned_read_only_views_of_it() -> None:
+    msg = Message(meta(stage="odd"), arrays={"a": np.arange(3, dtype=np.uint8), "b": np.arange(5.0)})
+    data = encode(msg)
+    raw = np.frombuffer(data, dtype=np.uint8)
+    for arr in decode(data).arrays.values():
+        assert np.shares_memory(arr, raw)  # zero copies
+        assert (arr.ctypes.data - raw.ctypes.data) % ALIGNMENT == 0
+        assert not arr.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            arr[...] = 0
+
+
+def test_an_owned_buffer_is_decoded_into_writable_views_of_it() -> None:
+    msg = Message(meta(), arrays={"a": np.arange(3, dtype=np.uint8), "b": np.arange(5.0)})
+    data = encode_array(msg)
+    out = decode(data, owned=True)
+    for arr in out.arrays.values():
+        assert np.shares_memory(arr, data) and arr.flags.writeable
+        assert (arr.ctypes.data - data.ctypes.data) % ALIGNMENT == 0
+    out.arrays["b"] += 1  # the receiver's own
+    np.testing.assert_array_equal(out.arrays["b"], np.arange(1.0, 6.0))
+    # Without owned=True the same buffer is the caller's, so the message gets copies.
+    copied = decode(data).arrays["a"]
+    assert not np.shares_memory(copied, data) and copied.flags.writeable
+    # A read-only buffer cannot be handed over for writing: its views stay read-only.
+    frozen = encode_array(msg)
+    frozen.flags.writeable = False
+    shared = decode(frozen, owned=True).arrays["a"]
+    assert np.shares_memory(shared, frozen) and not shared.flags.writeable
+
+
+@pytest.mark.parametrize("mutable", ["bytearray", "writable array", "read-only view of a writable array"])
+def test_arrays_decoded_from_a_mutable_buffer_are_copies(mutable: str) -> None:
+    backing = bytearray(encode(Message(meta(), arrays={"x": np.arange(4, dtype=np.int32)})))
+    data: bytearray | np.ndarray = backing
+    if mutable != "bytearray":
+        data = np.frombuffer(backing, dtype=np.uint8)
+        if mutable.startswith("read-only"):
+            data = data.view()
+            data.flags.writeable = False  # the bytearray behind it stays writable
+    out = decode(data).arrays["x"]
+    backing[-16:] = bytes(16)  # the caller reuses its buffer after decoding
+    np.testing.assert_array_equal(out, [0, 1, 2, 3])
+    out += 1  # a copy: the message's own
     np.testing.assert_array_equal(out, [1, 2, 3, 4])
-    np.testing.assert_array_equal(decode(bytes(data)).arrays["x"], [0, 1, 2, 3])
+
+
+@pytest.mark.parametrize("owned", [False, True])
+def test_decoding_a_large_message_allocates_no_copy_of_its_arrays(owned: bool) -> None:
+    message = Message(meta(), arrays={"w": np.ones(1 << 23, dtype=np.float32)})  # 32 MiB
+    data = encode_array(message) if owned else encode(message)
+    tracemalloc.start()
+    try:
+        out = decode(data, owned=owned)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.arrays["w"].sum() == 1 << 23
+    assert peak < 1 << 20, f"decode allocated {peak / 2**20:.1f} MiB for a 32 MiB message"
 
 
 def test_array_order_is_preserved() -> None:
@@ -253,7 +375,8 @@ def test_fuzz_random_bytes(data: bytes) -> None:
 @given(st.binary(max_size=300))
 def test_fuzz_random_bytes_behind_a_valid_prefix(tail: bytes) -> None:
     # Random bytes after a plausible map header reach deeper into the validator.
-    decode_or_wire_error(b"\x85\xa1v\x01\xa4meta" + tail)
+    decode_or_wire_error(frame(b"\x84\xa4meta" + tail))
+    decode_or_wire_error(PREFIX.pack(b"PFW", WIRE_VERSION, len(tail) // 2) + tail)
 
 
 SMALL_MESSAGES = messages(max_arrays=3, max_side=3)
@@ -287,10 +410,14 @@ def mutated_encodings(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-@settings(FAST, max_examples=1000)
-@given(mutated_encodings())
-def test_fuzz_mutated_valid_encodings(data: bytes) -> None:
-    decode_or_wire_error(data)
+@depths(150, 1000)
+def test_fuzz_mutated_valid_encodings(examples: int) -> None:
+    @settings(FAST, max_examples=examples)
+    @given(mutated_encodings())
+    def check(data: bytes) -> None:
+        decode_or_wire_error(data)
+
+    check()
 
 
 # Arbitrary msgpack values, including ext types, to substitute into one field of a valid payload.
@@ -336,27 +463,35 @@ PATHS = [
 ]
 
 
-@settings(FAST, max_examples=1000)
-@given(st.sampled_from(PATHS), MSGPACK_VALUES)
-def test_fuzz_structured_field_substitution(path: tuple, value: object) -> None:
-    payload = valid_payload()
-    node = payload
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
-    decode_or_wire_error(pack(payload))
-
-
-@settings(FAST, max_examples=200)
-@given(st.dictionaries(st.text(max_size=8), MSGPACK_VALUES, max_size=6))
-def test_fuzz_extra_or_missing_top_level_keys(extra: dict) -> None:
-    payload = valid_payload()
-    payload.update(extra)
-    if set(payload) != {"v", "meta", "arrays", "metrics", "config"}:
-        with pytest.raises(WireError):
-            decode(pack(payload))
-    else:
+@depths(200, 1000)
+def test_fuzz_structured_field_substitution(examples: int) -> None:
+    @settings(FAST, max_examples=examples)
+    @given(st.sampled_from(PATHS), MSGPACK_VALUES)
+    def check(path: tuple, value: object) -> None:
+        payload = valid_payload()
+        node = payload
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
         decode_or_wire_error(pack(payload))
+
+    check()
+
+
+@depths(50, 200)
+def test_fuzz_extra_or_missing_top_level_keys(examples: int) -> None:
+    @settings(FAST, max_examples=examples)
+    @given(st.dictionaries(st.text(max_size=8), MSGPACK_VALUES, max_size=6))
+    def check(extra: dict) -> None:
+        payload = valid_payload()
+        payload.update(extra)
+        if set(payload) != {"meta", "arrays", "metrics", "config"}:
+            with pytest.raises(WireError):
+                decode(pack(payload))
+        else:
+            decode_or_wire_error(pack(payload))
+
+    check()
 
 
 # ---------------------------------------------------------------- hostile inputs
@@ -414,12 +549,21 @@ def test_huge_declared_lengths_and_nesting(data: bytes) -> None:
     _assert_rejected_cheaply(data)
 
 
-def test_huge_declared_buffer_length_inside_a_message() -> None:
+def test_huge_declared_header_length_is_rejected_cheaply() -> None:
     good = encode(Message(meta(), arrays={"x": np.zeros(4, dtype=np.uint8)}))
-    # Re-declare the 4-byte buffer (bin8 0xc4 0x04) as a 4 GiB bin32.
-    idx = good.index(b"\xc4\x04\0\0\0\0")
-    bad = good[:idx] + b"\xc6\xff\xff\xff\xff" + good[idx + 2 :]
-    _assert_rejected_cheaply(bad, max_mb=8)
+    for size in (2**32 - 1, len(good)):  # 4 GiB, and one that overruns the message
+        _assert_rejected_cheaply(PREFIX.pack(b"PFW", WIRE_VERSION, size) + good[PREFIX.size :], max_mb=8)
+
+
+def test_nonzero_padding_and_trailing_bytes_are_rejected() -> None:
+    good = encode(Message(meta(), arrays={"a": np.ones(3, dtype=np.uint8), "b": np.ones(2, dtype=np.uint8)}))
+    assert decode(good)
+    pad = good.index(b"\x01\x01\x01") + 3  # first byte after array a: padding before b
+    with pytest.raises(WireError, match="padding"):
+        decode(good[:pad] + b"\x01" + good[pad + 1 :])
+    for tail in (b"\0", bytes(ALIGNMENT)):
+        with pytest.raises(WireError):
+            decode(good + tail)
 
 
 def test_nested_maps_and_lists_in_config_are_rejected() -> None:
@@ -462,18 +606,23 @@ def test_msgpack_timestamp_is_rejected() -> None:
         decode(pack(payload))
 
 
-@pytest.mark.parametrize("version", [0, 2, -1, 2**64 - 1, "1", b"\x01", True, 1.0, None, [1]])
-def test_wrong_version_is_rejected(version: object) -> None:
-    payload = valid_payload()
-    payload["v"] = version
-    with pytest.raises(WireError):
-        decode(pack(payload))
+@pytest.mark.parametrize("version", [0, 1, 3, 255])
+def test_wrong_version_is_rejected(version: int) -> None:
+    data = pack(valid_payload())
+    with pytest.raises(WireError, match="version"):
+        decode(data[:3] + bytes([version]) + data[4:])
+
+
+@pytest.mark.parametrize("magic", [b"PFV", b"\0\0\0", b"pfw"])
+def test_wrong_magic_is_rejected(magic: bytes) -> None:
+    with pytest.raises(WireError, match="magic"):
+        decode(magic + pack(valid_payload())[3:])
 
 
 def test_current_version_is_accepted() -> None:
-    payload = valid_payload()
-    assert payload["v"] == WIRE_VERSION == 1
-    assert decode(pack(payload)).arrays["w"].shape == (2, 3)
+    data = pack(valid_payload())
+    assert data[:4] == b"PFW" + bytes([WIRE_VERSION]) and WIRE_VERSION == 2
+    assert decode(data).arrays["w"].shape == (2, 3)
 
 
 def test_duplicate_array_names_are_rejected() -> None:
@@ -551,7 +700,7 @@ def test_non_numeric_metric_values_are_rejected_on_decode(value: object) -> None
 @pytest.mark.parametrize(
     "entry",
     [
-        ["x", "<f4", [1]],  # 3 fields
+        ["x", "<f4", [1]],  # 3 fields in the header but no buffer in the body
         ["x", "<f4", [1], b"\0" * 4, "extra"],
         [1, "<f4", [1], b"\0" * 4],  # non-string name
         ["x", "<f4", 1, b"\0" * 4],  # shape not a list

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +13,7 @@ from privfl.accounting import PrivacyBudget, PrivacyLedger, epsilon_for
 from privfl.client.app import ClientApp
 from privfl.dp import CentralDp
 from privfl.dp.client_mods import LOCAL_LEDGER_KEY
+from privfl.errors import ConfigError
 from privfl.server.checkpoint import load_checkpoint
 from privfl.server.sampling import FixedFractionSampler, PoissonSampler
 from privfl.server.simulation import run_simulation
@@ -23,8 +21,9 @@ from privfl.server.strategy import FedAvg
 from privfl.tasks.digits import DigitsFederation, initial_parameters
 
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(HERE.parent)]
 import dp_resume_job  # noqa: E402
+from kill_point import kill_mid_round  # noqa: E402
 
 FED = DigitsFederation(num_clients=10, alpha=1.0, seed=2)
 
@@ -62,7 +61,7 @@ def test_run_stops_before_the_round_that_would_overspend() -> None:
 
 def test_fixed_size_sampling_is_refused_under_dp() -> None:
     dp = CentralDp.with_server_clipping(noise_multiplier=1.0, clip_norm=1.0)
-    with pytest.raises(Exception, match="fixed-size sampling"):
+    with pytest.raises(ConfigError, match="fixed-size sampling"):
         run_simulation(
             ClientApp(FED),
             num_clients=FED.num_clients,
@@ -84,31 +83,13 @@ def _client_rounds(state: dict) -> dict[str, list[int]]:
 
 
 def test_ledgers_survive_kill_and_resume(tmp_path: Path) -> None:
-    rounds = 10
-    ckpt, marker = tmp_path / "run.ckpt", tmp_path / "round.txt"
+    rounds, kill_round = 6, 4
+    ckpt = tmp_path / "run.ckpt"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])}
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "dp_resume_job.py"), str(ckpt), str(rounds), str(marker)],
-        env=env,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not (marker.exists() and marker.read_text() and int(marker.read_text()) >= 3):
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "the job made no progress"
-            time.sleep(0.005)
-        time.sleep(0.04)  # clients sleep in fit: the kill lands inside a round
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_mid_round([str(HERE / "dp_resume_job.py"), str(ckpt), str(rounds), str(kill_round)], env, kill_round)
     killed = load_checkpoint(ckpt)
     done = killed["round"]
-    assert 3 <= done < rounds, "the kill must land mid-run"
+    assert done == kill_round - 1, "killed inside round 4, after round 3's checkpoint"
     server_rounds = [e["server_round"] for e in killed["strategy"]["aggregator"]["ledger"]["entries"]]
     assert server_rounds == list(range(1, done + 1))
     before = _client_rounds(killed)

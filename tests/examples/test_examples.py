@@ -20,6 +20,7 @@ def run_example(name: str, *args: str) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow  # trains 3 budgets end to end
 def test_dp_fedavg_spends_each_target_budget_and_writes_the_plot(tmp_path: Path) -> None:
     plot = tmp_path / "dp.png"
     out = run_example("dp_fedavg.py", "--seeds", "1", "--out", str(plot))
@@ -29,6 +30,7 @@ def test_dp_fedavg_spends_each_target_budget_and_writes_the_plot(tmp_path: Path)
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow  # DP-SGD with Opacus on every client
 def test_opacus_client_reports_record_level_epsilon() -> None:
     out = run_example("opacus_client.py")
     match = re.search(r"final test accuracy ([\d.]+); record-level epsilon .* max ([\d.]+), median ([\d.]+)", out)

@@ -28,6 +28,8 @@ from privfl.server import FailurePlan, FedAvg, PoissonSampler
 from privfl.server import run_simulation as bundled_run_simulation
 from privfl.tasks.digits import DigitsFederation, initial_parameters
 
+pytestmark = pytest.mark.slow  # starts Ray and a Flower simulation runtime (make test-slow runs it)
+
 NUM_NODES = 8
 TWO_ACTORS = {"init_args": {"num_cpus": 2}, "client_resources": {"num_cpus": 1}}
 pytestmark = pytest.mark.slow  # starts Ray

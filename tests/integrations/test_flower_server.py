@@ -12,7 +12,7 @@ from flwr.common.constant import ErrorCode
 
 from privfl.client import ClientApp, NumPyClient
 from privfl.core.message import Message, MessageKind, Metadata
-from privfl.errors import MessageError
+from privfl.errors import ConfigError, MessageError
 from privfl.integrations.flower import (
     GridClients,
     NodeMap,
@@ -22,7 +22,7 @@ from privfl.integrations.flower import (
     wait_for_nodes,
 )
 from privfl.integrations.flower.convert import to_recorddict
-from privfl.server import FailurePlan, FedAvg, PlainAggregator, run_simulation
+from privfl.server import FailurePlan, FedAvg, PlainAggregator, RunConfig, run_simulation
 from privfl.server.transport import ClientError
 
 FLOWER_IDS = (2**64 - 9, 11, 2**63 + 1, 500)
@@ -86,6 +86,18 @@ def test_run_on_grid_equals_bundled_loop_even_when_replies_arrive_reversed() -> 
         assert result.parameters[name].tobytes() == reference.parameters[name].tobytes()
     np.testing.assert_array_equal(result.parameters["w"], np.full(3, 5.0))  # 2 rounds of mean(1..4)
     assert [r.bytes_down for r in result.history.rounds] == [r.bytes_down for r in reference.history.rounds]
+
+
+@pytest.mark.usefixtures("flower_task")
+def test_one_run_config_drives_the_grid_and_the_bundled_loop_alike(tmp_path) -> None:
+    def config() -> RunConfig:
+        return RunConfig(num_rounds=2, strategy=FedAvg(aggregator=PlainAggregator("uniform")), seed=1, progress=False)
+
+    on_grid = run_on_grid(InProcessGrid(APP), min_nodes=4, initial_parameters=MODEL, config=config())
+    bundled = run_simulation(ClientApp(AddNode), num_clients=4, initial_parameters=MODEL, config=config())
+    assert on_grid.parameters["w"].tobytes() == bundled.parameters["w"].tobytes()
+    with pytest.raises(ConfigError, match="checkpoint"):  # Flower runs resume through Flower
+        run_on_grid(InProcessGrid(APP), min_nodes=4, initial_parameters=MODEL, config=config(), checkpoint=tmp_path)
 
 
 @pytest.mark.usefixtures("flower_task")

@@ -80,7 +80,7 @@ def test_central_dp_over_secagg_with_client_clipping() -> None:
         CentralDp(SecAggPlusAggregator(SecAggConfig(), semi_honest=True), noise_multiplier=1.0, clip_norm=1.0)
     federation = DigitsFederation(num_clients=10, seed=0)
     secure = SecAggPlusAggregator(SecAggConfig(coordinate_bound=1.0, bits=20, weighting="uniform"), semi_honest=True)
-    strategy = FedAvg(aggregator=CentralDp(secure, noise_multiplier=0.3, clip_norm=1.0, delta=1e-5), min_clients=0)
+    strategy = FedAvg(aggregator=CentralDp(secure, noise_multiplier=0.1, clip_norm=1.0, delta=1e-5), min_clients=0)
     drops = [(2, p.STAGE_MASKED_INPUT, node) for node in range(1, 11)]  # SecAgg+ fails in round 2
     result = run_simulation(
         ClientApp(federation, mods=[SecAggMod(semi_honest=True), FixedClippingMod(1.0)]),

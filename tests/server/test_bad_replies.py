@@ -80,7 +80,9 @@ def test_one_malformed_fit_reply_is_a_recorded_dropout(case: str) -> None:
         np.testing.assert_allclose(result.parameters[name], expected / weights.sum(), rtol=1e-6)
     (rejection,) = record.rejected
     assert rejection["node"] == (99 if case == "impersonates-a-stranger" else BAD)
-    assert rejection["stage"] == "train" and rejection["error"] == "MessageError" and rejection["reason"]
+    routing = case.startswith(("wrong-round", "wrong-run", "wrong-stage", "wrong-kind", "wrong-dest", "impersonates"))
+    assert rejection["error"] == ("ProtocolError" if routing else "MessageError")  # misrouted vs bad content
+    assert rejection["stage"] == "train" and rejection["reason"]
     assert record.fit[REJECTED] == 1.0
     assert record.evaluate[NUM_EXAMPLES] == sum(range(1, N + 1))  # evaluation is untouched
 

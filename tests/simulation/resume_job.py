@@ -1,36 +1,26 @@
-"""A training run used by the kill-and-resume tests: ``python resume_job.py CHECKPOINT ROUNDS MARKER``.
+"""A training run used by the kill-and-resume tests: ``python resume_job.py CHECKPOINT ROUNDS KILL_ROUND``.
 
-Clients sleep a little in ``fit`` so a parent process can kill the run mid-round.
-After each completed round the run writes the round number to MARKER.
+In round KILL_ROUND the first client to train blocks (``kill_point.hold_in_round``) so
+the parent can kill the run inside that round.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 from privfl.client.app import ClientApp
 from privfl.server.sampling import PoissonSampler
 from privfl.server.simulation import run_simulation
-from privfl.tasks.digits import DigitsClient, DigitsFederation, initial_parameters
+from privfl.tasks.digits import DigitsFederation, initial_parameters
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from kill_point import holding
 
 FEDERATION = DigitsFederation(num_clients=8, alpha=0.5, seed=3)
 
 
-class SlowClient(DigitsClient):
-    def fit(self, parameters, config):
-        time.sleep(0.02)
-        return super().fit(parameters, config)
-
-
-def slow_client_fn(node_id: int) -> SlowClient:
-    c = FEDERATION(node_id)
-    return SlowClient(c.x, c.y, node_id=node_id, seed=3)
-
-
-def run(checkpoint: Path | None, rounds: int, marker: Path | None = None, client_fn=FEDERATION):
-    callbacks = () if marker is None else (lambda rec: marker.write_text(str(rec.server_round)),)
+def run(checkpoint: Path | None, rounds: int, client_fn=FEDERATION):
     return run_simulation(
         ClientApp(client_fn),
         num_clients=FEDERATION.num_clients,
@@ -41,9 +31,8 @@ def run(checkpoint: Path | None, rounds: int, marker: Path | None = None, client
         seed=11,
         checkpoint=checkpoint,
         progress=False,
-        callbacks=callbacks,
     )
 
 
 if __name__ == "__main__":
-    run(Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), client_fn=slow_client_fn)
+    run(Path(sys.argv[1]), int(sys.argv[2]), client_fn=holding(FEDERATION, kill_round=int(sys.argv[3])))

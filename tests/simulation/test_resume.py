@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,42 +13,19 @@ from privfl.errors import CheckpointError
 from privfl.server.checkpoint import load_checkpoint
 
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(HERE.parent)]
 import resume_job  # noqa: E402
+from kill_point import kill_mid_round  # noqa: E402
 
-ROUNDS = 12
-
-
-def _wait_for_round(marker: Path, proc: subprocess.Popen, at_least: int, timeout: float = 60.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"job exited early with {proc.returncode}: {proc.stderr.read().decode()}")
-        if marker.exists() and marker.read_text() and int(marker.read_text()) >= at_least:
-            return int(marker.read_text())
-        time.sleep(0.005)
-    raise AssertionError("job made no progress")
+ROUNDS = 8
+KILL_ROUND = 5
 
 
 def test_killed_run_resumes_to_the_same_model(tmp_path: Path) -> None:
-    ckpt, marker = tmp_path / "run.ckpt", tmp_path / "round.txt"
+    ckpt = tmp_path / "run.ckpt"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])}
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "resume_job.py"), str(ckpt), str(ROUNDS), str(marker)],
-        env=env,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        _wait_for_round(marker, proc, at_least=4)
-        time.sleep(0.03)  # clients sleep in fit: the kill lands inside a round
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
-    done = load_checkpoint(ckpt)["round"]
-    assert 4 <= done < ROUNDS, "the kill must land before the run finished"
+    kill_mid_round([str(HERE / "resume_job.py"), str(ckpt), str(ROUNDS), str(KILL_ROUND)], env, KILL_ROUND)
+    assert load_checkpoint(ckpt)["round"] == KILL_ROUND - 1  # killed inside round 5, after round 4's checkpoint
 
     resumed = resume_job.run(ckpt, ROUNDS)
     uninterrupted = resume_job.run(None, ROUNDS)

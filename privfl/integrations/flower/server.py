@@ -12,29 +12,29 @@ Example::
 
     @app.main()
     def main(grid, context):
-        result = run_on_grid(grid, min_nodes=10, num_rounds=5, initial_parameters=params,
-                             strategy=FedAvg(aggregator=...))
+        result = run_on_grid(grid, min_nodes=10, initial_parameters=params,
+                             num_rounds=5, strategy=FedAvg(aggregator=...))
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
-from privfl.core.exchange import Strategy
-from privfl.core.message import ArrayDict, Config, Message
+from privfl.core.message import ArrayDict, Message
 from privfl.core.wire import encode
 from privfl.errors import ConfigError
 from privfl.integrations.flower.convert import NodeMap, from_flower_reply, to_flower
 from privfl.server.failures import FailureInjector, FailurePlan
 from privfl.server.history import RoundRecord
-from privfl.server.sampling import Sampler
-from privfl.server.simulation import CentralizedEvaluate, SimulationResult, run_rounds
+from privfl.server.run_config import RunConfig
+from privfl.server.simulation import SimulationResult, run_rounds
 from privfl.server.transport import ClientError, TrafficCounter
 
 logger = logging.getLogger(__name__)
@@ -134,55 +134,41 @@ def run_on_grid(
     grid: Grid,
     *,
     min_nodes: int,
-    num_rounds: int,
     initial_parameters: ArrayDict,
-    strategy: Strategy | None = None,
-    sampler: Sampler | None = None,
-    fit_config: Config | None = None,
-    centralized_evaluate: CentralizedEvaluate | None = None,
-    evaluate_fraction: float = 0.0,
-    seed: int | None = None,
-    run_id: int = 0,
     timeout: float | None = 3600.0,
     wait_timeout: float = 120.0,
-    on_client_error: str = "raise",
-    failures: FailurePlan | None = None,
-    callbacks: Sequence[Callable[[RoundRecord], None]] = (),
+    config: RunConfig | None = None,
+    **options: Any,
 ) -> SimulationResult:
     """Train with a privfl strategy on the nodes of a Flower grid; call it from a ServerApp main function.
 
     The population is every node connected once ``min_nodes`` are (privfl ids 1..N
     in order of Flower node id); it stays fixed for the run, as DP accounting
     assumes, and a node that leaves counts as a dropout. Rounds run as in
-    :func:`privfl.server.run_simulation` (same arguments, same seed streams, same
-    abort and budget rules); checkpointing and resuming are left to Flower.
+    :func:`privfl.server.run_simulation` (the same :class:`~privfl.server.RunConfig`,
+    seed streams, abort and budget rules); checkpointing, resuming and the progress
+    bar are left to Flower (``checkpoint`` must be unset).
 
     Args:
         grid: the ServerApp's grid.
         min_nodes: nodes to wait for before round 1.
+        initial_parameters: starting global model.
         timeout: seconds each protocol stage waits for replies.
         wait_timeout: seconds to wait for ``min_nodes`` nodes.
-        on_client_error: "raise" or "drop" when a ClientApp fails (see :class:`GridClients`).
-        Other arguments: as :func:`privfl.server.run_simulation`.
+        config: the run's :class:`~privfl.server.RunConfig`.
+        options: RunConfig fields (``num_rounds``, ``strategy``, ``seed``, ...), given
+            instead of ``config`` or replacing its fields.
     """
+    config = RunConfig.build(config, options)
+    if config.checkpoint is not None:
+        raise ConfigError("run_on_grid does not checkpoint (Flower runs resume through Flower); unset checkpoint")
     node_map = wait_for_nodes(grid, min_nodes, wait_timeout)
-    clients = GridClients(grid, node_map, timeout=timeout, on_client_error=on_client_error, failures=failures)
+    clients = GridClients(
+        grid, node_map, timeout=timeout, on_client_error=config.on_client_error, failures=config.failures
+    )
 
     def log_round(record: RoundRecord) -> None:
         logger.info("round %d: %s", record.server_round, {**record.fit, **record.centralized})
 
-    return run_rounds(
-        clients,
-        population=node_map.population,
-        num_rounds=num_rounds,
-        initial_parameters=initial_parameters,
-        strategy=strategy,
-        sampler=sampler,
-        fit_config=fit_config,
-        centralized_evaluate=centralized_evaluate,
-        evaluate_fraction=evaluate_fraction,
-        seed=seed,
-        run_id=run_id,
-        progress=False,
-        callbacks=(log_round, *callbacks),
-    )
+    config = dataclasses.replace(config, progress=False, callbacks=(log_round, *config.callbacks))
+    return run_rounds(clients, node_map.population, initial_parameters, config)
