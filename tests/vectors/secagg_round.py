@@ -65,13 +65,18 @@ class CounterStream:
 
 
 def identity(name: str) -> IdentityKey:
-    """An Ed25519 key from the fixed seed SHA-256(label || name) (RFC 8032 section 5.1.5)."""
+    """An Ed25519 key from the fixed seed SHA-256(LABEL || name) (RFC 8032 section 5.1.5)."""
     return IdentityKey(Ed25519PrivateKey.from_private_bytes(hashlib.sha256(LABEL + name.encode()).digest()))
 
 
 def update(node: int) -> np.ndarray:
     """Client ``node``'s fixed update: exact binary fractions in [-1, 1] (float32)."""
     return np.array([(node * (i + 3) % 9 - 4) / 4 for i in range(DIMENSION)], dtype=np.float32)
+
+
+def weight(node: int) -> int:
+    """Client ``node``'s number of examples."""
+    return 2 * node + 1
 
 
 class FixedClient(NumPyClient):
@@ -82,7 +87,7 @@ class FixedClient(NumPyClient):
         return [np.zeros(DIMENSION, np.float32)]
 
     def fit(self, parameters: list[np.ndarray], config: dict) -> tuple[list[np.ndarray], int, dict]:
-        return [parameters[0] + update(self.node)], 2 * self.node + 1, {}
+        return [parameters[0] + update(self.node)], weight(self.node), {}
 
     def evaluate(self, parameters: list[np.ndarray], config: dict) -> tuple[float, int, dict]:
         return 0.0, 1, {}
@@ -128,6 +133,10 @@ def run(entropy: Callable[[int], Callable[[int], bytes]] | None = None) -> dict[
         "nodes": list(NODES),
         "dropped_after_share_keys": [u for _, u in sorted(DROPS)],
         "operator_public": operator.public.hex(),
+        "identity_public": {str(u): k.public.hex() for u, k in keys.items()},
+        "inputs": {str(u): {"update": update(u).astype("<f4").tobytes().hex(), "weight": weight(u)} for u in NODES},
+        "identity_seed": f"SHA-256({LABEL.decode()!r} || 'operator' or 'node {{u}}')",
+        "entropy_stream": f"SHA-256({LABEL.decode()}entropy/node {{u}} || i as 8 bytes big-endian), i = 0, 1, ...",
         "entropy_bytes": {str(u): getattr(s, "drawn", None) for u, s in sources.items()},
         "messages": messages,
         "params": result.params.to_config(),

@@ -62,9 +62,10 @@ def test_the_committed_sum_matches_the_inputs() -> None:
     total = np.frombuffer(bytes.fromhex(COMMITTED["total"]), dtype=COMMITTED["total_dtype"])
     survivors = COMMITTED["survivors"]
     assert survivors == [1, 2, 3, 4] and COMMITTED["dropped"] == {"secagg.masked_input": [5]}
-    weights = {u: 2 * u + 1 for u in survivors}  # generate.FixedClient's num_examples
+    weights = {u: COMMITTED["inputs"][str(u)]["weight"] for u in survivors}
     assert int(total[-1]) == sum(weights.values())
-    expected = sum(weights[u] / params.max_weight * generate.update(u).astype(np.float64) for u in survivors)
+    updates = {u: np.frombuffer(bytes.fromhex(COMMITTED["inputs"][str(u)]["update"]), "<f4") for u in survivors}
+    expected = sum(weights[u] / params.max_weight * updates[u].astype(np.float64) for u in survivors)
     estimate = params.quantizer.dequantize_sum(total[:-1], len(survivors))
     assert np.all(np.abs(estimate - expected) < len(survivors) * params.quantizer.step)
 
