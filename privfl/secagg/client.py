@@ -225,6 +225,9 @@ class SecAggPlusClient:
             and neighbours' signatures), "sign", "model_digest", "encode" (clip, scale,
             quantise) and "mask" (key agreements and mask expansion); for benchmarks.
         encoder: replaces the default quantiser (and weight coordinate) if given.
+        _entropy: the source of every random byte of the client's rounds (key pairs,
+            self-mask seed, Shamir coefficients, AES-GCM nonces, quantiser coins): the
+            OS CSPRNG; tests only replace it (known-answer transcripts).
     """
 
     def __init__(
@@ -235,6 +238,8 @@ class SecAggPlusClient:
         rosters: dict[bytes, Roster] | None = None,
         profile: Callable[[int, str, float], None] | None = None,
         encoder: IntegerEncoder | None = None,
+        *,
+        _entropy: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self.node_id = node_id
         self.state = state
@@ -243,6 +248,7 @@ class SecAggPlusClient:
         self.rosters = {} if rosters is None else rosters
         self.profile = profile
         self.encoder = encoder
+        self._entropy = _entropy
 
     @contextmanager
     def _timed(self, step: str) -> Iterator[None]:
@@ -345,7 +351,7 @@ class SecAggPlusClient:
             nodes=nodes,
             roster=roster_digest,
         )
-        enc, mask = KeyPair.generate(), KeyPair.generate()
+        enc, mask = KeyPair.generate(_entropy=self._entropy), KeyPair.generate(_entropy=self._entropy)
         st.enc_private, st.mask_private = private_bytes(enc.private), private_bytes(mask.private)
         st.public_keys = (enc.public, mask.public)
         config = {p.PK_ENC: enc.public, p.PK_MASK: mask.public}
@@ -394,9 +400,9 @@ class SecAggPlusClient:
                 with self._timed("verify"):
                     verify(st.roster.keys[v], sig_v, ad, f"client {self.node_id}: node {v}'s advertisement")
         # Bonawitz et al. CCS'17, Fig. 4 Round 1: share b_u and s_u^SK among the neighbours.
-        st.self_mask_seed = os.urandom(SEED_BYTES)
-        b_shares = split(st.self_mask_seed, peers, t)
-        sk_shares = split(st.mask_private, peers, t)
+        st.self_mask_seed = self._entropy(SEED_BYTES)
+        b_shares = split(st.self_mask_seed, peers, t, _entropy=self._entropy)
+        sk_shares = split(st.mask_private, peers, t, _entropy=self._entropy)
         enc_private = load_private(st.enc_private)
         ciphertexts = []
         for v, enc_v in zip(peers, pk_enc, strict=True):
@@ -406,7 +412,7 @@ class SecAggPlusClient:
                 st.tag_keys[v] = self._derive(shared, v, PURPOSE_CONSISTENCY)
             bundle = encode_element(b_shares[v]) + encode_element(sk_shares[v])
             ad = associated_data(st.run_id, st.server_round, self.node_id, v, st.session)
-            ciphertexts.append(seal(st.share_keys[v], bundle, ad))
+            ciphertexts.append(seal(st.share_keys[v], bundle, ad, _entropy=self._entropy))
         st.peers = peers
         st.peer_keys = {v: (e, m) for v, e, m in zip(peers, pk_enc, pk_mask, strict=True)}
         arrays = {p.NODES: p.node_array(peers), p.CIPHERTEXTS: p.byte_rows(ciphertexts, p.CIPHERTEXT_BYTES)}
@@ -507,7 +513,12 @@ class SecAggPlusClient:
         assert params is not None
         vector = np.empty(update.size + 1, dtype=params.dtype)
         params.quantizer.quantize(
-            update, params.dtype, scale=weight / params.max_weight, overwrite=True, out=vector[:-1]
+            update,
+            params.dtype,
+            scale=weight / params.max_weight,
+            overwrite=True,
+            out=vector[:-1],
+            _entropy=self._entropy,
         )
         vector[-1] = weight
         return vector
@@ -636,6 +647,7 @@ class SecAggMod:
     profile: Callable[[int, str, float], None] | None = field(default=None, repr=False)
     _rosters: dict[bytes, Roster] = field(default_factory=dict, repr=False, compare=False)
     _client: type[SecAggPlusClient] = field(default=SecAggPlusClient, repr=False)  # audits plant weakened clients
+    _entropy: Callable[[int], bytes] = field(default=os.urandom, repr=False)  # tests only: known-answer transcripts
 
     def __post_init__(self) -> None:
         if (self.trust is None) != self.semi_honest:
@@ -658,5 +670,13 @@ class SecAggMod:
                 f"client {context.node_id}: refusing train stage {message.metadata.stage!r} without secure aggregation"
             )
         state = context.get_or_create(STATE_KEY, SecAggClientState)
-        client = self._client(context.node_id, state, self.trust, self._rosters, self.profile, encoder=self.encoder)
+        client = self._client(
+            context.node_id,
+            state,
+            self.trust,
+            self._rosters,
+            self.profile,
+            encoder=self.encoder,
+            _entropy=self._entropy,
+        )
         return client.handle(message, lambda m: call_next(m, context))

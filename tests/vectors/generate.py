@@ -13,6 +13,7 @@ itself (a regression vector: any change to its rounding shows up byte for byte).
 Randomness is a recorded tape (``entropy``, hex) drawn from SHAKE-256 of a label and fed
 to privfl's private ``_entropy`` injection points, which must consume all of it.
 All byte strings are lowercase hex; integers are decimal; array words are little-endian.
+The transcript of a whole SecAgg+ round has its own generator, ``secagg_round.py``.
 """
 
 from __future__ import annotations
