@@ -27,7 +27,7 @@ PYTHON_BLOCKS = re.findall(r"^```python\n(.*?)^```", README, flags=re.S | re.M)
 PRELUDE = ""
 """Code run before every block (set-up several blocks would share)."""
 TINY = {
-    "NUM_CLIENTS, SAMPLE_RATE, ROUNDS = 1000, 0.1, 60": "NUM_CLIENTS, SAMPLE_RATE, ROUNDS = 100, 0.2, 2",
+    "NUM_CLIENTS, SAMPLE_RATE, ROUNDS = 1000, 0.1, 60": "NUM_CLIENTS, SAMPLE_RATE, ROUNDS = 200, 0.2, 2",
 }
 """README line -> the tiny setting the default run uses instead."""
 
