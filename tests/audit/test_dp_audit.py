@@ -156,3 +156,14 @@ def test_dp_sgd_audit_passes_the_real_step_and_catches_too_little_noise(noise_mu
     )
     run = run_distinguishing(audited, 600)
     assert run.violated is violated
+
+
+def test_the_suites_abort_checks_pass_and_catch_their_planted_aborts():
+    """The abort-channel checks exactly as `privfl audit --quick` runs them (real and planted)."""
+    from privfl.audit.config import QUICK
+    from privfl.audit.dp_checks import abort_checks
+    from privfl.audit.report import Status
+
+    checks = abort_checks(QUICK)
+    assert len(checks) == 4 and sum(c.family == "DP planted bug" for c in checks) == 2
+    assert [c.status for c in checks] == [Status.PASS] * 4, [(c.name, c.status, c.figures) for c in checks]
