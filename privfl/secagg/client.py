@@ -589,7 +589,8 @@ class SecAggPlusClient:
             if st.unmask_reply is not None:
                 return message.reply(arrays=st.unmask_reply)
             survivors = st.survivors
-            senders = p.read_nodes(message.arrays, p.NODES, [v for v in st.partners if v in set(survivors)])
+            alive = set(survivors)
+            senders = p.read_nodes(message.arrays, p.NODES, [v for v in st.partners if v in alive])
             tags = p.read_rows(message.arrays, p.TAGS, len(senders), TAG_BYTES)
             digest = s.survivor_digest(survivors)
             valid = sum(

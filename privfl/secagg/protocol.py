@@ -108,9 +108,11 @@ def read_nodes(arrays: Mapping[str, np.ndarray], key: str, allowed: Collection[i
     arr = arrays[key]
     if arr.dtype != np.int64 or arr.ndim != 1:
         raise MessageError(f"{key} must be a 1-D int64 array, got {arr.dtype} with shape {arr.shape}")
-    nodes = tuple(int(v) for v in arr)
+    nodes = tuple(arr.tolist())
     if len(set(nodes)) != len(nodes):
         raise MessageError(f"{key} lists a node more than once")
+    if not isinstance(allowed, (set, frozenset, range, dict)):
+        allowed = set(allowed)  # membership in O(1): the lists are O(n) long at every client
     unknown = [v for v in nodes if v not in allowed]
     if unknown:
         raise MessageError(f"{key} lists unexpected node id(s) {unknown[:8]}")
