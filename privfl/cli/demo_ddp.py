@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from privfl.cli.demo_secagg import _GridClient
+from privfl.cli.options import int_at_least, probability
 from privfl.client.app import ClientApp
 from privfl.core.exchange import RoundSpec, SamplingInfo
 from privfl.ddp import DistributedDp, ddp_mod
@@ -37,23 +38,25 @@ def add_demo_parser(demo_subparsers: Any) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--mechanism", choices=("ddg", "skellam"), default="ddg", help="noise distribution")
-    parser.add_argument("--clients", type=int, default=100, help="clients in the round")
-    parser.add_argument("--min-clients", type=int, default=80, help="fewest survivors the noise is sized for")
-    parser.add_argument("--dim", type=int, default=1000, help="values per client update d")
-    parser.add_argument("--bits", type=int, default=16, help="bits per coordinate (SecAgg+ modulus 2^bits)")
+    parser.add_argument("--clients", type=int_at_least(2), default=100, help="clients in the round")
+    parser.add_argument(
+        "--min-clients", type=int_at_least(2), default=80, help="fewest survivors the noise is sized for"
+    )
+    parser.add_argument("--dim", type=int_at_least(1), default=1000, help="values per client update d")
+    parser.add_argument("--bits", type=int_at_least(2), default=16, help="bits per coordinate (SecAgg+ modulus 2^bits)")
     parser.add_argument("--epsilon", type=float, default=3.0, help="target epsilon over all rounds")
     parser.add_argument("--delta", type=float, default=1e-5, help="target delta")
-    parser.add_argument("--rounds", type=int, default=60, help="rounds the budget is planned for")
+    parser.add_argument("--rounds", type=int_at_least(1), default=60, help="rounds the budget is planned for")
     parser.add_argument("--sample-rate", type=float, default=0.1, help="Poisson sampling rate q of the plan")
-    parser.add_argument("--dropout", type=float, default=0.1, help="probability that a client drops in the round")
+    parser.add_argument("--dropout", type=probability, default=0.1, help="probability that a client drops in the round")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated updates and dropouts")
     parser.set_defaults(func=run_ddp_demo)
 
 
 def run_ddp_demo(args: argparse.Namespace) -> int:
     """Run the demo; exit code 0 when the round completed or was refused as planned."""
-    if not 2 <= args.min_clients <= args.clients or args.dim < 1 or not 0.0 <= args.dropout <= 1.0:
-        raise ConfigError("need 2 <= --min-clients <= --clients, --dim >= 1 and 0 <= --dropout <= 1")
+    if args.min_clients > args.clients:
+        raise ConfigError(f"--min-clients {args.min_clients} exceeds --clients {args.clients}")
     start = time.perf_counter()
     dp = DistributedDp.from_targets(
         mechanism=args.mechanism,
